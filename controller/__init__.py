@@ -1,0 +1,1 @@
+"""tcplab controller: runs scenarios against the probes and writes the trace and the film."""
