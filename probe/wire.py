@@ -8,7 +8,9 @@ controller) is one msgpack map, the *envelope*::
 - ``v``     protocol version; a peer speaking another version is refused.
 - ``type``  one of :data:`TYPES`.
 - ``host``  the sender's lab name (``controller`` for the controller, ``cli`` for the CLI).
-- ``seq``   the sender's counter, strictly increasing per sender; events are acknowledged by it.
+- ``seq``   the sender's counter. ``event`` frames count on their own, 1, 2, 3, ... with no gaps,
+            so the receiver sees a lost event as a gap and acknowledges only what it holds
+            contiguously (``ack`` body ``{"seq": N}``); every other type shares a second counter.
 - ``time``  the sender's CLOCK_MONOTONIC in nanoseconds when the frame was made.
 - ``body``  a map whose shape depends on ``type`` (commands are checked by :func:`check_command`).
 

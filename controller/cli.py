@@ -1,0 +1,144 @@
+"""The ``tcplab`` command.
+
+    tcplab run SCENARIO [--delay SECONDS] [--controller-home DIR] [--timeout S]
+    tcplab status [--controller-home DIR]
+    tcplab lab up|down|status [--json] [--home DIR]     (the embedded two-namespace testbed)
+    tcplab film [ansible-playbook options...]           (lab.yml through ansible-runner)
+
+Exit codes: 0 success; 1 the run or the action failed; 2 bad input (a flag, a scenario file);
+3 the controller is not reachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import zmq
+
+from controller import scenario
+from probe import wire
+
+DEFAULT_HOME = Path(os.environ.get("TCPLAB_HOME", "/var/lib/tcplab")) / "controller"
+
+
+class Unreachable(Exception):
+    pass
+
+
+class ControlClient:
+    """A DEALER on the controller's ipc control socket."""
+
+    def __init__(self, home: Path):
+        self.path = home / "control.sock"
+        if not self.path.exists():
+            raise Unreachable(f"no controller control socket at {self.path} (is tcplab-controller running?)")
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(f"ipc://{self.path}")
+        self.seq = 0
+
+    def send(self, type_: str, body: dict) -> None:
+        self.seq += 1
+        self.sock.send(wire.encode(wire.make(type_, "cli", self.seq, body)))
+
+    def recv(self, timeout_s: float) -> dict:
+        if not self.sock.poll(int(timeout_s * 1000)):
+            raise Unreachable(f"the controller did not answer within {timeout_s:g} s")
+        return wire.decode(self.sock.recv())
+
+    def close(self) -> None:
+        self.sock.close()
+        self.ctx.term()
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        scn = scenario.load(args.scenario)
+        if args.delay is not None:
+            scn = scn.with_delay(args.delay)
+    except scenario.ScenarioError as e:
+        print(f"tcplab: {e}", file=sys.stderr)
+        return 2
+    client = ControlClient(Path(args.controller_home))
+    try:
+        client.send("run", {"scenario": scn.to_dict(), "delay": scn.delay})
+        deadline = time.monotonic() + args.timeout
+        while True:
+            msg = client.recv(max(0.1, deadline - time.monotonic()))
+            body = msg["body"]
+            if msg["type"] == "progress":
+                _print_progress(body)
+            elif msg["type"] == "done":
+                if body.get("ok"):
+                    print(f"run {body.get('run')} finished: every step succeeded")
+                else:
+                    print(f"tcplab: run failed: {body.get('error')}", file=sys.stderr)
+                if body.get("dir"):
+                    print(f"run files: {body['dir']}")
+                return 0 if body.get("ok") else 1
+    finally:
+        client.close()
+
+
+def _print_progress(body: dict) -> None:
+    if body.get("event") == "run_started":
+        print(f"run {body.get('run')} started: {body.get('steps')} steps, files in {body.get('dir')}", flush=True)
+    elif body.get("event") == "step":
+        status = body.get("status")
+        line = f"[{body.get('index')}/{body.get('total')}] {body.get('action')} on {body.get('target')}: {status}"
+        if body.get("error"):
+            line += f" — {body['error']}"
+        print(line, flush=True)
+
+
+def _status(args: argparse.Namespace) -> int:
+    client = ControlClient(Path(args.controller_home))
+    try:
+        client.send("status", {})
+        body = client.recv(5.0)["body"]
+    finally:
+        client.close()
+    print(f"running: {body.get('running') or 'no run'}")
+    for host, p in body.get("probes", {}).items():
+        print(f"{host}: {'alive' if p['alive'] else 'silent'} at {p['lab_ip']}, clock offset "
+              f"{p['clock']['offset_ns'] / 1e6:.3f} ms ± {(p['clock']['uncertainty_ns'] or 0) / 1e6:.3f} ms")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["lab"]:
+        from controller.testbed.cli import main as lab_main
+        return lab_main(argv[1:])
+    if argv[:1] == ["film"]:
+        from controller.playbook import main as film_main
+        return film_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="tcplab", description="Film a TCP connection in slow motion.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a scenario on the running controller")
+    run.add_argument("scenario", help="scenario YAML file, e.g. scenarios/seed.yml")
+    run.add_argument("--delay", type=float, help="egress delay in seconds (overrides the scenario's)")
+    run.add_argument("--timeout", type=float, default=1800.0, help="give up waiting after this many seconds")
+    status = sub.add_parser("status", help="which probes the controller sees")
+    for p in (run, status):
+        p.add_argument("--controller-home", default=str(DEFAULT_HOME), help="the controller's home directory")
+    sub.add_parser("lab", help="the embedded testbed: lab up|down|status")
+    sub.add_parser("film", help="run lab.yml (testbed, provisioning, film) through ansible-runner")
+    args = parser.parse_args(argv)
+    try:
+        return _run(args) if args.command == "run" else _status(args)
+    except Unreachable as e:
+        print(f"tcplab: {e}", file=sys.stderr)
+        return 3
+    except wire.ProtocolError as e:
+        print(f"tcplab: the controller sent a bad frame: {e}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""The controller daemon: the probes' ROUTER, the CLI's control socket, and one run at a time.
+
+- Probes connect (DEALER, routing id = host name) to ``bind``. A ``hello`` registers a probe
+  and is answered ``welcome``; events are acknowledged cumulatively (``ack``); ``result`` frames
+  resolve the command that asked for them; ``pong`` frames feed the probe's clock estimate.
+- The ``tcplab`` CLI talks to ``ipc://HOME/control.sock``: ``run`` (a scenario as a dict) answered
+  by ``progress`` frames and one ``done``; ``status`` answered by ``state``.
+
+Command line::
+
+    tcplab-controller start --config PATH   # daemonize; prints {"changed": bool, "pid": N}
+    tcplab-controller stop  --config PATH
+    tcplab-controller run   --config PATH   # foreground
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import signal
+import sys
+import time
+
+import structlog
+import zmq
+import zmq.asyncio
+
+from controller import config as controller_config
+from controller import report, scenario
+from controller.fleet import Fleet
+from controller.run import Run, new_run_dir
+from controller.sequencer import Sequencer
+from probe import logs, pidfile, wire
+
+log = structlog.get_logger("controller")
+
+PINGS = 8
+
+
+class Controller:
+    def __init__(self, cfg: controller_config.ControllerConfig):
+        self.cfg = cfg
+        self.ctx = zmq.asyncio.Context()
+        self.probes = self.ctx.socket(zmq.ROUTER)
+        self.probes.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.probes.setsockopt(zmq.LINGER, 500)
+        self.control = self.ctx.socket(zmq.ROUTER)
+        self.control.setsockopt(zmq.LINGER, 500)
+        self.fleet = Fleet()
+        self.seq = 0
+        self.ids = itertools.count(1)  # command and ping ids
+        self.pending: dict[int, asyncio.Future] = {}
+        self.pings: dict[int, tuple[str, int]] = {}
+        self.run: Run | None = None
+        self.run_task: asyncio.Task | None = None
+        self.stopping = asyncio.Event()
+
+    # --- sending ------------------------------------------------------------------------------
+    def _frame(self, type_: str, body: dict) -> bytes:
+        self.seq += 1
+        return wire.encode(wire.make(type_, "controller", self.seq, body))
+
+    async def _to_probe(self, host: str, type_: str, body: dict) -> None:
+        try:
+            await self.probes.send_multipart([host.encode(), self._frame(type_, body)])
+        except zmq.ZMQError as e:  # EHOSTUNREACH: no such peer (ROUTER_MANDATORY)
+            raise ConnectionError(f"{host} is not connected") from e
+
+    # --- the Bus the sequencer uses -------------------------------------------------------------
+    def lab_ip(self, host: str) -> str | None:
+        link = self.fleet.probes.get(host)
+        return link.lab_ip if link else None
+
+    def connected(self, host: str) -> bool:
+        link = self.fleet.probes.get(host)
+        return bool(link and link.alive)
+
+    async def command(self, host: str, action: str, args: dict, timeout: float) -> dict:
+        cid = next(self.ids)
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[cid] = fut
+        try:
+            await self._to_probe(host, "command", {"id": cid, "action": action, "args": args})
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no answer to {action} within {timeout:g} s") from None
+        finally:
+            self.pending.pop(cid, None)
+
+    async def sync_clock(self, host: str) -> None:
+        for _ in range(PINGS):
+            pid = next(self.ids)
+            self.pings[pid] = (host, time.monotonic_ns())
+            await self._to_probe(host, "ping", {"id": pid})
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+
+    # --- receiving ----------------------------------------------------------------------------
+    async def _probe_loop(self) -> None:
+        while True:
+            ident, frame = (await self.probes.recv_multipart())[:2]
+            received = time.monotonic_ns()
+            try:
+                env = wire.decode(frame)
+                if env["host"] != ident.decode(errors="replace"):
+                    raise wire.ProtocolError(f"host {env['host']!r} does not match routing id {ident!r}")
+            except wire.ProtocolError as e:
+                log.warning("frame_refused", peer=ident.decode(errors="replace"), reason=str(e))
+                continue
+            await self._on_probe(env, received)
+
+    async def _on_probe(self, env: dict, received: int) -> None:
+        host, kind, body = env["host"], env["type"], env["body"]
+        if kind == "hello":
+            link = self.fleet.hello(host, body)
+            log.info("probe_hello", probe=host, lab_ip=link.lab_ip, pid=body.get("pid"))
+            await self._to_probe(host, "welcome", {"ack": link.upto})
+            asyncio.create_task(self.sync_clock(host))
+            return
+        link = self.fleet.seen(host)
+        if link is None:  # we restarted and it has not said hello yet: it will, after SILENCE_S
+            return
+        if kind == "event":
+            if link.receive(env["seq"]) and self.run is not None:
+                await self.run.add_event(host, body, link.clock)
+            await self._to_probe(host, "ack", {"seq": link.upto})
+        elif kind == "heartbeat":
+            if isinstance(body.get("oldest"), int):
+                link.give_up_below(body["oldest"])
+            await self._to_probe(host, "ack", {"seq": link.upto})
+        elif kind == "result":
+            fut = self.pending.get(body.get("id"))
+            if fut is not None and not fut.done():
+                fut.set_result(body)
+        elif kind == "pong":
+            sent = self.pings.pop(body.get("id"), None)
+            if sent is not None and sent[0] == host:
+                link.clock.add(sent[1], env["time"], received)
+
+    async def _control_loop(self) -> None:
+        while True:
+            ident, frame = (await self.control.recv_multipart())[:2]
+            try:
+                env = wire.decode(frame)
+            except wire.ProtocolError as e:
+                log.warning("control_frame_refused", reason=str(e))
+                continue
+            if env["type"] == "status":
+                await self._reply(ident, "state", {"probes": self.fleet.status(),
+                                                   "running": self.run.id if self.run else None})
+            elif env["type"] == "run":
+                if self.run_task is not None and not self.run_task.done():
+                    await self._reply(ident, "done", {"ok": False, "error": f"busy with run {self.run.id}"})
+                    continue
+                self.run_task = asyncio.create_task(self._run(ident, env["body"]))
+
+    async def _reply(self, ident: bytes, type_: str, body: dict) -> None:
+        await self.control.send_multipart([ident, self._frame(type_, body)])
+
+    # --- a run ---------------------------------------------------------------------------------
+    async def _run(self, ident: bytes, body: dict) -> None:
+        try:
+            scn = scenario.parse(body.get("scenario"), source="scenario")
+            if body.get("delay") is not None:
+                scn = scn.with_delay(float(body["delay"]))
+        except (scenario.ScenarioError, TypeError, ValueError) as e:
+            await self._reply(ident, "done", {"ok": False, "error": str(e)})
+            return
+        for host in scn.hosts:
+            if self.connected(host):
+                await self.sync_clock(host)
+        run_dir = new_run_dir(self.cfg.runs_dir, scn.name)
+        self.run = run = Run(run_dir, scn.hosts)
+        structlog.contextvars.bind_contextvars(run=run.id)
+        log.info("run_started", scenario=scn.name, delay=scn.delay, dir=str(run_dir))
+
+        async def progress(p: dict) -> None:
+            await self._reply(ident, "progress", {"run": run.id, **p})
+
+        await progress({"event": "run_started", "dir": str(run_dir), "steps": len(scn.steps)})
+        seq = Sequencer(scn, run, self, progress)
+        started = time.time()
+        ok = False
+        try:
+            ok = await seq.execute()
+        finally:
+            self.run = None
+            path = run.trace.finish()
+            run.close()
+            info = {"run_id": run.id, "ok": ok, "error": seq.error, "failed_step": seq.failed_step,
+                    "scenario": scn.to_dict(), "delay_s": scn.delay, "started_unix": started,
+                    "duration_s": round(time.time() - started, 3),
+                    "hosts": {h: {"lab_ip": self.lab_ip(h), "shaper_backend": run.backends.get(h),
+                                  "packets": run.packets.get(h, 0),
+                                  "clock": self.fleet.probes[h].clock.as_dict() if h in self.fleet.probes else None}
+                              for h in scn.hosts}}
+            report.write(run_dir, info)
+            log.info("run_finished", ok=ok, error=seq.error, trace=str(path))
+            structlog.contextvars.unbind_contextvars("run")
+        await self._reply(ident, "done", {"ok": ok, "error": seq.error, "dir": str(run_dir), "run": run.id})
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    async def serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        self.cfg.home.mkdir(parents=True, exist_ok=True)
+        self.cfg.control_path.unlink(missing_ok=True)
+        self.probes.bind(self.cfg.bind)
+        self.control.bind(f"ipc://{self.cfg.control_path}")
+        log.info("controller_started", bind=self.cfg.bind, control=str(self.cfg.control_path))
+        tasks = [asyncio.create_task(self._probe_loop()), asyncio.create_task(self._control_loop())]
+        stop = asyncio.create_task(self.stopping.wait())
+        code = 0
+        try:
+            done, _ = await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stop and not task.cancelled() and task.exception():
+                    log.error("controller_task_crashed", error=repr(task.exception()))
+                    code = 1
+        finally:
+            log.info("controller_stopping")
+            if self.run_task is not None and not self.run_task.done():
+                self.run_task.cancel()  # the run's finally still writes its trace and report
+                await asyncio.gather(self.run_task, return_exceptions=True)
+            for task in (*tasks, stop):
+                task.cancel()
+            await asyncio.gather(*tasks, stop, return_exceptions=True)
+            self.probes.close(linger=500)
+            self.control.close(linger=500)
+            self.ctx.term()
+            self.cfg.control_path.unlink(missing_ok=True)
+            log.info("controller_stopped")
+        return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tcplab-controller", description="tcplab controller daemon")
+    parser.add_argument("command", choices=("start", "stop", "run"))
+    parser.add_argument("--config", required=True, help="controller YAML configuration")
+    args = parser.parse_args(argv)
+    try:
+        cfg = controller_config.load(args.config)
+    except controller_config.ConfigError as e:
+        print(f"tcplab-controller: {e}", file=sys.stderr)
+        return 2
+    marker = str(cfg.path)  # a pid is ours only while its command line names this config
+    if args.config != marker:
+        os.execv(sys.executable, [sys.executable, "-m", "controller.daemon", args.command, "--config", marker])
+    if args.command == "stop":
+        print(json.dumps({"changed": pidfile.stop(cfg.pid_path, marker)}))
+        return 0
+
+    def serve() -> int:
+        logs.configure(host="controller", component="controller")
+        return asyncio.run(Controller(cfg).serve())
+
+    if args.command == "run":
+        pidfile.write(cfg.pid_path)
+        try:
+            return serve()
+        finally:
+            pidfile.remove(cfg.pid_path, os.getpid())
+    pid = pidfile.alive(cfg.pid_path, marker)
+    if pid:
+        print(json.dumps({"changed": False, "pid": pid}))
+        return 0
+    try:
+        pid = pidfile.spawn(serve, cfg.pid_path, marker, cfg.log_path)
+    except RuntimeError as e:
+        print(f"tcplab-controller: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps({"changed": True, "pid": pid}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""One run: the directory, the trace and pcaps being written, and what each host has shown so far.
+
+Probe events come in with the probe's monotonic clock (``t_ns``); a run maps them onto the
+controller's clock through the probe's :class:`~controller.clock.ClockEstimate` and writes
+``t`` as seconds since the run started. Events from before the start are not part of the film.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+
+from controller.clock import ClockEstimate
+from controller.scenario import Expectation
+from controller.trace import PcapFiles, Trace
+
+LISTENER_REMOTE = "0.0.0.0:*"
+_FIELDS = {
+    "state": ("local", "remote", "from", "to", "source"),
+    "packet": ("dir", "src", "dst", "flags", "seq", "ack", "len", "payload", "win"),
+    "console": ("text", "stream"),
+    "netstat": ("rows",),
+    "shaper": ("backend", "delay_ms", "loss_pct"),
+}
+
+
+def new_run_dir(runs_dir: Path, name: str) -> Path:
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}"
+    for n in range(1, 1000):
+        path = runs_dir / (base if n == 1 else f"{base}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"no free run directory for {base} in {runs_dir}")
+
+
+class Run:
+    def __init__(self, run_dir: Path, hosts: tuple[str, ...]):
+        self.dir = run_dir
+        self.id = run_dir.name
+        self.hosts = hosts
+        self.start_ns = time.monotonic_ns()
+        self.trace = Trace(run_dir)
+        self.pcaps = PcapFiles(run_dir)
+        self.pcaps.ensure(hosts)
+        self.changed = asyncio.Condition()
+        self.backends: dict[str, str | None] = {}
+        self.packets = {h: 0 for h in hosts}
+
+    def t(self, controller_ns: int) -> float:
+        return round((controller_ns - self.start_ns) / 1e9, 9)
+
+    def now(self) -> float:
+        return self.t(time.monotonic_ns())
+
+    async def add_event(self, host: str, body: dict, clock: ClockEstimate) -> None:
+        kind = body.get("kind")
+        if kind not in _FIELDS or not isinstance(body.get("t_ns"), int) or host not in self.hosts:
+            return
+        t = self.t(clock.to_controller(body["t_ns"]))
+        if t < 0:
+            return
+        rec = {"t": t, "host": host, "kind": kind}
+        rec.update({k: body[k] for k in _FIELDS[kind] if k in body})
+        if kind == "packet":
+            if isinstance(body.get("raw"), bytes) and isinstance(body.get("wall_ns"), int):
+                self.pcaps.write(host, body["raw"], body["wall_ns"])
+            self.packets[host] += 1
+        elif kind == "shaper":
+            self.backends[host] = body.get("backend")
+        await self.add(rec)
+
+    async def add(self, rec: dict) -> None:
+        self.trace.add(rec)
+        async with self.changed:
+            self.changed.notify_all()
+
+    # --- what has been seen ------------------------------------------------------------------
+    def states_since(self, host: str, since: float, listener: bool | None = None) -> list[dict]:
+        out = []
+        for r in self.trace.records:
+            if r["kind"] != "state" or r["host"] != host or r["t"] < since:
+                continue
+            is_listener = r.get("remote") == LISTENER_REMOTE
+            if listener is None or listener == is_listener:
+                out.append(r)
+        return out
+
+    def met(self, e: Expectation, since: float) -> bool:
+        if e.state is not None:
+            listener = e.state == "LISTEN"
+            return any(r["to"] == e.state for r in self.states_since(e.host, since, listener))
+        return any(r["kind"] == "console" and r["host"] == e.host and r.get("stream") == "stdout"
+                   and r["text"].strip() == e.text and r["t"] >= since for r in self.trace.records)
+
+    def observed(self, host: str, since: float) -> str:
+        """What ``host`` did since ``since``, in words, for a failed step's message."""
+        states = [f"{r['from']}->{r['to']}" for r in self.states_since(host, since, listener=False)]
+        lines = [r["text"].strip() for r in self.trace.records
+                 if r["kind"] == "console" and r["host"] == host and r["t"] >= since and r.get("stream") == "stdout"]
+        parts = [f"states {', '.join(states)}" if states else "no connection state change"]
+        if lines:
+            parts.append("printed " + ", ".join(repr(x) for x in lines[-3:]))
+        return f"{host}: " + "; ".join(parts)
+
+    async def wait_for(self, expect: tuple[Expectation, ...], since: float, timeout: float) -> list[Expectation]:
+        """Wait until every expectation is met; return the ones still unmet at the timeout."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with self.changed:
+            while True:
+                unmet = [e for e in expect if not self.met(e, since)]
+                left = deadline - asyncio.get_running_loop().time()
+                if not unmet or left <= 0:
+                    return unmet
+                try:
+                    await asyncio.wait_for(self.changed.wait(), timeout=left)
+                except asyncio.TimeoutError:
+                    pass
+
+    def close(self) -> None:
+        self.pcaps.close()
+        self.trace.close()

@@ -1,0 +1,223 @@
+"""Scenario files: what the lab does, step by step. A pure description; the sequencer runs it.
+
+A scenario is YAML::
+
+    name: seed
+    port: 9090              # the lab port (informational; probes are configured with it)
+    delay: 3.0              # seconds of egress delay on the lab port while shaping is on
+    steps:
+      - action: shape       # shape | listen | connect | send | close | abort | wait
+        host: [thinkpad, raspberrypi]
+      - action: listen
+        host: thinkpad
+        expect: [thinkpad LISTEN]
+      - action: connect
+        host: raspberrypi
+        to: thinkpad
+        expect: [raspberrypi ESTABLISHED, thinkpad ESTABLISHED]
+      - action: send
+        host: thinkpad
+        text: Hello
+        expect: [raspberrypi prints Hello]
+      - action: wait
+        expect: [thinkpad CLOSED]
+        timeout: 90
+
+An expectation is ``HOST STATE`` (HOST's connection reaches STATE after the step began; LISTEN
+refers to the listening socket, every other state to a connection socket) or
+``HOST prints TEXT`` (a line TEXT appears on HOST's nc console). A step fails when its
+expectations are not all met within ``timeout`` seconds (default: 10 s + 5 x delay).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from probe import tcpstates, wire
+
+ACTIONS = ("shape", "listen", "connect", "send", "close", "abort", "wait")
+STEP_KEYS = {"action", "host", "to", "text", "expect", "timeout", "delay", "loss", "clear", "note"}
+MAX_DELAY_S = 60.0
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot run; the message names the file, the step and the field."""
+
+
+@dataclass(frozen=True)
+class Expectation:
+    host: str
+    state: str | None = None   # a trace state name, or None for a console expectation
+    text: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.host} {self.state}" if self.state else f"{self.host} prints {self.text}"
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    action: str
+    hosts: tuple[str, ...] = ()
+    to: str | None = None
+    text: str | None = None
+    expect: tuple[Expectation, ...] = ()
+    timeout: float | None = None
+    delay: float | None = None   # shape: overrides the scenario delay
+    loss: float = 0.0
+    clear: bool = False
+    note: str | None = None
+
+    @property
+    def target(self) -> str:
+        return ",".join(self.hosts) if self.hosts else "-"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    steps: tuple[Step, ...]
+    delay: float = 3.0
+    port: int = 9090
+    description: str = ""
+    hosts: tuple[str, ...] = field(default=())
+
+    def with_delay(self, delay: float) -> "Scenario":
+        if not 0 <= delay <= MAX_DELAY_S:
+            raise ScenarioError(f"delay {delay} s is outside 0..{MAX_DELAY_S:g} s")
+        return Scenario(self.name, self.steps, delay, self.port, self.description, self.hosts)
+
+    def timeout(self, step: Step) -> float:
+        return step.timeout if step.timeout is not None else 10.0 + 5.0 * self.delay
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "delay": self.delay, "port": self.port, "description": self.description,
+                "steps": [_step_dict(s) for s in self.steps]}
+
+
+def _step_dict(s: Step) -> dict:
+    d: dict = {"action": s.action}
+    if s.hosts:
+        d["host"] = list(s.hosts)
+    for key in ("to", "text", "timeout", "delay", "note"):
+        if getattr(s, key) is not None:
+            d[key] = getattr(s, key)
+    if s.loss:
+        d["loss"] = s.loss
+    if s.clear:
+        d["clear"] = True
+    if s.expect:
+        d["expect"] = [str(e) for e in s.expect]
+    return d
+
+
+def load(path: str | Path) -> Scenario:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ScenarioError(f"{path}: cannot read ({e.strerror})") from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ScenarioError(f"{path}: not valid YAML{where}") from e
+    return parse(data, source=str(path))
+
+
+def _number(value: object, what: str, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise ScenarioError(f"{what} must be a number from {lo:g} to {hi:g}, got {value!r}")
+    return float(value)
+
+
+def _hosts(value: object, where: str) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    for h in items:
+        if not isinstance(h, str) or not wire.HOST_RE.match(h):
+            raise ScenarioError(f"{where}: 'host' must name a host or a list of hosts, got {h!r}")
+    return tuple(items)
+
+
+def _expectation(text: object, where: str) -> Expectation:
+    if not isinstance(text, str) or len(text.split()) < 2:
+        raise ScenarioError(f"{where}: expectation must read 'HOST STATE' or 'HOST prints TEXT', got {text!r}")
+    host, rest = text.split(None, 1)
+    if not wire.HOST_RE.match(host):
+        raise ScenarioError(f"{where}: bad host name {host!r} in expectation {text!r}")
+    if rest.startswith("prints "):
+        return Expectation(host, text=rest[len("prints "):].strip())
+    try:
+        return Expectation(host, state=tcpstates.name(rest.strip()))
+    except ValueError:
+        raise ScenarioError(f"{where}: unknown TCP state {rest.strip()!r} in expectation {text!r} "
+                            f"(known: {', '.join(tcpstates.NAMES)})") from None
+
+
+def _step(index: int, raw: object, source: str) -> Step:
+    where = f"{source}: step {index}"
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{where}: must be a mapping with an 'action'")
+    unknown = sorted(str(k) for k in set(raw) - STEP_KEYS)
+    if True in raw:  # YAML 1.1 reads a bare `on:` key as the boolean true
+        raise ScenarioError(f"{where}: write 'host:' for the acting host ('on' is read by YAML as true)")
+    if unknown:
+        raise ScenarioError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    action = raw.get("action")
+    if action not in ACTIONS:
+        raise ScenarioError(f"{where}: action must be one of {', '.join(ACTIONS)}, got {action!r}")
+    where = f"{where} ({action})"
+    on = _hosts(raw["host"], where) if "host" in raw else ()
+    if action != "wait" and not on:
+        raise ScenarioError(f"{where}: needs 'host' (the host that acts)")
+    if action in ("listen", "connect", "send", "close", "abort") and len(on) != 1:
+        raise ScenarioError(f"{where}: acts on exactly one host, got {len(on)}")
+    to = raw.get("to")
+    if action == "connect" and (not isinstance(to, str) or not wire.HOST_RE.match(to)):
+        raise ScenarioError(f"{where}: needs 'to' (the host to connect to)")
+    text = raw.get("text")
+    if action == "send":
+        if not isinstance(text, str) or not text or "\n" in text or len(text) > wire.MAX_TEXT:
+            raise ScenarioError(f"{where}: needs 'text', one line of at most {wire.MAX_TEXT} characters")
+    expect = raw.get("expect", [])
+    if not isinstance(expect, list):
+        expect = [expect]
+    if action == "wait" and not expect:
+        raise ScenarioError(f"{where}: a wait needs 'expect'")
+    timeout = _number(raw["timeout"], f"{where}: timeout", 0.1, 3600) if "timeout" in raw else None
+    delay = _number(raw["delay"], f"{where}: delay", 0, MAX_DELAY_S) if "delay" in raw else None
+    loss = _number(raw.get("loss", 0), f"{where}: loss", 0, 100)
+    clear = raw.get("clear", False)
+    if not isinstance(clear, bool):
+        raise ScenarioError(f"{where}: clear must be true or false")
+    note = raw.get("note")
+    return Step(index, action, on, to if action == "connect" else None, text if action == "send" else None,
+                tuple(_expectation(e, where) for e in expect), timeout, delay, loss, clear,
+                str(note) if note is not None else None)
+
+
+def parse(data: object, source: str = "scenario") -> Scenario:
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{source}: must be a mapping with 'name' and 'steps'")
+    unknown = sorted(str(k) for k in set(data) - {"name", "description", "port", "delay", "steps"})
+    if unknown:
+        raise ScenarioError(f"{source}: unknown field(s) {', '.join(unknown)}")
+    name = data.get("name")
+    if not isinstance(name, str) or not wire.HOST_RE.match(name):
+        raise ScenarioError(f"{source}: 'name' must be a simple word (letters, digits, - _ .), got {name!r}")
+    delay = _number(data.get("delay", 3.0), f"{source}: delay", 0, MAX_DELAY_S)
+    port = data.get("port", 9090)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ScenarioError(f"{source}: port must be 1..65535, got {port!r}")
+    steps_raw = data.get("steps")
+    if not isinstance(steps_raw, list) or not steps_raw:
+        raise ScenarioError(f"{source}: 'steps' must be a non-empty list")
+    steps = tuple(_step(i, raw, source) for i, raw in enumerate(steps_raw, start=1))
+    hosts: list[str] = []
+    for s in steps:
+        for h in (*s.hosts, *([s.to] if s.to else []), *(e.host for e in s.expect)):
+            if h not in hosts:
+                hosts.append(h)
+    return Scenario(name, steps, delay, port, str(data.get("description", "")), tuple(hosts))

@@ -1,0 +1,138 @@
+"""Runs a scenario's steps in order against the probes and records each step in the trace.
+
+Each step: a ``step`` record with status ``start``; the action sent to its host(s) (a command
+the probe answers with a result); then a wait until every expectation is met or the step's
+timeout passes; then a ``step`` record ``ok`` or ``failed`` with an error naming the host, the
+step and what was observed instead. The first failed step ends the run. Whatever happened, the
+sequencer then ends every nc and clears every host's shaping, and waits for a ``sync`` from each
+probe so that all their events are in before the trace is closed.
+"""
+
+from __future__ import annotations
+
+from typing import Awaitable, Callable, Protocol
+
+import structlog
+
+from controller.run import Run
+from controller.scenario import Scenario, Step
+
+log = structlog.get_logger("controller.sequencer")
+
+COMMAND_TIMEOUT_S = 15.0
+
+
+class StepFailed(Exception):
+    pass
+
+
+class Bus(Protocol):
+    """How the sequencer reaches the probes (the controller daemon implements it)."""
+
+    def lab_ip(self, host: str) -> str | None: ...
+    def connected(self, host: str) -> bool: ...
+    async def command(self, host: str, action: str, args: dict, timeout: float) -> dict: ...
+
+
+class Sequencer:
+    def __init__(self, scenario: Scenario, run: Run, bus: Bus,
+                 progress: Callable[[dict], Awaitable[None]] | None = None):
+        self.scenario = scenario
+        self.run = run
+        self.bus = bus
+        self.progress = progress
+        self.error: str | None = None
+        self.failed_step: int | None = None
+
+    async def _report(self, **body) -> None:
+        if self.progress is not None:
+            await self.progress(body)
+
+    async def execute(self) -> bool:
+        missing = [h for h in self.scenario.hosts if not self.bus.connected(h)]
+        if missing:
+            self.error = f"not connected to the controller: {', '.join(missing)}"
+            await self._report(event="run_failed", error=self.error)
+            return False
+        try:
+            for step in self.scenario.steps:
+                await self._step(step)
+            return True
+        except StepFailed as e:
+            self.error = str(e)
+            return False
+        finally:
+            await self._cleanup()
+
+    async def _step(self, step: Step) -> None:
+        since = self.run.now()
+        base = {"host": "controller", "kind": "step", "index": step.index, "action": step.action,
+                "target": step.target}
+        await self.run.add({"t": since, **base, "status": "start"})
+        await self._report(event="step", index=step.index, total=len(self.scenario.steps),
+                           action=step.action, target=step.target, status="start")
+        structlog.contextvars.bind_contextvars(step=step.index)
+        try:
+            await self._act(step)
+            timeout = self.scenario.timeout(step)
+            unmet = await self.run.wait_for(step.expect, since, timeout)
+            if unmet:
+                hosts = list(dict.fromkeys(e.host for e in unmet))
+                raise StepFailed(
+                    f"step {step.index} ({step.action} on {step.target}): after {timeout:g} s still waiting "
+                    f"for {', '.join(str(e) for e in unmet)}; observed "
+                    + " | ".join(self.run.observed(h, since) for h in hosts))
+        except StepFailed as e:
+            self.failed_step = step.index
+            log.warning("step_failed", error=str(e))
+            await self.run.add({"t": self.run.now(), **base, "status": "failed", "error": str(e)})
+            await self._report(event="step", index=step.index, total=len(self.scenario.steps),
+                               action=step.action, target=step.target, status="failed", error=str(e))
+            raise
+        finally:
+            structlog.contextvars.unbind_contextvars("step")
+        await self.run.add({"t": self.run.now(), **base, "status": "ok"})
+        await self._report(event="step", index=step.index, total=len(self.scenario.steps),
+                           action=step.action, target=step.target, status="ok")
+
+    def _args(self, step: Step) -> dict:
+        if step.action == "shape":
+            if step.clear:
+                return {"clear": True}
+            delay = step.delay if step.delay is not None else self.scenario.delay
+            return {"delay_ms": round(delay * 1000, 3), "loss_pct": step.loss}
+        if step.action == "connect":
+            ip = self.bus.lab_ip(step.to or "")
+            if not ip:
+                raise StepFailed(f"step {step.index} (connect on {step.target}): {step.to} is not connected, "
+                                 "so its address is unknown")
+            return {"ip": ip, "port": self.scenario.port}
+        if step.action == "send":
+            return {"text": step.text}
+        return {}
+
+    async def _act(self, step: Step) -> None:
+        if step.action == "wait":
+            return
+        args = self._args(step)
+        for host in step.hosts:
+            try:
+                result = await self.bus.command(host, step.action, args, COMMAND_TIMEOUT_S)
+            except (TimeoutError, ConnectionError) as e:
+                raise StepFailed(f"step {step.index} ({step.action} on {step.target}): {host} did not answer "
+                                 f"({e})") from e
+            if not result.get("ok"):
+                raise StepFailed(f"step {step.index} ({step.action} on {step.target}): {host} refused: "
+                                 f"{result.get('error')}")
+
+    async def _cleanup(self) -> None:
+        for host in self.scenario.hosts:
+            if not self.bus.connected(host):
+                continue
+            for action, args in (("abort", {}), ("shape", {"clear": True}), ("sync", {})):
+                try:
+                    result = await self.bus.command(host, action, args, COMMAND_TIMEOUT_S)
+                    if not result.get("ok"):
+                        log.error("cleanup_refused", host=host, action=action, error=result.get("error"))
+                except (TimeoutError, ConnectionError) as e:
+                    log.error("cleanup_failed", host=host, action=action, error=str(e))

@@ -1,0 +1,94 @@
+"""The probe's configuration file (YAML, written by the Ansible role ``probe``)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from probe import wire
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    path: Path
+    host: str
+    controller: str
+    lab_ip: str
+    lab_iface: str = "eth0"
+    port: int = 9090
+    home: Path = Path("/var/lib/tcplab/hosts/unknown")
+    nc: str = "/usr/bin/nc"
+    poll_hz: float = 50.0
+
+    @property
+    def pid_path(self) -> Path:
+        return self.home / "probe.pid"
+
+    @property
+    def status_path(self) -> Path:
+        return self.home / "probe.status"
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "probe.log"
+
+
+_ENDPOINT = re.compile(r"^(tcp://[A-Za-z0-9.\-]+:\d{1,5}|ipc:///\S+)$")
+
+
+def read_yaml(path: Path) -> dict:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({getattr(e, 'problem', e)})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a mapping of settings")
+    return data
+
+
+def check_endpoint(path: Path, value: object, field: str) -> str:
+    if not isinstance(value, str) or not _ENDPOINT.match(value):
+        raise ConfigError(f"{path}: {field} must look like tcp://HOST:PORT or ipc:///PATH, got {value!r}")
+    return value
+
+
+def load(path: Path) -> ProbeConfig:
+    path = Path(path).resolve()
+    data = read_yaml(path)
+    known = {"host", "controller", "lab_ip", "lab_iface", "port", "home", "nc", "poll_hz"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}")
+    for key in ("host", "controller", "lab_ip"):
+        if key not in data:
+            raise ConfigError(f"{path}: missing setting {key!r}")
+    host = data["host"]
+    if not isinstance(host, str) or not wire.HOST_RE.match(host):
+        raise ConfigError(f"{path}: host must be a simple name, got {host!r}")
+    try:
+        ipaddress.IPv4Address(str(data["lab_ip"]))
+    except ValueError as e:
+        raise ConfigError(f"{path}: lab_ip is not an IPv4 address: {data['lab_ip']!r}") from e
+    port = data.get("port", 9090)
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError(f"{path}: port must be 1..65535, got {port!r}")
+    poll_hz = data.get("poll_hz", 50.0)
+    if not isinstance(poll_hz, (int, float)) or not 1 <= poll_hz <= 1000:
+        raise ConfigError(f"{path}: poll_hz must be 1..1000, got {poll_hz!r}")
+    return ProbeConfig(
+        path=path, host=host, controller=check_endpoint(path, data["controller"], "controller"),
+        lab_ip=str(data["lab_ip"]), lab_iface=str(data.get("lab_iface", "eth0")), port=port,
+        home=Path(data.get("home", f"/var/lib/tcplab/hosts/{host}")), nc=str(data.get("nc", "/usr/bin/nc")),
+        poll_hz=float(poll_hz),
+    )

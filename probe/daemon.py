@@ -1,0 +1,272 @@
+"""The probe daemon: one per lab host.
+
+Lifecycle (as uvicorn's server): start (sweep what a killed probe left, connect, start the
+observers), run (commands in order, events out), stop (signal handlers only set a flag; stop
+taking commands, clear shaping, end nc, stop capture, drain unacknowledged events with a
+timeout, close the socket with a linger).
+
+It executes the fixed set of actions in :data:`probe.wire.ACTIONS` and nothing else.
+
+Command line::
+
+    tcplab-probe start --config PATH   # daemonize; prints {"changed": bool, "pid": N}
+    tcplab-probe stop  --config PATH   # prints {"changed": bool}
+    tcplab-probe run   --config PATH   # foreground
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+
+import structlog
+
+from probe import config as probe_config
+from probe import logs, pidfile, wire
+from probe.capture import Capture
+from probe.endpoint import Endpoint
+from probe.endpoint import sweep as sweep_endpoints
+from probe.shaper import Shaper
+from probe.shaper import sweep as sweep_shaping
+from probe.sockets import SocketWatcher
+from probe.transport import Transport
+
+log = structlog.get_logger("probe")
+
+NETSTAT_EVERY_S = 1.0
+DRAIN_S = 3.0
+
+
+class Probe:
+    def __init__(self, cfg: probe_config.ProbeConfig):
+        self.cfg = cfg
+        self.stopping = asyncio.Event()
+        self.events: asyncio.Queue[dict] = asyncio.Queue()
+        self.commands: asyncio.Queue[dict] = asyncio.Queue()
+        self.shaper = Shaper(ifname=cfg.lab_iface, port=cfg.port)
+        self.watcher = SocketWatcher(cfg.port)
+        self.endpoint = Endpoint(on_console=self._console, nc=cfg.nc, pid_dir=cfg.home)
+        self.capture: Capture | None = None
+        self.transport = Transport(cfg.controller, cfg.host, hello={
+            "lab_ip": cfg.lab_ip, "port": cfg.port, "iface": cfg.lab_iface, "pid": os.getpid(),
+            "actions": sorted(wire.ACTIONS), "observers": ["inet_diag", "capture", "console"],
+        })
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- events -----------------------------------------------------------------------------
+    def emit(self, body: dict) -> None:
+        body.setdefault("t_ns", time.monotonic_ns())
+        self.events.put_nowait(body)
+
+    def _console(self, text: str, stream: str) -> None:
+        self.emit({"kind": "console", "text": text, "stream": stream})
+
+    def _packet(self, pkt: dict) -> None:  # called from the capture thread
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self.events.put_nowait, pkt)
+
+    async def _send_events(self) -> None:
+        while True:
+            body = await self.events.get()
+            try:
+                await self.transport.event(body)
+            finally:
+                self.events.task_done()
+
+    async def _watch_sockets(self) -> None:
+        period = 1.0 / self.cfg.poll_hz
+        last_rows_key: object = None
+        last_rows_at = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            changes, rows = self.watcher.poll()
+            for change in changes:
+                self.emit(change)
+            # A row "changes" when anything but its countdown changes; a pane is sent at least once a second.
+            key = [(r["local"], r["foreign"], r["state"], r["recv_q"], r["send_q"], r["timer"].split(" ")[0])
+                   for r in rows]
+            now = loop.time()
+            if key != last_rows_key or now - last_rows_at >= NETSTAT_EVERY_S:
+                self.emit({"kind": "netstat", "rows": rows})
+                last_rows_key, last_rows_at = key, now
+            await asyncio.sleep(period)
+
+    # --- commands ---------------------------------------------------------------------------
+    async def _receive(self) -> None:
+        while True:
+            env = await self.transport.recv()
+            kind = env["type"]
+            if kind == "command":
+                await self.commands.put(env["body"])
+            elif kind == "ping":
+                await self.transport.send("pong", {"id": env["body"].get("id"), "t0": env["time"]})
+
+    async def _run_commands(self) -> None:
+        while True:
+            body = await self.commands.get()
+            cid = body.get("id") if isinstance(body.get("id"), int) else -1
+            try:
+                action, args = wire.check_command(body)
+                structlog.contextvars.bind_contextvars(action=action, command=cid)
+                data = await self.execute(action, args)
+                reply = {"id": cid, "ok": True, "data": data}
+            except wire.ProtocolError as e:
+                log.warning("command_refused", reason=str(e))
+                reply = {"id": cid, "ok": False, "error": str(e)}
+            except Exception as e:  # a failed action is reported to the controller, not fatal
+                log.error("command_failed", error=str(e), error_type=type(e).__name__)
+                reply = {"id": cid, "ok": False, "error": f"{type(e).__name__}: {e}"}
+            finally:
+                structlog.contextvars.unbind_contextvars("action", "command")
+            await self.transport.send("result", reply)
+
+    async def execute(self, action: str, args: dict) -> dict:
+        if action == "shape":
+            if args.get("clear"):
+                await asyncio.to_thread(self.shaper.clear)
+                self.emit({"kind": "shaper", "backend": None, "delay_ms": 0, "loss_pct": 0})
+                return {"backend": None}
+            delay_ms, loss = args.get("delay_ms", 0), args.get("loss_pct", 0)
+            backend = await asyncio.to_thread(self.shaper.apply, delay_ms=delay_ms, loss_pct=loss)
+            self.emit({"kind": "shaper", "backend": backend, "delay_ms": delay_ms, "loss_pct": loss})
+            return {"backend": backend}
+        if action == "listen":
+            await self.endpoint.listen(self.cfg.port)
+        elif action == "connect":
+            await self.endpoint.connect(args["ip"], args.get("port", self.cfg.port))
+        elif action == "send":
+            await self.endpoint.send(args["text"])
+        elif action == "close":
+            await self.endpoint.close()
+        elif action == "abort":
+            await self.endpoint.abort()
+        elif action == "sync":
+            # A barrier: one last look at the sockets, then every event so far is on the wire
+            # before this result, so the controller has them all when it sees the answer.
+            changes, _ = self.watcher.poll()
+            for change in changes:
+                self.emit(change)
+            await self.events.join()
+        return {}
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def _write_status(self, text: str) -> None:
+        tmp = self.cfg.status_path.with_suffix(".tmp")
+        tmp.write_text(text + "\n")
+        tmp.replace(self.cfg.status_path)
+
+    async def _report_status(self) -> None:
+        while True:
+            await self.transport.welcomed.wait()
+            self._write_status(f"connected {self.cfg.controller}")
+            while self.transport.welcomed.is_set():
+                await asyncio.sleep(0.2)
+            self._write_status(f"connecting {self.cfg.controller}")
+
+    async def run(self) -> int:
+        self._loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self.stopping.set)
+        self.cfg.home.mkdir(parents=True, exist_ok=True)
+        self._write_status(f"connecting {self.cfg.controller}")
+        removed = sweep_shaping(ifname=self.cfg.lab_iface, port=self.cfg.port)
+        removed += [f"nc pid {p}" for p in sweep_endpoints(self.cfg.home)]
+        if removed:
+            log.warning("leftovers_swept", removed=removed)
+        self.capture = Capture(self.cfg.lab_iface, self.cfg.port, self.cfg.lab_ip, self._packet)
+        await asyncio.to_thread(self.capture.start)
+        self.transport.connect()
+        await self.transport.hello()
+        tasks = [asyncio.create_task(c) for c in (
+            self._receive(), self._run_commands(), self._watch_sockets(), self._report_status())]
+        sender = asyncio.create_task(self._send_events())
+        keepalive = asyncio.create_task(self.transport.keepalive())
+        log.info("probe_started", host=self.cfg.host, controller=self.cfg.controller, port=self.cfg.port)
+        code = 0
+        try:
+            done, _ = await asyncio.wait([asyncio.create_task(self.stopping.wait()), *tasks, sender, keepalive],
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.exception() if not task.cancelled() else None:
+                    log.error("probe_task_crashed", error=repr(task.exception()))
+                    code = 1
+        finally:
+            log.info("probe_stopping")
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._shutdown()
+            # Events produced during shutdown still go out; then wait for the acks, bounded.
+            while not self.events.empty() and not sender.done():
+                await asyncio.sleep(0.01)
+            await self.transport.drain(DRAIN_S)
+            sender.cancel()
+            keepalive.cancel()
+            await asyncio.gather(sender, keepalive, return_exceptions=True)
+            self.transport.close()
+            try:
+                self.cfg.status_path.unlink()
+            except FileNotFoundError:
+                pass
+            log.info("probe_stopped", unacked=len(self.transport.unacked), dropped=self.transport.dropped)
+        return code
+
+    async def _shutdown(self) -> None:
+        steps = (("shaper", lambda: asyncio.to_thread(self.shaper.clear)),
+                 ("endpoint", self.endpoint.abort),
+                 ("capture", lambda: asyncio.to_thread(self.capture.stop) if self.capture else asyncio.sleep(0)))
+        for name, step in steps:
+            try:
+                await asyncio.wait_for(step(), timeout=5)
+            except Exception as e:
+                log.error("shutdown_step_failed", step=name, error=repr(e))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tcplab-probe", description="tcplab probe daemon")
+    parser.add_argument("command", choices=("start", "stop", "run"))
+    parser.add_argument("--config", required=True, help="probe YAML configuration")
+    args = parser.parse_args(argv)
+    try:
+        cfg = probe_config.load(args.config)
+    except probe_config.ConfigError as e:
+        print(f"tcplab-probe: {e}", file=sys.stderr)
+        return 2
+    marker = str(cfg.path)  # a pid is ours only while its command line names this config
+    if args.config != marker:  # spelled another way: run again with the canonical path
+        os.execv(sys.executable, [sys.executable, "-m", "probe.daemon", args.command, "--config", marker])
+    if args.command == "stop":
+        print(json.dumps({"changed": pidfile.stop(cfg.pid_path, marker)}))
+        return 0
+
+    def run() -> int:
+        logs.configure(host=cfg.host, component="probe")
+        return asyncio.run(Probe(cfg).run())
+
+    if args.command == "run":
+        pidfile.write(cfg.pid_path)
+        try:
+            return run()
+        finally:
+            pidfile.remove(cfg.pid_path, os.getpid())
+    pid = pidfile.alive(cfg.pid_path, marker)
+    if pid:
+        print(json.dumps({"changed": False, "pid": pid}))
+        return 0
+    cfg.home.mkdir(parents=True, exist_ok=True)
+    try:
+        pid = pidfile.spawn(run, cfg.pid_path, marker, cfg.log_path)
+    except RuntimeError as e:
+        print(f"tcplab-probe: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps({"changed": True, "pid": pid}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Pid files and daemonizing, shared by the probe and the controller daemons.
+
+A pid file holds one line, the pid. A pid is only trusted while ``/proc/PID/cmdline`` still
+contains the marker the owner recorded (its config path), so a recycled pid is never signalled.
+Nothing here kills by name.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+
+def read(path: Path) -> int | None:
+    try:
+        return int(Path(path).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def alive(path: Path, marker: str) -> int | None:
+    """The pid in ``path`` if that process is running and its command line contains ``marker``."""
+    pid = read(path)
+    if pid is None or pid <= 0:
+        return None
+    line = cmdline(pid)
+    if not line or marker not in line:
+        return None
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+    return None if state == "Z" else pid
+
+
+def write(path: Path, pid: int | None = None) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(f"{pid or os.getpid()}\n")
+    tmp.replace(path)
+
+
+def remove(path: Path, pid: int | None = None) -> None:
+    """Remove ``path`` (only if it still names ``pid``, when given)."""
+    if pid is not None and read(path) != pid:
+        return
+    try:
+        Path(path).unlink()
+    except FileNotFoundError:
+        pass
+
+
+def stop(path: Path, marker: str, timeout: float = 10.0) -> bool:
+    """SIGTERM the process in ``path``, wait, then SIGKILL. True if something was stopped."""
+    pid = alive(path, marker)
+    if pid is None:
+        remove(path)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if alive(path, marker) != pid:
+            break
+        time.sleep(0.05)
+    else:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        while alive(path, marker) == pid:
+            time.sleep(0.02)
+    remove(path, pid)
+    return True
+
+
+def spawn(run: "Callable[[], int]", pid_path: Path, marker: str, log_path: Path,
+          timeout: float = 15.0) -> int:
+    """Run ``run()`` in a daemon (double fork, new session, stdio on ``log_path``).
+
+    The daemon writes ``pid_path`` before calling ``run`` and removes it when ``run`` returns.
+    This process waits until the pid file names a live daemon and returns its pid; it raises
+    RuntimeError naming the log when the daemon died first. ``marker`` must appear in this
+    process's command line (the config path does), since the daemon inherits it.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:  # intermediate: new session, fork the daemon, leave at once
+        try:
+            os.setsid()
+            if os.fork() > 0:
+                os._exit(0)
+            os.chdir("/")
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            log = os.open(str(log_path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(devnull, 0)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            write(pid_path)
+            code = 1
+            try:
+                code = run()
+            finally:
+                remove(pid_path, os.getpid())
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        except BaseException:
+            os._exit(1)
+    os.waitpid(child, 0)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = alive(pid_path, marker)
+        if pid:
+            return pid
+        time.sleep(0.02)
+    raise RuntimeError(f"daemon did not come up within {timeout:.0f} s; see {log_path}")

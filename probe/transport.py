@@ -1,0 +1,134 @@
+"""The probe's side of the ZeroMQ link: one DEALER socket to the controller's ROUTER.
+
+- ``hello`` on start and whenever the controller has been silent for ``SILENCE_S`` (a restarted
+  controller forgets us; the hello re-registers). The controller answers ``welcome``.
+- ``event`` frames are kept until the controller acknowledges them (``ack`` carries the highest
+  sequence number it holds without gaps) and are sent again after ``RESEND_S``; the controller
+  drops duplicates by (host, seq), so an event is never lost to a dropped connection and never
+  counted twice.
+- ``heartbeat`` every ``HEARTBEAT_S`` so the controller knows the probe is alive.
+
+The routing id is the host name, so the controller addresses a probe by its name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+
+import structlog
+import zmq
+import zmq.asyncio
+
+from probe import wire
+
+log = structlog.get_logger("probe.transport")
+
+HEARTBEAT_S = 1.0
+RESEND_S = 2.0
+SILENCE_S = 5.0
+MAX_UNACKED = 100_000  # beyond this the oldest unacknowledged events are dropped (and counted)
+
+
+class Transport:
+    def __init__(self, endpoint: str, host: str, hello: dict, ctx: zmq.asyncio.Context | None = None):
+        self.endpoint = endpoint
+        self.host = host
+        self.hello_body = hello
+        self.ctx = ctx or zmq.asyncio.Context.instance()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.ROUTING_ID, host.encode())
+        self.sock.setsockopt(zmq.LINGER, 1000)
+        self.sock.setsockopt(zmq.RECONNECT_IVL, 200)
+        self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        self.sock.setsockopt(zmq.SNDHWM, 0)
+        self.seq = 0        # frames other than events
+        self.event_seq = 0  # events: contiguous, acknowledged cumulatively
+        self.unacked: OrderedDict[int, tuple[float, bytes]] = OrderedDict()
+        self.dropped = 0
+        self.welcomed = asyncio.Event()
+        self.last_heard = 0.0
+        self._last_hello = 0.0
+
+    def connect(self) -> None:
+        self.sock.connect(self.endpoint)
+        log.info("transport_connecting", endpoint=self.endpoint)
+
+    async def send(self, type_: str, body: dict) -> None:
+        """Send a frame that needs no acknowledgement (hello, result, pong, heartbeat)."""
+        self.seq += 1
+        await self.sock.send(wire.encode(wire.make(type_, self.host, self.seq, body)))
+
+    async def event(self, body: dict) -> None:
+        """Send an event and keep it until the controller acknowledges it."""
+        self.event_seq += 1
+        seq = self.event_seq
+        frame = wire.encode(wire.make("event", self.host, seq, body))
+        self.unacked[seq] = (asyncio.get_running_loop().time(), frame)
+        if len(self.unacked) > MAX_UNACKED:
+            self.unacked.popitem(last=False)
+            self.dropped += 1
+        await self.sock.send(frame)
+
+    async def hello(self) -> None:
+        self._last_hello = asyncio.get_running_loop().time()
+        await self.send("hello", self.hello_body)
+
+    def acknowledge(self, upto: int) -> None:
+        while self.unacked:
+            seq = next(iter(self.unacked))
+            if seq > upto:
+                break
+            self.unacked.popitem(last=False)
+
+    async def recv(self) -> dict:
+        """Next valid frame from the controller; bad frames are logged and skipped."""
+        while True:
+            frame = await self.sock.recv()
+            try:
+                env = wire.decode(frame)
+            except wire.ProtocolError as e:
+                log.warning("frame_refused", reason=str(e))
+                continue
+            self.last_heard = asyncio.get_running_loop().time()
+            if env["type"] == "welcome":
+                if not self.welcomed.is_set():
+                    log.info("controller_welcomed", endpoint=self.endpoint)
+                self.welcomed.set()
+            elif env["type"] == "ack":
+                self.acknowledge(int(env["body"].get("seq", 0)))
+            return env
+
+    async def keepalive(self) -> None:
+        """Heartbeats, hellos after silence, and resends; runs until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            if now - self.last_heard > SILENCE_S and now - self._last_hello > SILENCE_S:
+                if self.welcomed.is_set():
+                    log.warning("controller_silent", seconds=round(now - self.last_heard, 1))
+                self.welcomed.clear()
+                await self.hello()
+            else:
+                # `oldest`: events below it were acknowledged or given up (MAX_UNACKED), so the
+                # controller can move past a gap that will never be filled.
+                oldest = next(iter(self.unacked), self.event_seq + 1)
+                await self.send("heartbeat", {"unacked": len(self.unacked), "oldest": oldest,
+                                              "dropped": self.dropped})
+            for seq, (sent, frame) in list(self.unacked.items()):
+                if now - sent < RESEND_S:
+                    continue
+                self.unacked[seq] = (now, frame)
+                await self.sock.send(frame)
+            await asyncio.sleep(HEARTBEAT_S)
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every event is acknowledged (True) or the timeout passes (False)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.unacked and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        return not self.unacked
+
+    def close(self) -> None:
+        self.sock.close(linger=500)
