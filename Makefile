@@ -1,0 +1,58 @@
+# tcplab: two commands on a fresh Debian 12 or Ubuntu machine, as root:
+#   make film    install what is missing, then film the default scenario (ansible-playbook lab.yml)
+#   make test    install what is missing, then run the whole test suite
+# DELAY=0.3 shortens the delay of the default scenario: make film DELAY=0.3
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := film
+
+VENV := .venv
+PY := /usr/bin/python3
+# Debian packages the lab drives (and the ones Ansible's apt and pip modules need on the hosts).
+APT_PACKAGES := openssh-server netcat-openbsd iproute2 iptables tcpdump \
+                python3-venv python3-pip python3-setuptools python3-apt
+STAMP := $(VENV)/.tcplab-installed
+INVENTORY ?= inventory/netns.yml
+PLAYBOOK_ARGS := -i $(INVENTORY) $(if $(DELAY),-e tcplab_delay=$(DELAY),) $(ARGS)
+
+.PHONY: deps apt film test down lint
+
+deps: apt $(STAMP)
+
+# apt-get runs only when a package is missing, so a second `make` touches nothing.
+apt:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update && apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+# The system python explicitly (not whatever python3 comes first on PATH, e.g. a pyenv shim).
+$(VENV)/bin/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet -e '.[control,test]'
+	touch $@
+
+film: deps
+	@rc=0; $(VENV)/bin/ansible-playbook $(PLAYBOOK_ARGS) lab.yml || rc=$$?; \
+	run=$$(ls -1dt runs/*/ 2>/dev/null | head -n1); \
+	if [ -n "$$run" ]; then echo "The run's files are in $$(cd "$$run" && pwd)/ (trace.jsonl, summary.txt, pcaps)"; fi; \
+	exit $$rc
+
+test: deps
+	$(VENV)/bin/pytest
+
+down: deps
+	$(VENV)/bin/tcplab lab down
+
+# ansible-lint is not a dependency of the project; run it when it is installed.
+lint: deps
+	@if [ -x $(VENV)/bin/ansible-lint ]; then $(VENV)/bin/ansible-lint lab.yml playbooks; \
+	else echo "ansible-lint is not installed: $(VENV)/bin/pip install ansible-lint"; fi
