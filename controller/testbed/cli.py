@@ -1,0 +1,72 @@
+"""``tcplab lab up|down|status [--json] [--home DIR]``: the testbed from the command line.
+
+Exit codes: 0 done, 1 the testbed could not be built/removed (one-line reason on stderr),
+2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Optional
+
+import structlog
+
+from controller.testbed.spec import TestbedError, TestbedSpec
+from controller.testbed.testbed import down, status, up
+
+ACTIONS = {"up": up, "down": down, "status": status}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        sys.stderr.write(f"tcplab lab: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="tcplab lab", description="The embedded testbed: two namespaces with sshd.")
+    p.add_argument("action", choices=sorted(ACTIONS))
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--home", help="state directory (default $TCPLAB_HOME or /var/lib/tcplab)")
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    if not structlog.is_configured():  # keep stdout for the result (JSON)
+        structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    try:
+        spec = TestbedSpec(home=args.home) if args.home else TestbedSpec()
+        result = ACTIONS[args.action](spec)
+    except TestbedError as e:
+        sys.stderr.write(f"tcplab lab {args.action}: {e}\n")
+        return 1
+    except PermissionError as e:
+        sys.stderr.write(f"tcplab lab {args.action}: needs root ({e})\n")
+        return 1
+    print(json.dumps(result, indent=2, sort_keys=True) if args.json else _human(args.action, result))
+    return 0
+
+
+def _human(action: str, r: dict[str, Any]) -> str:
+    if action == "down":
+        return "testbed removed" if r["changed"] else "testbed already absent"
+    lines = []
+    if action == "up":
+        lines.append("testbed changed" if r["changed"] else "testbed already up")
+    else:
+        lines.append("testbed up" if r["up"] else "testbed NOT up")
+    for name, h in r["hosts"].items():
+        sshd = f"sshd pid {h['sshd_pid']}" if h.get("sshd_pid") else "sshd not running"
+        lines.append(f"  {name:<12} {h['ip']:<15} netns {h['netns']}  {sshd}")
+    lines.append(f"  ssh {' '.join(r['ssh_args'])} root@<ip>")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""The embedded testbed's lifecycle: ``up``, ``down`` and ``status``.
+
+``up`` is idempotent: every piece is read back first and only a missing, dead or different
+piece is (re)made, so a second ``up`` reports ``changed: false`` and restarts nothing.
+``down`` works from whatever is left, also after a crash: it stops processes recorded in pid
+files (checking ``/proc/<pid>/cmdline`` first), then anything still running inside our
+namespaces, deletes the namespaces and links by their exact names, and removes
+``$TCPLAB_HOME/testbed`` and ``$TCPLAB_HOME/hosts``. Calls are serialised by a lock file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+import structlog
+
+from controller.testbed import processes
+from controller.testbed.network import LabNetwork, namespace_inode
+from controller.testbed.spec import TestbedError, TestbedSpec
+from controller.testbed.sshd import HostSshd, config_text, ensure_client_files, write_if_changed
+
+log = structlog.get_logger(__name__)
+
+LOCK_FILE = Path("/run/lock/tcplab-testbed.lock")
+
+# pid file stem -> what its process's command line must contain before we signal it
+PID_FILE_NEEDLES = {"sshd": "sshd", "probe": "probe", "controller": "controller"}
+NC_PROGRAMS = {"nc", "nc.openbsd", "netcat"}  # for pid files named nc*
+
+
+def up(spec: TestbedSpec | None = None) -> dict[str, Any]:
+    spec = spec or TestbedSpec()
+    with _locked():
+        changed = LabNetwork(spec).ensure()
+        changed |= ensure_client_files(spec)
+        for host in spec.host_specs():
+            cfg_changed = write_if_changed(host.sshd_config, config_text(spec, host), 0o600)
+            changed |= cfg_changed
+            changed |= HostSshd(spec, host).ensure(cfg_changed)
+        result = {"changed": changed, **_describe(spec)}
+    log.info("testbed_up", changed=changed, home=str(spec.home))
+    return result
+
+
+def down(spec: TestbedSpec | None = None) -> dict[str, Any]:
+    spec = spec or TestbedSpec()
+    with _locked():
+        changed = False
+        for host in spec.host_specs():
+            changed |= HostSshd(spec, host).stop()
+        changed |= _stop_pid_files(spec)
+        changed |= _stop_namespace_residents(spec)
+        changed |= LabNetwork(spec).remove()
+        for d in (spec.dir, spec.home / "hosts"):
+            if d.exists():
+                shutil.rmtree(d)
+                log.info("testbed_dir_removed", path=str(d))
+                changed = True
+        with contextlib.suppress(OSError):  # only if nothing else lives there
+            spec.home.rmdir()
+            changed = True
+    log.info("testbed_down", changed=changed, home=str(spec.home))
+    return {"changed": changed}
+
+
+def status(spec: TestbedSpec | None = None) -> dict[str, Any]:
+    spec = spec or TestbedSpec()
+    net = LabNetwork(spec).state()
+    desc = _describe(spec)
+    for host in spec.host_specs():
+        h = desc["hosts"][host.name]
+        h.update(net["hosts"][host.name])
+        h["sshd_running"] = h["sshd_pid"] is not None
+    hosts_ok = all(h["netns_exists"] and h["eth0_up"] and h["veth_on_bridge"] and h["sshd_running"]
+                   and not h["default_route"] for h in desc["hosts"].values())
+    desc["bridge"] = net["bridge"]
+    desc["up"] = bool(net["bridge"]["up"] and hosts_ok)
+    return desc
+
+
+def _describe(spec: TestbedSpec) -> dict[str, Any]:
+    return {
+        "home": str(spec.home),
+        "bridge": spec.bridge,
+        "controller_ip": spec.controller_ip,
+        "identity_file": str(spec.client_key),
+        "known_hosts": str(spec.known_hosts),
+        "ssh_args": spec.ssh_args(),
+        "hosts": {h.name: {"ip": h.ip, "netns": h.netns, "user": "root",
+                           "sshd_pid": HostSshd(spec, h).pid()} for h in spec.host_specs()},
+    }
+
+
+def _stop_pid_files(spec: TestbedSpec) -> bool:
+    """Probes, nc endpoints and the controller, from their pid files under TCPLAB_HOME."""
+    changed = False
+    pid_files = sorted((spec.home / "hosts").glob("*/*.pid")) + sorted(
+        (spec.home / "controller").glob("*.pid"))
+    for pid_file in pid_files:
+        pid = processes.read_pid(pid_file)
+        needle = next((v for k, v in PID_FILE_NEEDLES.items() if pid_file.stem.startswith(k)),
+                      "tcplab")
+        ours = (processes.argv0(pid) in NC_PROGRAMS if pid and pid_file.stem.startswith("nc")
+                else processes.alive_as(pid, needle))
+        if ours:
+            processes.terminate([pid], why=str(pid_file))
+            changed = True
+        else:
+            log.info("testbed_pid_file_stale", path=str(pid_file), pid=pid)
+        pid_file.unlink(missing_ok=True)
+    return changed
+
+
+def _stop_namespace_residents(spec: TestbedSpec) -> bool:
+    """Whatever still runs inside our namespaces (e.g. an sshd whose pid file was lost)."""
+    pids = []
+    for host in spec.host_specs():
+        ino = namespace_inode(host.netns)
+        if ino is not None:
+            pids += processes.pids_in_netns(ino)
+    return bool(processes.terminate(pids, why="resident of a testbed namespace")) if pids else False
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOCK_FILE, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        except OSError as e:
+            raise TestbedError(f"{type(e).__name__}: {e}") from e
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -1,0 +1,38 @@
+"""The testbed's pure parts: the spec and the sshd config it implies (no namespaces needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.testbed import TestbedError, TestbedSpec
+from controller.testbed.sshd import config_text
+
+
+def test_defaults_are_the_lab_names(tmp_path, monkeypatch):
+    monkeypatch.setenv("TCPLAB_HOME", str(tmp_path))
+    spec = TestbedSpec()
+    assert spec.home == tmp_path
+    assert spec.controller_ip == "10.90.0.254"
+    assert [(h.name, h.ip, h.netns, h.veth) for h in spec.host_specs()] == [
+        ("thinkpad", "10.90.0.1", "tcplab-thinkpad", "tcplab1"),
+        ("raspberrypi", "10.90.0.2", "tcplab-raspberrypi", "tcplab2")]
+    assert spec.link_names() == ["tcplab0", "tcplab1", "tcplab2"]
+
+
+@pytest.mark.parametrize("kw", [{"hosts": ()}, {"hosts": ("a", "a")}, {"hosts": ("Bad name",)},
+                                {"subnet": "10.90.0.0/33"}, {"bridge": "br0"},
+                                {"subnet": "10.90.0.0/30", "hosts": ("a", "b", "c")}])
+def test_bad_specs_are_refused(tmp_path, kw):
+    with pytest.raises(TestbedError):
+        TestbedSpec(home=tmp_path, **kw)
+
+
+def test_sshd_config_pins_address_keys_and_auth(tmp_path):
+    spec = TestbedSpec(home=tmp_path)
+    host = spec.host_specs()[0]
+    cfg = config_text(spec, host).splitlines()
+    for line in ("ListenAddress 10.90.0.1:22", f"PidFile {host.pid_file}", f"HostKey {host.host_key}",
+                 f"AuthorizedKeysFile {spec.authorized_keys}", "PermitRootLogin prohibit-password",
+                 "PasswordAuthentication no", "UsePAM no", "UseDNS no"):
+        assert line in cfg
+    assert any(line.startswith("StrictModes ") for line in cfg)
