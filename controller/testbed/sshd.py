@@ -130,6 +130,10 @@ class HostSshd:
     def start(self) -> int:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
         self.host.pid_file.unlink(missing_ok=True)
+        if _port_open(self.host.ip, 22):
+            raise TestbedError(f"{self.host.ip}:22 is already served by another sshd "
+                               f"({self._other_listener()}); a testbed with another TCPLAB_HOME? "
+                               "run `tcplab lab down --home <that home>` first")
         _run([SSHD, "-t", "-f", str(self.host.sshd_config)])
         _run(["ip", "netns", "exec", self.host.netns, "unshare", "--uts", "--",
               "sh", "-c", 'hostname "$1" && exec "$2" -f "$3" -E "$4"', "sh",
@@ -143,6 +147,14 @@ class HostSshd:
             time.sleep(0.05)
         raise TestbedError(f"sshd for {self.host.name} did not come up on {self.host.ip}:22 "
                            f"within {START_TIMEOUT:.0f}s (see {self.host.log_file})")
+
+    def _other_listener(self) -> str:
+        ns = namespace_inode(self.host.netns)
+        for pid in processes.pids_in_netns(ns) if ns is not None else []:
+            cmd = processes.cmdline(pid) or ""
+            if "sshd" in cmd and "listener" in cmd:
+                return f"pid {pid}: {cmd.split(' [')[0]}"
+        return "unknown process"
 
     def stop(self) -> bool:
         """Stop our sshd and its session processes, whichever namespace they are in."""

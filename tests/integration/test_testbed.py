@@ -211,3 +211,13 @@ def test_ansible_pings_both_hosts_over_ssh(spec, tmp_path):
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "thinkpad | SUCCESS" in r.stdout and "raspberrypi | SUCCESS" in r.stdout
+
+
+def test_up_with_another_home_fails_fast_with_one_line(spec, tmp_path):
+    up(spec)
+    t0 = time.monotonic()
+    r = cli("up", home=tmp_path / "other", check=False)
+    assert r.returncode == 1
+    assert time.monotonic() - t0 < 8
+    err = r.stderr.strip().splitlines()[-1]
+    assert "already served by another sshd" in err and str(spec.home) in err
