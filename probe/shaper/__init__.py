@@ -1,0 +1,94 @@
+"""Delay (and drop) the egress TCP packets of one port on one interface of this host.
+
+``Shaper(ifname, port).apply(delay_ms, loss_pct)`` tries backend 1 (tc: the seed's prio +
+netem + u32 layout, see :mod:`probe.shaper.netem`) and, when the kernel has no
+sch_prio/sch_netem, falls back to backend 2 (iptables NFQUEUE + a userspace delay line,
+see :mod:`probe.shaper.nfqueue`). Either way only packets with the port as source or
+destination are touched, so SSH, Ansible and ZeroMQ are never slowed.
+Everything works in the network namespace of the calling process.
+
+``sweep()`` is for probe start: it removes what a killed probe left behind.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Optional, Union
+
+import structlog
+
+from probe.shaper import iptables, netem
+from probe.shaper.errors import NetemUnavailable, ShaperError
+from probe.shaper.netem import NetemBackend
+from probe.shaper.nfqueue import NfqueueBackend
+
+__all__ = ["Shaper", "ShaperError", "NetemUnavailable", "sweep"]
+
+log = structlog.get_logger(__name__)
+
+
+class Shaper:
+    """Shaping of ``port`` on ``ifname``; nothing is touched until :meth:`apply`."""
+
+    def __init__(self, ifname: str, port: int, queue_num: Optional[int] = None):
+        if not (isinstance(port, int) and 0 < port < 65536):
+            raise ShaperError(f"bad port {port!r}")
+        if not ifname or len(ifname) > 15:
+            raise ShaperError(f"bad interface name {ifname!r}")
+        self.ifname = ifname
+        self.port = port
+        self.queue_num = queue_num
+        self._impl: Union[NetemBackend, NfqueueBackend, None] = None
+
+    @property
+    def backend(self) -> Optional[str]:
+        return None if self._impl is None else self._impl.name
+
+    def apply(self, delay_ms: int, loss_pct: float = 0) -> str:
+        """Shape now, or update the running shaping in place. Returns the backend name."""
+        if not (isinstance(delay_ms, int) and 0 <= delay_ms <= 3_600_000):
+            raise ShaperError(f"bad delay_ms {delay_ms!r}")
+        if not 0 <= loss_pct <= 100:
+            raise ShaperError(f"bad loss_pct {loss_pct!r}")
+        try:
+            socket.if_nametoindex(self.ifname)
+        except OSError as e:
+            raise ShaperError(f"no interface {self.ifname}") from e
+        if self._impl is not None:
+            self._impl.apply(delay_ms, loss_pct)
+            return self._impl.name
+        impl: Union[NetemBackend, NfqueueBackend] = NetemBackend(self.ifname, self.port)
+        try:
+            impl.apply(delay_ms, loss_pct)
+            reason = "kernel has prio and netem"
+        except NetemUnavailable as e:
+            reason = str(e)
+            impl = NfqueueBackend(self.ifname, self.port, self.queue_num)
+            impl.apply(delay_ms, loss_pct)
+        self._impl = impl
+        log.info("shaper_backend_chosen", backend=impl.name, reason=reason, ifname=self.ifname, port=self.port)
+        return impl.name
+
+    def clear(self) -> None:
+        """Remove everything this shaper made; safe to call any number of times."""
+        impl, self._impl = self._impl, None
+        if impl is not None:
+            impl.clear()
+
+    def __enter__(self) -> "Shaper":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.clear()
+
+
+def sweep(ifname: str, port: int) -> list[str]:
+    """Remove leftovers of a killed probe: our qdisc layout on ``ifname`` and every
+    TCPLAB-SHAPE-* chain (whatever port it was made for). Returns what was removed."""
+    removed = netem.sweep(ifname)
+    chains = set(iptables.our_chains()) | {iptables.chain_name(port)}
+    for chain in sorted(chains):
+        if iptables.remove_chain(chain):
+            removed.append(f"iptables {iptables.TABLE} chain {chain}")
+    log.info("shaper_swept", ifname=ifname, port=port, removed=removed)
+    return removed

@@ -1,0 +1,219 @@
+"""Backend 1: the seed's tc layout through pyroute2 (netlink), applied like ``ensure()``.
+
+Layout on the interface (what the seed's script builds with ``tc``)::
+
+    root prio 1:0, priomap all 0  -> every priority goes to band 0 (class 1:1)
+    netem 20:0 on parent 1:2      -> the delay (and loss)
+    u32 filters on parent 1:0, protocol ip, ``ip sport PORT`` / ``ip dport PORT`` -> flowid 1:2
+
+Only packets of the lab port reach 1:2, so SSH, Ansible and ZeroMQ keep band 0.
+
+The filters get fixed handles 800::800 (sport) and 800::801 (dport) at pref 1 so that
+``replace-filter`` is idempotent (a replace without a handle would add a second node).
+pyroute2 normalises a u32 key to its first masked byte: ``ip dport P`` is sent as
+``P<<16/0xffff0000 at 22`` where tc sends ``P/0x0000ffff at 20`` -- the same match.
+
+:func:`layout` is the pure description (no kernel); :class:`NetemBackend` executes it:
+add -> EEXIST becomes change, delete -> ENOENT is success, then the kernel state is read
+back. A kernel without sch_prio/sch_netem answers ENOENT "Specified qdisc kind is
+unknown": that raises :class:`NetemUnavailable` after everything half-made is removed.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+from typing import Any, NamedTuple
+
+import structlog
+from pyroute2 import IPRoute, protocols
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import TC_H_ROOT
+from pyroute2.netlink.rtnl.tcmsg.common import percent2u32, time2tick
+
+from probe.shaper.errors import NetemUnavailable, ShaperError
+
+log = structlog.get_logger(__name__)
+
+PRIO_HANDLE = 0x10000  # 1:0
+BAND_CLASS = 0x10002  # 1:2
+NETEM_HANDLE = 0x200000  # 20:0
+FILTER_PREF = 1
+SPORT_FILTER = 0x80000800  # 800::800
+DPORT_FILTER = 0x80000801  # 800::801
+SOL_NETLINK = 270
+NETLINK_EXT_ACK = 11
+
+
+class TcRequest(NamedTuple):
+    command: str
+    kind: str
+    args: dict
+
+
+def port_key(port: int, field: str) -> str:
+    """The u32 key of ``match ip sport|dport PORT 0xffff`` (IP header without options)."""
+    offset = {"sport": 20, "dport": 22}[field]
+    return f"0x{port << 16:08x}/0xffff0000+{offset}"
+
+
+def layout(port: int, delay_ms: int, loss_pct: float = 0) -> list[TcRequest]:
+    """The requests that build the seed's layout, in order."""
+    filt = dict(parent=PRIO_HANDLE, prio=FILTER_PREF, protocol=protocols.ETH_P_IP, target=BAND_CLASS)
+    return [
+        TcRequest("add", "prio", dict(handle=PRIO_HANDLE, parent=TC_H_ROOT, bands=3, priomap=[0] * 16)),
+        TcRequest("add", "netem", netem_args(delay_ms, loss_pct)),
+        TcRequest("replace-filter", "u32", dict(filt, handle=SPORT_FILTER, keys=[port_key(port, "sport")])),
+        TcRequest("replace-filter", "u32", dict(filt, handle=DPORT_FILTER, keys=[port_key(port, "dport")])),
+    ]
+
+
+def netem_args(delay_ms: int, loss_pct: float) -> dict:
+    # pyroute2 takes the delay in microseconds and the loss in percent
+    return dict(handle=NETEM_HANDLE, parent=BAND_CLASS, delay=int(delay_ms) * 1000, loss=loss_pct)
+
+
+def u32_keys(sel: Any) -> list[tuple[int, int, int]]:
+    """(off, mask, val) of each key of a decoded TCA_U32_SEL, read from its raw bytes.
+
+    pyroute2 0.9.7 decodes the keys 4 bytes too early, so they are read here."""
+    start = sel.offset + 4 + 16  # nla header + tc_u32_sel fields
+    keys = []
+    for i in range(sel["nkeys"]):
+        mask, val = struct.unpack_from(">II", sel.data, start + 16 * i)
+        (off,) = struct.unpack_from("=i", sel.data, start + 16 * i + 8)
+        keys.append((off, mask, val))
+    return keys
+
+
+def kind_unknown(err: NetlinkError, parent_exists: bool = True) -> bool:
+    """True when the kernel refused a qdisc because it does not know its kind."""
+    if err.code != errno.ENOENT:
+        return False
+    text = str(err.args[1] if len(err.args) > 1 else err).lower()
+    if "kind is unknown" in text:
+        return True
+    return parent_exists and "find" not in text  # no extack: ENOENT with a known parent
+
+
+class NetemBackend:
+    name = "netem"
+
+    def __init__(self, ifname: str, port: int):
+        self.ifname = ifname
+        self.port = port
+
+    def apply(self, delay_ms: int, loss_pct: float = 0) -> None:
+        with _ipr() as ipr:
+            index = _index(ipr, self.ifname)
+            created = False
+            try:
+                for req in layout(self.port, delay_ms, loss_pct):
+                    created |= self._ensure(ipr, index, req)
+                self._verify(ipr, index, delay_ms, loss_pct)
+            except BaseException:
+                if created:
+                    _delete_root(ipr, index)
+                raise
+        log.info("netem_applied", ifname=self.ifname, port=self.port, delay_ms=delay_ms, loss_pct=loss_pct)
+
+    def clear(self) -> bool:
+        with _ipr() as ipr:
+            index = _index(ipr, self.ifname)
+            removed = is_ours(ipr, index) and _delete_root(ipr, index)
+        if removed:
+            log.info("netem_cleared", ifname=self.ifname, port=self.port)
+        return removed
+
+    def _ensure(self, ipr: IPRoute, index: int, req: TcRequest) -> bool:
+        """Run one request like ensure(); True when it created our root qdisc."""
+        try:
+            ipr.tc(req.command, req.kind, index=index, **req.args)
+            return req.kind == "prio"
+        except NetlinkError as e:
+            if e.code == errno.EEXIST and req.kind == "prio":
+                if is_ours(ipr, index, need_netem=False):
+                    return False
+                raise ShaperError(f"{self.ifname} already has a root qdisc that is not tcplab's") from e
+            if e.code == errno.EEXIST and req.kind == "netem":
+                ipr.tc("change", "netem", index=index, **req.args)
+                return False
+            if req.kind in ("prio", "netem") and kind_unknown(e):
+                raise NetemUnavailable(f"kernel refused qdisc {req.kind}: {e.args[-1]}") from e
+            raise ShaperError(f"tc {req.command} {req.kind} on {self.ifname} failed: {e.args[-1]}") from e
+
+    def _verify(self, ipr: IPRoute, index: int, delay_ms: int, loss_pct: float) -> None:
+        qdiscs = {q["handle"]: q for q in ipr.get_qdiscs(index=index)}
+        prio, netem = qdiscs.get(PRIO_HANDLE), qdiscs.get(NETEM_HANDLE)
+        if prio is None or prio.get_attr("TCA_KIND") != "prio" or prio["parent"] != TC_H_ROOT:
+            raise ShaperError(f"read-back: no prio 1: at the root of {self.ifname}")
+        if tuple(prio.get_attr("TCA_OPTIONS")["priomap"]) != (0,) * 16:
+            raise ShaperError("read-back: prio 1: priomap is not all zero")
+        if netem is None or netem.get_attr("TCA_KIND") != "netem" or netem["parent"] != BAND_CLASS:
+            raise ShaperError(f"read-back: no netem 20: on 1:2 of {self.ifname}")
+        opts = netem.get_attr("TCA_OPTIONS")
+        want = (int(time2tick(delay_ms * 1000)), percent2u32(loss_pct))
+        if (opts["delay"], opts["loss"]) != want:
+            raise ShaperError(f"read-back: netem delay/loss {opts['delay']}/{opts['loss']} != {want}")
+        if read_port_filters(ipr, index) != {SPORT_FILTER: (20, 0xFFFF0000, self.port << 16),
+                                             DPORT_FILTER: (22, 0xFFFF0000, self.port << 16)}:
+            raise ShaperError(f"read-back: u32 filters for port {self.port} missing on {self.ifname}")
+
+
+def read_port_filters(ipr: IPRoute, index: int, parent: int = PRIO_HANDLE) -> dict[int, tuple]:
+    """{handle: (off, mask, val)} of the single-key u32 filters on ``parent`` that send to 1:2."""
+    found = {}
+    for f in ipr.get_filters(index=index, parent=parent):
+        opts = f.get_attr("TCA_OPTIONS")
+        sel = opts.get_attr("TCA_U32_SEL") if opts else None
+        if sel is None or opts.get_attr("TCA_U32_CLASSID") != BAND_CLASS:
+            continue
+        keys = u32_keys(sel)
+        if len(keys) == 1:
+            found[f["handle"]] = keys[0]
+    return found
+
+
+def is_ours(ipr: IPRoute, index: int, need_netem: bool = True) -> bool:
+    """The root qdisc is prio 1: (and, if asked, carries netem 20: on 1:2)."""
+    qdiscs = {q["handle"]: q for q in ipr.get_qdiscs(index=index)}
+    root = qdiscs.get(PRIO_HANDLE)
+    if root is None or root["parent"] != TC_H_ROOT or root.get_attr("TCA_KIND") != "prio":
+        return False
+    netem = qdiscs.get(NETEM_HANDLE)
+    return not need_netem or (netem is not None and netem.get_attr("TCA_KIND") == "netem")
+
+
+def sweep(ifname: str) -> list[str]:
+    """Remove our layout (root prio 1: carrying netem 20:) left on ``ifname``."""
+    with _ipr() as ipr:
+        try:
+            index = _index(ipr, ifname)
+        except ShaperError:
+            return []
+        if is_ours(ipr, index) and _delete_root(ipr, index):
+            return [f"qdisc prio 1: with netem 20: on {ifname}"]
+    return []
+
+
+def _delete_root(ipr: IPRoute, index: int) -> bool:
+    try:
+        ipr.tc("del", index=index, handle=PRIO_HANDLE, parent=TC_H_ROOT)
+        return True
+    except NetlinkError as e:
+        if e.code in (errno.ENOENT, errno.EINVAL):
+            return False
+        raise ShaperError(f"tc del root qdisc failed: {e.args[-1]}") from e
+
+
+def _ipr() -> IPRoute:
+    ipr = IPRoute()
+    ipr.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)  # errors carry the kernel's reason
+    return ipr
+
+
+def _index(ipr: IPRoute, ifname: str) -> int:
+    found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        raise ShaperError(f"no interface {ifname}")
+    return found[0]

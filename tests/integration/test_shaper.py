@@ -1,0 +1,200 @@
+"""The shaper in real namespaces: what this kernel accepts, the NFQUEUE fallback for real,
+crash safety and the accuracy of the delay line. The Shaper runs inside each namespace in
+a tests/shaper_agent.py process; the kernel is asked what is left (iptables-save, tc)."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.netns import Host
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+PORT, OTHER = 9090, 9091
+D = 200  # ms
+
+CONNECT = """
+import socket, sys, time
+ip, port, timeout, n = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+out = []
+for _ in range(n):
+    t = time.monotonic()
+    try:
+        socket.create_connection((ip, port), timeout=timeout).close()
+        out.append(time.monotonic() - t)
+    except OSError:
+        out.append(None)
+print(out)
+"""
+
+
+class Agent:
+    """A Shaper in ``host``'s namespace, driven one JSON line at a time."""
+
+    def __init__(self, host: Host, port: int = PORT):
+        self.proc = host.popen(sys.executable, "-u", "-m", "tests.shaper_agent", host.ifname, str(port),
+                               cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self._read(20) == {"ready": True}
+
+    def call(self, op: str, timeout: float = 20, **kw) -> dict:
+        self.proc.stdin.write(json.dumps({"op": op, **kw}) + "\n")
+        self.proc.stdin.flush()
+        reply = self._read(timeout)
+        assert "error" not in reply, reply
+        return reply
+
+    def _read(self, timeout: float) -> dict:
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        assert ready, "shaper agent did not answer in time"
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()  # EOF: the agent clears and exits
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def agents():
+    made = []
+
+    def start(host: Host, port: int = PORT) -> Agent:
+        made.append(Agent(host, port))
+        return made[-1]
+
+    yield start
+    for a in made:
+        a.close()
+
+
+@pytest.fixture
+def listeners(netns_pair):
+    """nc -lk on PORT and OTHER in host a, killed afterwards."""
+    procs = [netns_pair.a.popen("nc", "-lk", str(p), stdout=subprocess.DEVNULL) for p in (PORT, OTHER)]
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            out = netns_pair.a.run("ss", "-ltnH").stdout
+            if f":{PORT} " in out and f":{OTHER} " in out:
+                break
+            time.sleep(0.05)
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def connects(host: Host, ip: str, port: int, timeout: float = 2.0, n: int = 1) -> list:
+    out = host.run(sys.executable, "-c", CONNECT, ip, str(port), str(timeout), str(n),
+                   timeout=n * (timeout + 1) + 10).stdout
+    return eval(out)  # a list of floats / None printed by CONNECT
+
+
+def assert_clean(host: Host) -> None:
+    assert "TCPLAB" not in host.run("iptables-save").stdout
+    assert "NFQUEUE" not in host.run("iptables-save").stdout
+    qdiscs = host.run("tc", "qdisc", "show", "dev", host.ifname).stdout
+    assert not any(k in qdiscs for k in ("prio", "netem", "htb")), qdiscs
+    assert host.run("tc", "filter", "show", "dev", host.ifname).stdout.strip() == ""
+
+
+def test_this_kernel_refuses_prio_netem_and_nothing_is_left(netns_pair, agents):
+    reply = agents(netns_pair.a).call("netem_only", delay_ms=D)
+    assert reply["unavailable"] is True
+    assert "prio" in reply["message"] and "unknown" in reply["message"]
+    assert_clean(netns_pair.a)
+
+
+def test_u32_port_filters_are_accepted_on_htb_and_read_back(netns_pair, agents):
+    reply = agents(netns_pair.a).call("u32_on_htb")
+    assert reply["filters"] == {str(0x80000800): [20, 0xFFFF0000, PORT << 16],
+                                str(0x80000801): [22, 0xFFFF0000, PORT << 16]}
+    assert reply["nodes"] == 2  # replaced twice, still one node per filter
+    assert_clean(netns_pair.a)
+
+
+def test_fallback_delays_only_the_port_both_ways(netns_pair, agents, listeners):
+    a, b = netns_pair.a, netns_pair.b
+    sa, sb = agents(a), agents(b)
+    for s in (sa, sb):
+        reply = s.call("apply", delay_ms=D)
+        assert reply["backend"] == "nfqueue"
+        chosen = [e for e in reply["events"] if e["event"] == "shaper_backend_chosen"]
+        assert chosen and chosen[0]["backend"] == "nfqueue" and "unknown" in chosen[0]["reason"]
+
+    # SYN delayed on b's egress, SYN-ACK on a's: about 2*D; another port is not delayed
+    (t,) = connects(b, a.ip, PORT)
+    assert 2 * D / 1000 - 0.01 < t < 2 * D / 1000 + 0.15, t
+    (t,) = connects(b, a.ip, OTHER)
+    assert t < 0.05, t
+
+    # apply again: updated in place, still one jump and one chain
+    for s in (sa, sb):
+        assert s.call("apply", delay_ms=2 * D)["backend"] == "nfqueue"
+    (t,) = connects(b, a.ip, PORT)
+    assert 4 * D / 1000 - 0.01 < t < 4 * D / 1000 + 0.15, t
+    saved = a.run("iptables-save").stdout
+    assert saved.count("-j TCPLAB-SHAPE-9090") == 1 and saved.count("--queue-bypass") == 2
+
+    # 100 % loss blocks the port, not the other one
+    sa.call("apply", delay_ms=D, loss_pct=100)
+    assert connects(b, a.ip, PORT, timeout=1.5) == [None]
+    assert connects(b, a.ip, OTHER)[0] < 0.05
+
+    for s in (sa, sb):
+        assert s.call("clear")["backend"] is None
+        s.call("clear")  # idempotent
+    assert connects(b, a.ip, PORT)[0] < 0.05
+    assert_clean(a)
+    assert_clean(b)
+
+
+def test_killed_shaper_leaves_a_bypass_rule_that_sweep_removes(netns_pair, agents, listeners):
+    a, b = netns_pair.a, netns_pair.b
+    first = agents(a)
+    assert first.call("apply", delay_ms=3000)["backend"] == "nfqueue"
+    first.kill()
+    assert "-j TCPLAB-SHAPE-9090" in a.run("iptables-save").stdout
+    # nobody reads queue 9090 any more: --queue-bypass lets the SYN-ACK through undelayed
+    assert connects(b, a.ip, PORT)[0] < 0.05
+
+    second = agents(a)
+    assert second.call("sweep")["removed"] == ["iptables mangle chain TCPLAB-SHAPE-9090"]
+    assert second.call("sweep")["removed"] == []
+    assert_clean(a)
+
+
+def test_delay_line_accuracy(netns_pair, agents, listeners):
+    """Only a is shaped: each connect from b waits one delayed SYN-ACK."""
+    a, b = netns_pair.a, netns_pair.b
+    sa = agents(a)
+    sa.call("apply", delay_ms=D)
+    times = connects(b, a.ip, PORT, n=36)
+    assert None not in times
+    errors = [t * 1000 - D for t in times]
+    stats = sa.call("stats")
+    med, worst = statistics.median(errors), max(errors)
+    print(f"\ndelay line at {D} ms over {len(errors)} SYN-ACKs: end-to-end error median {med:.2f} ms, "
+          f"max {worst:.2f} ms; verdict lateness median {stats['late_ms_median']:.3f} ms, "
+          f"max {stats['late_ms_max']:.3f} ms")
+    assert stats["counts"]["accepted"] >= 36
+    assert -1 < med < 10 and worst < 50
