@@ -13,14 +13,16 @@ Everything works in the network namespace of the calling process.
 from __future__ import annotations
 
 import socket
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import structlog
 
 from probe.shaper import iptables, netem
 from probe.shaper.errors import NetemUnavailable, ShaperError
 from probe.shaper.netem import NetemBackend
-from probe.shaper.nfqueue import NfqueueBackend
+
+if TYPE_CHECKING:
+    from probe.shaper.nfqueue import NfqueueBackend
 
 __all__ = ["Shaper", "ShaperError", "NetemUnavailable", "sweep"]
 
@@ -38,7 +40,7 @@ class Shaper:
         self.ifname = ifname
         self.port = port
         self.queue_num = queue_num
-        self._impl: Union[NetemBackend, NfqueueBackend, None] = None
+        self._impl: Union[NetemBackend, "NfqueueBackend", None] = None
 
     @property
     def backend(self) -> Optional[str]:
@@ -57,12 +59,15 @@ class Shaper:
         if self._impl is not None:
             self._impl.apply(delay_ms, loss_pct)
             return self._impl.name
-        impl: Union[NetemBackend, NfqueueBackend] = NetemBackend(self.ifname, self.port)
+        impl: Union[NetemBackend, "NfqueueBackend"] = NetemBackend(self.ifname, self.port)
         try:
             impl.apply(delay_ms, loss_pct)
             reason = "kernel has prio and netem"
         except NetemUnavailable as e:
             reason = str(e)
+            # imported here: fnfqueue is x86_64-only and kernels with netem never need it
+            from probe.shaper.nfqueue import NfqueueBackend
+
             impl = NfqueueBackend(self.ifname, self.port, self.queue_num)
             impl.apply(delay_ms, loss_pct)
         self._impl = impl
