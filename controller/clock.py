@@ -40,3 +40,27 @@ class ClockEstimate:
 
     def as_dict(self) -> dict:
         return {"offset_ns": self.offset_ns, "uncertainty_ns": self.uncertainty_ns, "samples": self.samples}
+
+
+def causal_shift(records: list[dict], ref: str, host: str) -> dict:
+    """The smallest shift of ``host``'s times that makes no segment arrive before it left.
+
+    Each segment seen leaving one host and arriving at the other bounds the offset between the
+    two clocks: ref->host gives shift >= t_out(ref) - t_in(host), host->ref gives
+    shift <= t_in(ref) - t_out(host). The ping estimate stands when it already fits (shift 0);
+    otherwise it moves to the nearest bound. Returns the shift and the interval in seconds.
+    """
+    from controller.report import segment_pairs  # the pairing is the report's; avoid a cycle
+
+    lo, hi = float("-inf"), float("inf")
+    for out, inn in segment_pairs(records):
+        if out["host"] == ref and inn["host"] == host:
+            lo = max(lo, out["t"] - inn["t"])
+        elif out["host"] == host and inn["host"] == ref:
+            hi = min(hi, inn["t"] - out["t"])
+    if lo > hi:  # contradictory (a clock stepped during the run): split the difference
+        shift = (lo + hi) / 2
+    else:
+        shift = min(max(0.0, lo), hi)
+    return {"shift_s": shift, "lo_s": None if lo == float("-inf") else lo,
+            "hi_s": None if hi == float("inf") else hi}

@@ -188,6 +188,7 @@ class Controller:
             ok = await seq.execute()
         finally:
             self.run = None
+            alignment = run.align()
             path = run.trace.finish()
             run.close()
             info = {"run_id": run.id, "ok": ok, "error": seq.error, "failed_step": seq.failed_step,
@@ -195,7 +196,8 @@ class Controller:
                     "duration_s": round(time.time() - started, 3),
                     "hosts": {h: {"lab_ip": self.lab_ip(h), "shaper_backend": run.backends.get(h),
                                   "packets": run.packets.get(h, 0),
-                                  "clock": self.fleet.probes[h].clock.as_dict() if h in self.fleet.probes else None}
+                                  "clock": dict(self.fleet.probes[h].clock.as_dict() if h in self.fleet.probes else {},
+                                                causal=alignment.get(h))}
                               for h in scn.hosts}}
             report.write(run_dir, info)
             log.info("run_finished", ok=ok, error=seq.error, trace=str(path))

@@ -42,26 +42,29 @@ def packet_info(p: dict) -> str:
     return text
 
 
-def causality(records: list[dict]) -> dict:
-    """Pair each segment seen leaving one host with the same segment arriving at the other.
+def segment_pairs(records: list[dict]):
+    """Each segment seen leaving one host paired with the same segment arriving at another.
 
     The n-th identical segment out pairs with the n-th identical segment in (retransmissions are
-    identical). Returns counts and the violations (a segment that arrived before it left).
+    identical), in time order. Yields ``(out_record, in_record)``.
     """
     out, inn = defaultdict(list), defaultdict(list)
-    for r in records:
-        if r["kind"] != "packet":
-            continue
+    for r in sorted((r for r in records if r["kind"] == "packet"), key=lambda r: r["t"]):
         key = (r["src"], r["dst"], tuple(r.get("flags", [])), r.get("seq"), r.get("ack"), r.get("len"))
         (out if r["dir"] == "out" else inn)[key].append(r)
-    pairs, bad = 0, []
     for key, sent in out.items():
         for o, i in zip(sent, inn.get(key, [])):
-            if o["host"] == i["host"]:
-                continue
-            pairs += 1
-            if i["t"] < o["t"]:
-                bad.append({"segment": packet_info(o), "left": o["t"], "arrived": i["t"]})
+            if o["host"] != i["host"]:
+                yield o, i
+
+
+def causality(records: list[dict]) -> dict:
+    """Counts of paired segments and the violations (a segment that arrived before it left)."""
+    pairs, bad = 0, []
+    for o, i in segment_pairs(records):
+        pairs += 1
+        if i["t"] < o["t"]:
+            bad.append({"segment": packet_info(o), "left": o["t"], "arrived": i["t"]})
     return {"pairs": pairs, "violations": bad}
 
 

@@ -12,7 +12,7 @@ import re
 import time
 from pathlib import Path
 
-from controller.clock import ClockEstimate
+from controller.clock import ClockEstimate, causal_shift
 from controller.scenario import Expectation
 from controller.trace import PcapFiles, Trace
 
@@ -71,8 +71,8 @@ class Run:
             if isinstance(body.get("raw"), bytes) and isinstance(body.get("wall_ns"), int):
                 self.pcaps.write(host, body["raw"], body["wall_ns"])
             self.packets[host] += 1
-        elif kind == "shaper":
-            self.backends[host] = body.get("backend")
+        elif kind == "shaper" and body.get("backend"):  # a later clear keeps the record of what was used
+            self.backends[host] = body["backend"]
         await self.add(rec)
 
     async def add(self, rec: dict) -> None:
@@ -121,6 +121,23 @@ class Run:
                     await asyncio.wait_for(self.changed.wait(), timeout=left)
                 except asyncio.TimeoutError:
                     pass
+
+    def align(self) -> dict[str, dict]:
+        """Tighten each host's clock mapping with the packets themselves (see clock.causal_shift).
+
+        The first host is the reference; every other host's records move by its shift. Returns the
+        shift and its bounds per host, for run.json.
+        """
+        out: dict[str, dict] = {}
+        ref = self.hosts[0] if self.hosts else None
+        for host in self.hosts[1:]:
+            fix = causal_shift(self.trace.records, ref, host)
+            out[host] = fix
+            if fix["shift_s"]:
+                for r in self.trace.records:
+                    if r["host"] == host:
+                        r["t"] = round(r["t"] + fix["shift_s"], 9)
+        return out
 
     def close(self) -> None:
         self.pcaps.close()

@@ -100,7 +100,7 @@ class Sequencer:
             if step.clear:
                 return {"clear": True}
             delay = step.delay if step.delay is not None else self.scenario.delay
-            return {"delay_ms": round(delay * 1000, 3), "loss_pct": step.loss}
+            return {"delay_ms": int(round(delay * 1000)), "loss_pct": step.loss}
         if step.action == "connect":
             ip = self.bus.lab_ip(step.to or "")
             if not ip:

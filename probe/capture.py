@@ -32,7 +32,8 @@ from scapy.sendrecv import AsyncSniffer
 
 log = structlog.get_logger(__name__)
 
-FLAG_ORDER = (("SYN", 0x02), ("ACK", 0x10), ("PSH", 0x08), ("FIN", 0x01), ("RST", 0x04),
+# Wireshark's order (lowest bit first), so the trace reads [FIN, ACK], [SYN, ACK], [PSH, ACK] as it does.
+FLAG_ORDER = (("FIN", 0x01), ("SYN", 0x02), ("RST", 0x04), ("PSH", 0x08), ("ACK", 0x10),
               ("URG", 0x20), ("ECE", 0x40), ("CWR", 0x80))
 LINKTYPE_ETHERNET = 1
 PACKET_STATISTICS = 6  # getsockopt(SOL_PACKET, ...) -> struct tpacket_stats {tp_packets, tp_drops}
@@ -92,6 +93,35 @@ def packet_event(frame: bytes, wall_ns: int, mono_offset_ns: int, local_ip: str,
     }
 
 
+class WallToMono:
+    """The offset between CLOCK_REALTIME and CLOCK_MONOTONIC, read precisely.
+
+    Two clock reads in a row can be split by a preemption (tens of microseconds on a busy
+    machine), which would move a packet's time by as much. So: bracket a realtime read between two
+    monotonic reads a few times, keep the tightest bracket, and refresh it once a second
+    (NTP may slew the wall clock).
+    """
+
+    def __init__(self, samples: int = 7, refresh_ns: int = 1_000_000_000):
+        self.samples = samples
+        self.refresh_ns = refresh_ns
+        self._at = -refresh_ns
+        self._offset = 0
+
+    def offset_ns(self) -> int:
+        now = time.monotonic_ns()
+        if now - self._at >= self.refresh_ns:
+            best = None
+            for _ in range(self.samples):
+                m1 = time.monotonic_ns()
+                w = time.time_ns()
+                m2 = time.monotonic_ns()
+                if best is None or m2 - m1 < best[0]:
+                    best = (m2 - m1, w - (m1 + m2) // 2)
+            self._offset, self._at = best[1], now
+        return self._offset
+
+
 def _wall_ns(t) -> int:
     if isinstance(t, Decimal):
         return int(t * 1_000_000_000)
@@ -108,6 +138,7 @@ class Capture:
         self._sock: L2ListenSocket | None = None
         self._sniffer: AsyncSniffer | None = None
         self._rel = RelativeSeq()
+        self._clock = WallToMono()
         self.packets = 0
         self.errors = 0
 
@@ -136,8 +167,7 @@ class Capture:
             ip = pkt.getlayer(IP)
             if ip is None:
                 return
-            offset = time.time_ns() - time.monotonic_ns()
-            event = packet_event(bytes(pkt), _wall_ns(pkt.time), offset, self.local_ip, self._rel, ip=ip)
+            event = packet_event(bytes(pkt), _wall_ns(pkt.time), self._clock.offset_ns(), self.local_ip, self._rel, ip=ip)
             if event is None:
                 return
             self.packets += 1

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import json
 import os
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import structlog
 
@@ -57,6 +60,13 @@ class Probe:
             "actions": sorted(wire.ACTIONS), "observers": ["inet_diag", "capture", "console"],
         })
         self._loop: asyncio.AbstractEventLoop | None = None
+        # pyroute2's synchronous classes run an event loop of their own and refuse to run in a
+        # thread whose loop is running: every shaper call goes to this one worker thread.
+        self._netlink = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tcplab-netlink")
+
+    async def _shaper(self, fn, /, *args, **kwargs):
+        ctx = contextvars.copy_context()  # keep the bound log context (host, action) in the worker
+        return await asyncio.get_running_loop().run_in_executor(self._netlink, partial(ctx.run, fn, *args, **kwargs))
 
     # --- events -----------------------------------------------------------------------------
     def emit(self, body: dict) -> None:
@@ -128,11 +138,11 @@ class Probe:
     async def execute(self, action: str, args: dict) -> dict:
         if action == "shape":
             if args.get("clear"):
-                await asyncio.to_thread(self.shaper.clear)
+                await self._shaper(self.shaper.clear)
                 self.emit({"kind": "shaper", "backend": None, "delay_ms": 0, "loss_pct": 0})
                 return {"backend": None}
-            delay_ms, loss = args.get("delay_ms", 0), args.get("loss_pct", 0)
-            backend = await asyncio.to_thread(self.shaper.apply, delay_ms=delay_ms, loss_pct=loss)
+            delay_ms, loss = int(round(args.get("delay_ms", 0))), args.get("loss_pct", 0)
+            backend = await self._shaper(self.shaper.apply, delay_ms=delay_ms, loss_pct=loss)
             self.emit({"kind": "shaper", "backend": backend, "delay_ms": delay_ms, "loss_pct": loss})
             return {"backend": backend}
         if action == "listen":
@@ -174,7 +184,7 @@ class Probe:
             self._loop.add_signal_handler(sig, self.stopping.set)
         self.cfg.home.mkdir(parents=True, exist_ok=True)
         self._write_status(f"connecting {self.cfg.controller}")
-        removed = sweep_shaping(ifname=self.cfg.lab_iface, port=self.cfg.port)
+        removed = await self._shaper(sweep_shaping, ifname=self.cfg.lab_iface, port=self.cfg.port)
         removed += [f"nc pid {p}" for p in sweep_endpoints(self.cfg.home)]
         if removed:
             log.warning("leftovers_swept", removed=removed)
@@ -213,11 +223,12 @@ class Probe:
                 self.cfg.status_path.unlink()
             except FileNotFoundError:
                 pass
+            self._netlink.shutdown(wait=False)
             log.info("probe_stopped", unacked=len(self.transport.unacked), dropped=self.transport.dropped)
         return code
 
     async def _shutdown(self) -> None:
-        steps = (("shaper", lambda: asyncio.to_thread(self.shaper.clear)),
+        steps = (("shaper", lambda: self._shaper(self.shaper.clear)),
                  ("endpoint", self.endpoint.abort),
                  ("capture", lambda: asyncio.to_thread(self.capture.stop) if self.capture else asyncio.sleep(0)))
         for name, step in steps:

@@ -16,13 +16,13 @@ SERVER_VIEW = [
     ("in", ["SYN"], 0, 0, 0, ""),
     ("out", ["SYN", "ACK"], 0, 1, 0, ""),
     ("in", ["ACK"], 1, 1, 0, ""),
-    ("out", ["ACK", "PSH"], 1, 1, 6, "Hello\n"),
+    ("out", ["PSH", "ACK"], 1, 1, 6, "Hello\n"),
     ("in", ["ACK"], 1, 7, 0, ""),
-    ("in", ["ACK", "PSH"], 1, 7, 4, "Bye\n"),
+    ("in", ["PSH", "ACK"], 1, 7, 4, "Bye\n"),
     ("out", ["ACK"], 7, 5, 0, ""),
-    ("out", ["ACK", "FIN"], 7, 5, 0, ""),
+    ("out", ["FIN", "ACK"], 7, 5, 0, ""),
     ("in", ["ACK"], 5, 8, 0, ""),
-    ("in", ["ACK", "FIN"], 5, 8, 0, ""),
+    ("in", ["FIN", "ACK"], 5, 8, 0, ""),
     ("out", ["ACK"], 8, 6, 0, ""),
 ]
 SWAP = {"in": "out", "out": "in"}
@@ -81,7 +81,7 @@ def test_start_returns_when_capturing_and_filters_the_port(netns_pair):
             a.run("ping", "-c1", "-W1", b.ip, check=False)
         finally:
             stats = ta.call(cap.stop)
-    assert [(p["dir"], p["flags"]) for p in seen] == [("out", ["SYN"]), ("in", ["ACK", "RST"])]
+    assert [(p["dir"], p["flags"]) for p in seen] == [("out", ["SYN"]), ("in", ["RST", "ACK"])]
     assert stats["packets"] == 2 and stats["kernel_drops"] == 0
 
 

@@ -17,11 +17,11 @@ def frame(src, dst, sport, dport, flags, seq, ack=0, load=b"", pad=b""):
     return bytes(pkt)
 
 
-def test_flag_names_in_the_trace_order():
+def test_flag_names_in_wiresharks_order():
     assert flag_names(0x12) == ["SYN", "ACK"]
-    assert flag_names(0x18) == ["ACK", "PSH"]
-    assert flag_names(0x11) == ["ACK", "FIN"]
-    assert flag_names(0xFF) == ["SYN", "ACK", "PSH", "FIN", "RST", "URG", "ECE", "CWR"]
+    assert flag_names(0x18) == ["PSH", "ACK"]
+    assert flag_names(0x11) == ["FIN", "ACK"]
+    assert flag_names(0xFF) == ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"]
 
 
 def test_handshake_data_and_close_are_relative_like_wireshark():
@@ -37,8 +37,8 @@ def test_handshake_data_and_close_are_relative_like_wireshark():
         e = packet_event(f, 2_000_000_500, 1_000_000_000, A, rel)
         seen.append((e["dir"], e["flags"], e["seq"], e["ack"], e["len"], e["payload"]))
     assert seen == [("in", ["SYN"], 0, 0, 0, ""), ("out", ["SYN", "ACK"], 0, 1, 0, ""),
-                    ("in", ["ACK"], 1, 1, 0, ""), ("out", ["ACK", "PSH"], 1, 1, 6, "Hello\n"),
-                    ("in", ["ACK", "PSH"], 1, 7, 4, "Bye\n"), ("out", ["ACK", "FIN"], 7, 5, 0, "")]
+                    ("in", ["ACK"], 1, 1, 0, ""), ("out", ["PSH", "ACK"], 1, 1, 6, "Hello\n"),
+                    ("in", ["PSH", "ACK"], 1, 7, 4, "Bye\n"), ("out", ["FIN", "ACK"], 7, 5, 0, "")]
 
 
 def test_event_fields_padding_and_time():

@@ -1,0 +1,78 @@
+"""A real controller daemon and one real probe daemon per namespace, for integration tests.
+
+The controller runs in the root namespace; each probe is started with ``ip netns exec`` so it
+lives in its host's namespace like on a real host. They talk over ZeroMQ ``ipc://`` sockets
+(Unix sockets are not bound to a network namespace), so no bridge is needed.
+Everything lives under one temporary directory and is stopped by pid in ``close``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from probe import pidfile
+from tests.netns import NetnsPair
+
+VENV_BIN = Path(sys.executable).parent
+HOSTS = ("thinkpad", "raspberrypi")
+
+
+class Lab:
+    def __init__(self, pair: NetnsPair, root: Path, port: int = 9090):
+        self.pair = pair
+        self.root = root
+        self.port = port
+        self.controller_home = root / "controller"
+        self.runs = root / "runs"
+        self.controller_cfg = root / "controller.yml"
+        self.probe_cfgs: dict[str, Path] = {}
+        self.hosts = dict(zip(HOSTS, (pair.a, pair.b)))
+
+    def start(self) -> "Lab":
+        endpoint = f"ipc://{self.root}/probes.sock"
+        self.controller_cfg.write_text(yaml.safe_dump({
+            "bind": endpoint, "home": str(self.controller_home), "runs_dir": str(self.runs), "hosts": list(HOSTS)}))
+        subprocess.run([VENV_BIN / "tcplab-controller", "start", "--config", self.controller_cfg], check=True,
+                       capture_output=True, timeout=30)
+        for name, host in self.hosts.items():
+            cfg = self.root / f"{name}.yml"
+            cfg.write_text(yaml.safe_dump({
+                "host": name, "controller": endpoint, "lab_ip": host.ip, "lab_iface": host.ifname,
+                "port": self.port, "home": str(self.root / "hosts" / name)}))
+            self.probe_cfgs[name] = cfg
+            host.run(str(VENV_BIN / "tcplab-probe"), "start", "--config", str(cfg), timeout=30)
+        self.wait_connected()
+        return self
+
+    def status_path(self, name: str) -> Path:
+        return self.root / "hosts" / name / "probe.status"
+
+    def probe_pid(self, name: str) -> int | None:
+        return pidfile.alive(self.root / "hosts" / name / "probe.pid", str(self.probe_cfgs[name]))
+
+    def wait_connected(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(self.status_path(n).exists() and self.status_path(n).read_text().startswith("connected")
+                   for n in self.hosts):
+                return
+            time.sleep(0.1)
+        logs = {n: (self.root / "hosts" / n / "probe.log").read_text()[-2000:]
+                for n in self.hosts if (self.root / "hosts" / n / "probe.log").exists()}
+        raise AssertionError(f"probes did not connect within {timeout} s: {logs}")
+
+    def tcplab(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([VENV_BIN / "tcplab", *args, "--controller-home", str(self.controller_home)],
+                              capture_output=True, text=True, timeout=timeout)
+
+    def close(self) -> None:
+        for name, cfg in self.probe_cfgs.items():
+            self.hosts[name].run(str(VENV_BIN / "tcplab-probe"), "stop", "--config", str(cfg), check=False,
+                                 timeout=30)
+        subprocess.run([VENV_BIN / "tcplab-controller", "stop", "--config", self.controller_cfg],
+                       capture_output=True, timeout=30)

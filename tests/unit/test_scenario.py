@@ -1,0 +1,77 @@
+import pytest
+
+from controller import scenario
+from controller.scenario import ScenarioError
+
+
+def test_seed_scenario_loads_with_the_storyline():
+    s = scenario.load("scenarios/seed.yml")
+    assert s.name == "seed" and s.delay == 3.0 and s.port == 9090
+    assert s.hosts == ("thinkpad", "raspberrypi")
+    assert [st.action for st in s.steps] == [
+        "shape", "listen", "connect", "send", "send", "close", "close", "wait", "shape"]
+    connect = s.steps[2]
+    assert connect.to == "thinkpad"
+    assert [str(e) for e in connect.expect][-1] == "thinkpad ESTABLISHED"
+    assert str(s.steps[3].expect[0]) == "raspberrypi prints Hello"
+
+
+def test_delay_override_changes_default_timeouts():
+    s = scenario.load("scenarios/seed.yml")
+    fast = s.with_delay(0.3)
+    assert fast.delay == 0.3
+    assert fast.timeout(fast.steps[2]) == pytest.approx(11.5)
+    assert fast.timeout(fast.steps[7]) == 100  # an explicit timeout stays
+    with pytest.raises(ScenarioError, match="outside"):
+        s.with_delay(-1)
+
+
+def test_round_trip_through_the_wire_dict():
+    s = scenario.load("scenarios/seed.yml")
+    again = scenario.parse(s.to_dict())
+    assert again == scenario.Scenario(s.name, s.steps, s.delay, s.port, s.description, s.hosts)
+
+
+def steps(*items):
+    return {"name": "t", "steps": list(items)}
+
+
+@pytest.mark.parametrize("data, message", [
+    ([], "must be a mapping"),
+    ({"name": "t"}, "'steps' must be a non-empty list"),
+    ({"name": "a b", "steps": [{"action": "wait", "expect": ["x LISTEN"]}]}, "'name' must be a simple word"),
+    ({"name": "t", "colour": 1, "steps": []}, "unknown field"),
+    (steps({"action": "dance", "host": "a"}), "step 1: action must be one of"),
+    (steps({"action": "listen"}), "step 1 \\(listen\\): needs 'host'"),
+    (steps({"action": "listen", True: "a"}), "write 'host:'"),
+    (steps({"action": "listen", "host": ["a", "b"]}), "exactly one host"),
+    (steps({"action": "connect", "host": "b"}), "needs 'to'"),
+    (steps({"action": "send", "host": "a"}), "needs 'text'"),
+    (steps({"action": "send", "host": "a", "text": "two\nlines"}), "one line"),
+    (steps({"action": "wait"}), "a wait needs 'expect'"),
+    (steps({"action": "wait", "expect": ["a ESTABLISHD"]}), "unknown TCP state 'ESTABLISHD'"),
+    (steps({"action": "wait", "expect": ["a"]}), "expectation must read"),
+    (steps({"action": "wait", "expect": ["a LISTEN"], "timeout": -1}), "timeout must be a number"),
+    (steps({"action": "shape", "host": "a", "delay": 600}), "delay must be a number from 0 to 60"),
+    (steps({"action": "listen", "host": "a", "colour": "red"}), "step 1 \\(listen\\)|unknown field"),
+    ({"name": "t", "delay": "3s", "steps": [{"action": "wait", "expect": ["a LISTEN"]}]}, "delay must be a number"),
+])
+def test_bad_scenarios_get_one_line_errors(data, message):
+    with pytest.raises(ScenarioError, match=message) as err:
+        scenario.parse(data, source="x.yml")
+    assert "\n" not in str(err.value) and str(err.value).startswith("x.yml")
+
+
+def test_bad_files_name_the_file(tmp_path):
+    p = tmp_path / "bad.yml"
+    p.write_text("name: [unclosed\n")
+    with pytest.raises(ScenarioError, match="bad.yml: not valid YAML at line"):
+        scenario.load(p)
+    with pytest.raises(ScenarioError, match="cannot read"):
+        scenario.load(tmp_path / "missing.yml")
+
+
+def test_expectation_spellings():
+    s = scenario.parse(steps({"action": "wait", "expect": ["a syn_recv", "b prints Hello world", "a TCP_CLOSE"]}))
+    e = s.steps[0].expect
+    assert (e[0].state, e[1].text, e[2].state) == ("SYN_RECEIVED", "Hello world", "CLOSED")
