@@ -96,10 +96,17 @@ def summary(records: list[dict], info: dict) -> str:
                 arrow = "typed " if r.get("stream") == "stdin" else "prints"
                 lines.append(f"  {r['t']:9.3f} s  {arrow} {r['text']!r}")
     lines += ["", "Packets (as each host's capture saw them; out = sent by that host)"]
+    sent: set[tuple] = set()
     for r in records:
         if r["kind"] == "packet":
+            # A segment its host already sent once is a copy sent again: a retransmission (the
+            # seed's grey rows). Issue 3 brings Wireshark's full analysis; this is the plain case.
+            key = (r["host"], r["src"], r["dst"], tuple(r.get("flags", [])), r.get("seq"), r.get("ack"), r.get("len"))
+            again = r["dir"] == "out" and key in sent and (r.get("len") or {"SYN", "FIN"} & set(r.get("flags", [])))
+            if r["dir"] == "out":
+                sent.add(key)
             lines.append(f"  {r['t']:9.3f} s  {r['host']:<12} {r['dir']:<3} {r['src']:>21} -> {r['dst']:<21} "
-                         f"{packet_info(r)}")
+                         f"{packet_info(r)}" + ("  (retransmission)" if again else ""))
     check = info.get("causality", {})
     lines += ["", f"Causality: {check.get('pairs', 0)} segments seen on both hosts, "
                   f"{len(check.get('violations', []))} arrived before they left"]

@@ -38,3 +38,12 @@ def test_trace_is_ordered_atomic_and_report_is_written(tmp_path):
     assert "thinkpad: nfqueue" in text
     info = json.loads((tmp_path / "run.json").read_text())
     assert info["causality"] == {"pairs": 0, "violations": []} and "trace.jsonl" in info["files"]
+
+
+def test_summary_marks_a_segment_sent_again_as_a_retransmission():
+    recs = [pkt(1.0, "raspberrypi", "out", ["SYN"]), pkt(2.0, "raspberrypi", "out", ["SYN"]),
+            pkt(2.1, "raspberrypi", "out", ["ACK"], 1, 1), pkt(2.2, "raspberrypi", "out", ["ACK"], 1, 1)]
+    text = report.summary(recs, {"run_id": "r", "ok": True, "scenario": {"name": "s"}, "hosts": {}})
+    rows = [ln for ln in text.splitlines() if "10.90.0.2:40000 ->" in ln]
+    # the second SYN is a retransmission; a repeated pure ACK is a duplicate ACK, not one
+    assert ["retransmission" in ln for ln in rows] == [False, True, False, False]
