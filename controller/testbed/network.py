@@ -183,7 +183,14 @@ class LabNetwork:
 
 def _link(ipr: IPRoute, ifname: str):
     idx = ipr.link_lookup(ifname=ifname)
-    return ipr.get_links(idx[0])[0] if idx else None
+    if not idx:
+        return None
+    try:
+        return ipr.get_links(idx[0])[0]
+    except NetlinkError as e:
+        if e.code == 19:  # ENODEV: gone between lookup and get (a namespace's removal takes its veths)
+            return None
+        raise
 
 
 def _addrs(ipr: IPRoute, index: int) -> list[str]:

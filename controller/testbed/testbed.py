@@ -55,7 +55,8 @@ def down(spec: TestbedSpec | None = None) -> dict[str, Any]:
         changed |= _stop_pid_files(spec)
         changed |= _stop_namespace_residents(spec)
         changed |= LabNetwork(spec).remove()
-        for d in (spec.dir, spec.home / "hosts"):
+        # The controller's home goes too: its daemon was stopped above with the other pid files.
+        for d in (spec.dir, spec.home / "hosts", spec.home / "controller"):
             if d.exists():
                 shutil.rmtree(d)
                 log.info("testbed_dir_removed", path=str(d))

@@ -160,13 +160,14 @@ def test_down_removes_everything_and_twice_is_fine(spec):
     assert json.loads(cli("down", "--json", home=spec.home).stdout)["changed"] is False
 
 
-def test_down_keeps_home_holding_other_things(spec):
+def test_down_removes_the_controller_home_but_keeps_what_others_put_in_home(spec):
     up(spec)
     (spec.home / "controller").mkdir()
     (spec.home / "controller" / "controller.yml").write_text("bind: tcp://10.90.0.254:5555\n")
+    (spec.home / "notes.txt").write_text("not the lab's\n")
     down(spec)
-    assert (spec.home / "controller" / "controller.yml").exists()
-    assert not spec.dir.exists()
+    assert not (spec.home / "controller").exists() and not spec.dir.exists()
+    assert (spec.home / "notes.txt").exists()
 
 
 def test_down_after_crash_with_state_dir_gone(spec):
