@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
-import os
 import signal
 import sys
 import time
@@ -249,35 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     except controller_config.ConfigError as e:
         print(f"tcplab-controller: {e}", file=sys.stderr)
         return 2
-    marker = str(cfg.path)  # a pid is ours only while its command line names this config
-    if args.config != marker:
-        os.execv(sys.executable, [sys.executable, "-m", "controller.daemon", args.command, "--config", marker])
-    if args.command == "stop":
-        print(json.dumps({"changed": pidfile.stop(cfg.pid_path, marker)}))
-        return 0
-
     def serve() -> int:
         logs.configure(host="controller", component="controller")
         return asyncio.run(Controller(cfg).serve())
 
-    if args.command == "run":
-        pidfile.write(cfg.pid_path)
-        try:
-            return serve()
-        finally:
-            pidfile.remove(cfg.pid_path, os.getpid())
-    pid = pidfile.alive(cfg.pid_path, marker)
-    if pid:
-        print(json.dumps({"changed": False, "pid": pid}))
-        return 0
-    try:
-        pid = pidfile.spawn(serve, cfg.pid_path, marker, cfg.log_path)
-    except RuntimeError as e:
-        print(f"tcplab-controller: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps({"changed": True, "pid": pid}))
-    return 0
-
+    return pidfile.command(args.command, config=args.config, canonical=cfg.path, module="controller.daemon",
+                           pid_path=cfg.pid_path, log_path=cfg.log_path, serve=serve, prog="tcplab-controller")
 
 if __name__ == "__main__":
     sys.exit(main())

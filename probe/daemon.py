@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextvars
-import json
 import os
 import signal
 import sys
@@ -248,36 +247,13 @@ def main(argv: list[str] | None = None) -> int:
     except probe_config.ConfigError as e:
         print(f"tcplab-probe: {e}", file=sys.stderr)
         return 2
-    marker = str(cfg.path)  # a pid is ours only while its command line names this config
-    if args.config != marker:  # spelled another way: run again with the canonical path
-        os.execv(sys.executable, [sys.executable, "-m", "probe.daemon", args.command, "--config", marker])
-    if args.command == "stop":
-        print(json.dumps({"changed": pidfile.stop(cfg.pid_path, marker)}))
-        return 0
-
-    def run() -> int:
+    def serve() -> int:
         logs.configure(host=cfg.host, component="probe")
         return asyncio.run(Probe(cfg).run())
 
-    if args.command == "run":
-        pidfile.write(cfg.pid_path)
-        try:
-            return run()
-        finally:
-            pidfile.remove(cfg.pid_path, os.getpid())
-    pid = pidfile.alive(cfg.pid_path, marker)
-    if pid:
-        print(json.dumps({"changed": False, "pid": pid}))
-        return 0
     cfg.home.mkdir(parents=True, exist_ok=True)
-    try:
-        pid = pidfile.spawn(run, cfg.pid_path, marker, cfg.log_path)
-    except RuntimeError as e:
-        print(f"tcplab-probe: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps({"changed": True, "pid": pid}))
-    return 0
-
+    return pidfile.command(args.command, config=args.config, canonical=cfg.path, module="probe.daemon",
+                           pid_path=cfg.pid_path, log_path=cfg.log_path, serve=serve, prog="tcplab-probe")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,6 +7,7 @@ Nothing here kills by name.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -128,3 +129,36 @@ def spawn(run: "Callable[[], int]", pid_path: Path, marker: str, log_path: Path,
             return pid
         time.sleep(0.02)
     raise RuntimeError(f"daemon did not come up within {timeout:.0f} s; see {log_path}")
+
+
+def command(action: str, *, config: str, canonical: Path, module: str, pid_path: Path, log_path: Path,
+            serve: Callable[[], int], prog: str) -> int:
+    """``start`` / ``stop`` / ``run`` of a daemon whose identity is its config file.
+
+    ``start`` and ``stop`` print ``{"changed": bool, ...}`` for Ansible. A config named another way
+    than ``canonical`` (relative, through a link) is run again under its canonical path, since a pid
+    is trusted only while its command line names that path.
+    """
+    marker = str(canonical)
+    if config != marker:
+        os.execv(sys.executable, [sys.executable, "-m", module, action, "--config", marker])
+    if action == "stop":
+        print(json.dumps({"changed": stop(pid_path, marker)}))
+        return 0
+    if action == "run":
+        write(pid_path)
+        try:
+            return serve()
+        finally:
+            remove(pid_path, os.getpid())
+    pid = alive(pid_path, marker)
+    if pid:
+        print(json.dumps({"changed": False, "pid": pid}))
+        return 0
+    try:
+        pid = spawn(serve, pid_path, marker, log_path)
+    except RuntimeError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps({"changed": True, "pid": pid}))
+    return 0

@@ -1,6 +1,5 @@
 """Capture on a lab host's eth0: real packets of a real nc conversation, numbered as Wireshark does."""
 
-import subprocess
 import time
 
 import pytest
