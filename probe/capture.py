@@ -19,6 +19,7 @@ CLOCK_MONOTONIC with the wall-minus-monotonic offset sampled when the packet is 
 from __future__ import annotations
 
 import select
+import socket
 import struct
 import threading
 import time
@@ -128,6 +129,23 @@ def _wall_ns(t) -> int:
     return int(Decimal(repr(float(t))) * 1_000_000_000)
 
 
+# scapy sizes the capture socket's receive buffer at conf.bufsize (64 KiB). A captured outgoing
+# segment is charged its whole skb (TCP allocates up to its send size goal: tens of KiB), so two
+# or three of them queued while the sniffer thread is busy overflow it and the kernel drops them
+# (seen under load: 1 of 17 packets). Give the socket room for thousands.
+RCVBUF = 16 << 20
+SO_RCVBUFFORCE = 33
+
+
+def _grow_rcvbuf(sock, size: int) -> int:
+    """Set the receive buffer past rmem_max when allowed (root), else as far as allowed; read back."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+
 class Capture:
     def __init__(self, ifname: str, port: int, local_ip: str, on_packet: Callable[[dict], None]):
         self.ifname = ifname
@@ -153,6 +171,7 @@ class Capture:
             self._sock = L2ListenSocket(iface=self.ifname, filter=self.bpf, promisc=False)
         except Exception as e:  # scapy raises OSError or Scapy_Exception
             raise CaptureError(f"cannot capture on {self.ifname}: {e}") from e
+        self.rcvbuf = _grow_rcvbuf(self._sock.ins, RCVBUF)
         started = threading.Event()
         self._sniffer = AsyncSniffer(opened_socket=self._sock, store=False, prn=self._handle,
                                      started_callback=started.set)
@@ -160,7 +179,7 @@ class Capture:
         if not started.wait(timeout):
             self._teardown()
             raise CaptureError("sniffer thread did not start")
-        log.info("capture_started", ifname=self.ifname, bpf=self.bpf)
+        log.info("capture_started", ifname=self.ifname, bpf=self.bpf, rcvbuf=self.rcvbuf)
 
     def _handle(self, pkt) -> None:
         try:
