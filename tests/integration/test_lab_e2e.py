@@ -68,7 +68,9 @@ def test_lab_playbook_films_the_seed_and_leaves_nothing(tmp_path):
     assert states["raspberrypi"] == ["SYN_SENT", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]
     assert states["thinkpad"] == ["SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSED"]
     by = {(r["host"], r["to"]): r["t"] for r in recs if r["kind"] == "state" and r["remote"] != "0.0.0.0:*"}
-    assert 59 <= by[("thinkpad", "CLOSED")] - by[("thinkpad", "TIME_WAIT")] <= 62  # Linux's TIME_WAIT lasts 60 s
+    # Linux's TIME_WAIT lasts 60 s; the timer wheel files a 60 s timer in a level whose slots are
+    # seconds wide, so it fires up to ~1/8 late (62-64.6 s seen here)
+    assert 59.9 <= by[("thinkpad", "CLOSED")] - by[("thinkpad", "TIME_WAIT")] <= 68
     assert by[("thinkpad", "SYN_RECEIVED")] - by[("raspberrypi", "SYN_SENT")] >= 0.29  # the delay is visible
     assert any(r["kind"] == "state" and r["host"] == "thinkpad" and r["to"] == "LISTEN" for r in recs)
 
