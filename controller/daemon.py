@@ -89,11 +89,14 @@ class Controller:
             self.pending.pop(cid, None)
 
     async def sync_clock(self, host: str) -> None:
-        for _ in range(PINGS):
-            pid = next(self.ids)
-            self.pings[pid] = (host, time.monotonic_ns())
-            await self._to_probe(host, "ping", {"id": pid})
-            await asyncio.sleep(0.02)
+        try:
+            for _ in range(PINGS):
+                pid = next(self.ids)
+                self.pings[pid] = (host, time.monotonic_ns())
+                await self._to_probe(host, "ping", {"id": pid})
+                await asyncio.sleep(0.02)
+        except ConnectionError as e:
+            log.warning("clock_sync_failed", probe=host, error=str(e))
         await asyncio.sleep(0.1)
 
     # --- receiving ----------------------------------------------------------------------------
@@ -108,7 +111,10 @@ class Controller:
             except wire.ProtocolError as e:
                 log.warning("frame_refused", peer=ident.decode(errors="replace"), reason=str(e))
                 continue
-            await self._on_probe(env, received)
+            try:
+                await self._on_probe(env, received)
+            except ConnectionError as e:  # it went away between its frame and our answer
+                log.warning("probe_gone", probe=env["host"], error=str(e))
 
     async def _on_probe(self, env: dict, received: int) -> None:
         host, kind, body = env["host"], env["type"], env["body"]

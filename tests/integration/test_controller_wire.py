@@ -1,0 +1,85 @@
+"""The controller against bad and vanishing peers on its real ZeroMQ sockets."""
+
+import asyncio
+import time
+
+import msgpack
+import pytest
+import zmq
+import zmq.asyncio
+from structlog.testing import capture_logs
+
+from controller.config import ControllerConfig
+from controller.daemon import Controller
+from probe import wire
+
+pytestmark = pytest.mark.integration
+
+
+async def _serving(tmp_path):
+    cfg = ControllerConfig(path=tmp_path / "c.yml", bind=f"ipc://{tmp_path}/probes.sock", home=tmp_path / "home",
+                           runs_dir=tmp_path / "runs")
+    ctl = Controller(cfg)
+    task = asyncio.create_task(ctl.serve())
+    await asyncio.sleep(0.2)
+    return ctl, task
+
+
+def _dealer(ctx, endpoint, name):
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.ROUTING_ID, name.encode())
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(endpoint)
+    return s
+
+
+def test_bad_frames_are_refused_and_the_controller_goes_on(tmp_path):
+    async def scenario():
+        ctl, task = await _serving(tmp_path)
+        ctx = zmq.asyncio.Context()
+        try:
+            with capture_logs() as logs:
+                s = _dealer(ctx, ctl.cfg.bind, "thinkpad")
+                await s.send(b"\xc1not msgpack")
+                await s.send(msgpack.packb({"v": 1, "type": "exec", "host": "thinkpad", "seq": 1, "time": 0, "body": {}}))
+                # a frame claiming another host than its routing id
+                await s.send(wire.encode(wire.make("hello", "raspberrypi", 1, {"pid": 1})))
+                await s.send(wire.encode(wire.make("hello", "thinkpad", 2, {"pid": 1, "lab_ip": "10.90.0.1"})))
+                reply = wire.decode(await asyncio.wait_for(s.recv(), 5))
+                s.close()
+            reasons = [e["reason"] for e in logs if e["event"] == "frame_refused"]
+            assert len(reasons) == 3
+            assert "not valid msgpack" in reasons[0] and "unknown message type" in reasons[1]
+            assert "does not match routing id" in reasons[2]
+            assert reply["type"] == "welcome" and not task.done()
+            assert list(ctl.fleet.probes) == ["thinkpad"]
+        finally:
+            ctl.stopping.set()
+            await task
+            ctx.term()
+    asyncio.run(scenario())
+
+
+def test_probes_that_vanish_mid_conversation_do_not_stop_the_controller(tmp_path):
+    async def scenario():
+        ctl, task = await _serving(tmp_path)
+        ctx = zmq.asyncio.Context()
+        try:
+            # Each one says hello, sends an event and is gone before the welcome and the ack can reach it.
+            for i in range(30):
+                s = _dealer(ctx, ctl.cfg.bind, f"ghost{i}")
+                await s.send(wire.encode(wire.make("hello", f"ghost{i}", 1, {"pid": i})))
+                await s.send(wire.encode(wire.make("event", f"ghost{i}", 1, {"kind": "state", "t_ns": time.monotonic_ns()})))
+                s.close()
+            await asyncio.sleep(1.0)
+            assert not task.done(), task.exception() if task.done() else None
+            s = _dealer(ctx, ctl.cfg.bind, "thinkpad")  # and a real probe still gets in
+            await s.send(wire.encode(wire.make("hello", "thinkpad", 1, {"pid": 7})))
+            assert wire.decode(await asyncio.wait_for(s.recv(), 5))["type"] == "welcome"
+            s.close()
+        finally:
+            ctl.stopping.set()
+            code = await task
+            ctx.term()
+        assert code == 0
+    asyncio.run(scenario())
