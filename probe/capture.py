@@ -1,44 +1,49 @@
-"""Packets of the lab port on the lab interface, as Wireshark would list them (scapy).
+"""Packets of the lab port on the lab interface, as Wireshark would list them.
 
-``Capture(ifname, port, local_ip, on_packet)`` opens scapy's ``L2ListenSocket`` with the BPF filter
-``tcp port PORT`` compiled by libpcap and attached in the kernel; ``start()`` opens it in the calling
-thread (so in the caller's network namespace) and returns once the socket is bound and the
-``AsyncSniffer`` thread reading it has called its ``started_callback``: from then on no packet is missed,
-they queue in the socket until read. ``on_packet`` runs in the sniffer thread; an exception it raises
-is logged and counted, never allowed to reach scapy (which would close the socket and stop capturing).
+``Capture(ifname, port, local_ip, on_packet)`` reads a :class:`probe.pktring.PacketRing`: an AF_PACKET
+socket whose kernel BPF filter ``tcp port PORT`` (compiled by libpcap through scapy) lets only the lab
+port through, into a TPACKET_V3 ring the reader thread empties without a system call per packet.
+``start()`` opens it in the calling thread (so in the caller's network namespace) and returns once the
+socket is bound and the reader thread runs: from then on no packet is missed, they wait in the ring
+until read. ``on_packet`` runs in the reader thread; an exception it raises is logged and counted and
+the capture goes on. ``on_stats`` (optional) gets the kernel's counters from the same thread every
+``stats_every_s`` and whenever the drop count grows.
+
+Only the headers the trace needs are decoded (struct: Ethernet, IPv4, TCP), no scapy per packet:
+scapy's ``sniff`` lost packets above about 4,000 packets/s here; this keeps zero loss well past
+50,000 (bench/capture.py).
 
 Sequence numbers are relative, as Wireshark shows them: the first SYN of a direction (else the
 first packet seen in it) fixes that direction's base; a packet's ``seq`` is relative to its own
 direction, its ``ack`` to the opposite one (0 when ACK is not set). A SYN with a new sequence number on
 a known pair of addresses starts a new conversation (both bases reset).
 
-Times: the kernel stamps each frame with the wall clock (SO_TIMESTAMPNS); the probe converts it to
-CLOCK_MONOTONIC with the wall-minus-monotonic offset sampled when the packet is handed to us.
+Times: the kernel stamps each frame in the ring with the wall clock (tp_sec/tp_nsec); the probe
+converts it to CLOCK_MONOTONIC with the wall-minus-monotonic offset sampled when the packet is read.
 """
 
 from __future__ import annotations
 
-import select
 import socket
 import struct
 import threading
 import time
-from decimal import Decimal
 from typing import Callable
 
 import structlog
-from scapy.arch.linux import L2ListenSocket
-from scapy.layers.inet import IP, TCP
-from scapy.sendrecv import AsyncSniffer
+
+from probe.pktring import LINKTYPE_ETHERNET, PacketRing
 
 log = structlog.get_logger(__name__)
 
 # Wireshark's order (lowest bit first), so the trace reads [FIN, ACK], [SYN, ACK], [PSH, ACK] as it does.
 FLAG_ORDER = (("FIN", 0x01), ("SYN", 0x02), ("RST", 0x04), ("PSH", 0x08), ("ACK", 0x10),
               ("URG", 0x20), ("ECE", 0x40), ("CWR", 0x80))
-LINKTYPE_ETHERNET = 1
-PACKET_STATISTICS = 6  # getsockopt(SOL_PACKET, ...) -> struct tpacket_stats {tp_packets, tp_drops}
-SOL_PACKET = 263
+_FLAG_NAMES = [[name for name, bit in FLAG_ORDER if bits & bit] for bits in range(256)]
+ETH_IPV4, ETH_VLAN = 0x0800, 0x8100
+_ETHERTYPE = struct.Struct("!H")
+_IPV4 = struct.Struct("!BxHxxHxBxx4s4s")  # version/ihl, total length, fragment, protocol, src, dst
+_TCP = struct.Struct("!HHIIBBH")  # ports, seq, ack, data offset, flags, window
 
 
 class CaptureError(RuntimeError):
@@ -46,7 +51,7 @@ class CaptureError(RuntimeError):
 
 
 def flag_names(bits: int) -> list[str]:
-    return [name for name, bit in FLAG_ORDER if bits & bit]
+    return list(_FLAG_NAMES[bits & 0xFF])
 
 
 class RelativeSeq:
@@ -71,26 +76,35 @@ class RelativeSeq:
         return rel_seq, (ack - base_rev) & 0xFFFFFFFF
 
 
-def packet_event(frame: bytes, wall_ns: int, mono_offset_ns: int, local_ip: str, rel: RelativeSeq,
-                 ip: IP | None = None) -> dict | None:
+def packet_event(frame: bytes, wall_ns: int, mono_offset_ns: int, local_ip: str, rel: RelativeSeq) -> dict | None:
     """The trace event of one captured Ethernet frame (None when it is not TCP over IPv4)."""
-    if ip is None:
-        from scapy.layers.l2 import Ether
-        ip = Ether(frame).getlayer(IP)
-    if ip is None or not ip.haslayer(TCP):
+    try:
+        off = 14
+        ethertype = _ETHERTYPE.unpack_from(frame, 12)[0]
+        if ethertype == ETH_VLAN:
+            ethertype, off = _ETHERTYPE.unpack_from(frame, 16)[0], 18
+        if ethertype != ETH_IPV4:
+            return None
+        vihl, total, frag, proto, saddr, daddr = _IPV4.unpack_from(frame, off)
+        if vihl >> 4 != 4 or proto != 6 or frag & 0x1FFF:  # not IPv4, not TCP, or not the first fragment
+            return None
+        tcp_at = off + (vihl & 0x0F) * 4
+        sport, dport, seq, ack, doff, bits, win = _TCP.unpack_from(frame, tcp_at)
+    except struct.error:  # cut short
         return None
-    tcp = ip[TCP]
-    payload_len = max(0, ip.len - ip.ihl * 4 - tcp.dataofs * 4)
-    payload = bytes(tcp.payload)[:payload_len]  # cut any Ethernet padding
-    src, dst = f"{ip.src}:{tcp.sport}", f"{ip.dst}:{tcp.dport}"
-    flags = int(tcp.flags)
-    seq, ack = rel.relative(src, dst, flags, tcp.seq, tcp.ack)
+    end = off + total if total else len(frame)  # total 0: a GSO frame past 64 KiB
+    data_at = tcp_at + (doff >> 4) * 4
+    payload_len = max(0, end - data_at)
+    payload = frame[data_at:end]  # cut any Ethernet padding
+    ip_src, ip_dst = socket.inet_ntoa(saddr), socket.inet_ntoa(daddr)
+    src, dst = f"{ip_src}:{sport}", f"{ip_dst}:{dport}"
+    rseq, rack = rel.relative(src, dst, bits, seq, ack)
     return {
         "kind": "packet", "t_ns": wall_ns - mono_offset_ns, "wall_ns": wall_ns,
-        "dir": "out" if ip.src == local_ip else "in",
-        "src": src, "dst": dst, "flags": flag_names(flags), "seq": seq, "ack": ack,
+        "dir": "out" if ip_src == local_ip else "in",
+        "src": src, "dst": dst, "flags": list(_FLAG_NAMES[bits]), "seq": rseq, "ack": rack,
         "len": payload_len, "payload": payload.decode("utf-8", errors="replace"),
-        "win": tcp.window, "raw": frame, "linktype": LINKTYPE_ETHERNET,
+        "win": win, "raw": frame, "linktype": LINKTYPE_ETHERNET,
     }
 
 
@@ -123,115 +137,120 @@ class WallToMono:
         return self._offset
 
 
-def _wall_ns(t) -> int:
-    if isinstance(t, Decimal):
-        return int(t * 1_000_000_000)
-    return int(Decimal(repr(float(t))) * 1_000_000_000)
-
-
-# scapy sizes the capture socket's receive buffer at conf.bufsize (64 KiB). A captured outgoing
-# segment is charged its whole skb (TCP allocates up to its send size goal: tens of KiB), so two
-# or three of them queued while the sniffer thread is busy overflow it and the kernel drops them
-# (seen under load: 1 of 17 packets). Give the socket room for thousands.
-RCVBUF = 16 << 20
-SO_RCVBUFFORCE = 33
-
-
-def _grow_rcvbuf(sock, size: int) -> int:
-    """Set the receive buffer past rmem_max when allowed (root), else as far as allowed; read back."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
-    except OSError:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+# What a0c81a9 learnt with scapy's socket: its 64 KiB receive buffer overflowed as soon as two or three
+# big outgoing segments (each charged its whole skb) queued while the reader was busy. The ring holds
+# 16 MiB of frames, each charged only its own bytes; a block goes to the reader when full or RETIRE_MS
+# after its first frame, so a packet reaches on_packet at most that late.
+RING_BLOCK = 1 << 17  # holds any frame up to 128 KiB (a 64 KiB GSO segment on a veth)
+RING_BLOCKS = 128
+RETIRE_MS = 10
 
 
 class Capture:
-    def __init__(self, ifname: str, port: int, local_ip: str, on_packet: Callable[[dict], None]):
+    def __init__(self, ifname: str, port: int, local_ip: str, on_packet: Callable[[dict], None], *,
+                 on_stats: Callable[[dict], None] | None = None, stats_every_s: float = 1.0):
         self.ifname = ifname
         self.port = port
         self.local_ip = local_ip
         self.on_packet = on_packet
+        self.on_stats = on_stats
+        self.stats_every_s = stats_every_s
         self.bpf = f"tcp port {port}"
-        self._sock: L2ListenSocket | None = None
-        self._sniffer: AsyncSniffer | None = None
+        self.ring_bytes = RING_BLOCK * RING_BLOCKS
+        self._ring: PacketRing | None = None
+        self._thread: threading.Thread | None = None
+        self._stop_at: float | None = None
+        self._final: dict | None = None
         self._rel = RelativeSeq()
         self._clock = WallToMono()
         self.packets = 0
         self.errors = 0
+        self.cpu_s: float | None = None  # CPU time of the reader thread, known once it ended
 
     @property
     def running(self) -> bool:
-        return self._sniffer is not None
+        return self._thread is not None
 
-    def start(self, timeout: float = 5.0) -> None:
-        if self._sniffer is not None:
+    def start(self) -> None:
+        if self._thread is not None:
             raise CaptureError("capture already running")
         try:
-            self._sock = L2ListenSocket(iface=self.ifname, filter=self.bpf, promisc=False)
-        except Exception as e:  # scapy raises OSError or Scapy_Exception
+            self._ring = PacketRing(self.ifname, self.bpf, RING_BLOCK, RING_BLOCKS, RETIRE_MS)
+        except Exception as e:  # OSError (no interface, no permission), scapy's error for a bad filter
             raise CaptureError(f"cannot capture on {self.ifname}: {e}") from e
-        self.rcvbuf = _grow_rcvbuf(self._sock.ins, RCVBUF)
-        started = threading.Event()
-        self._sniffer = AsyncSniffer(opened_socket=self._sock, store=False, prn=self._handle,
-                                     started_callback=started.set)
-        self._sniffer.start()
-        if not started.wait(timeout):
-            self._teardown()
-            raise CaptureError("sniffer thread did not start")
-        log.info("capture_started", ifname=self.ifname, bpf=self.bpf, rcvbuf=self.rcvbuf)
+        self._stop_at, self._final = None, None
+        self._thread = threading.Thread(target=self._read, args=(self._ring,), name=f"tcplab-capture-{self.ifname}",
+                                        daemon=True)
+        self._thread.start()
+        log.info("capture_started", ifname=self.ifname, bpf=self.bpf, bpf_insns=self._ring.bpf_len,
+                 ring_bytes=self.ring_bytes)
 
-    def _handle(self, pkt) -> None:
+    def _read(self, ring: PacketRing) -> None:
+        next_stats, drops = time.monotonic() + self.stats_every_s, 0
         try:
-            ip = pkt.getlayer(IP)
-            if ip is None:
-                return
-            event = packet_event(bytes(pkt), _wall_ns(pkt.time), self._clock.offset_ns(), self.local_ip, self._rel, ip=ip)
+            while True:
+                for frame, wall_ns in ring.frames():
+                    self._handle(frame, wall_ns)
+                now = time.monotonic()
+                if now >= next_stats:
+                    next_stats = now + self.stats_every_s
+                    drops = self._report(ring, drops)
+                stop_at = self._stop_at
+                if stop_at is not None and now >= stop_at and not ring.ready():
+                    break
+                idle_ms = int(min(0.2, self.stats_every_s) * 1000) + 1
+                ring.wait(idle_ms if stop_at is None else max(1, int((stop_at - now) * 1000) + 1))
+        except Exception as e:
+            log.error("capture_reader_failed", ifname=self.ifname, error=repr(e))
+        finally:
+            self.cpu_s = time.thread_time()
+            try:
+                self._final = self._stats(ring)
+            finally:
+                ring.close()
+
+    def _handle(self, frame: bytes, wall_ns: int) -> None:
+        try:
+            event = packet_event(frame, wall_ns, self._clock.offset_ns(), self.local_ip, self._rel)
             if event is None:
                 return
             self.packets += 1
             self.on_packet(event)
-        except Exception as e:  # never let scapy see it: it would close the socket
+        except Exception as e:  # a bad callback must not stop the capture
             self.errors += 1
             log.error("capture_callback_failed", error=repr(e))
 
-    def _drain(self) -> None:
-        """Hand over what the kernel queued before stop() but the sniffer thread had not read yet."""
-        sock = self._sock
-        while sock is not None and select.select([sock.ins], [], [], 0)[0]:
-            try:
-                pkt = sock.recv()
-            except Exception:
-                break
-            if pkt is not None:
-                self._handle(pkt)
+    def _stats(self, ring: PacketRing) -> dict:
+        return {"packets": self.packets, **ring.stats(), "callback_errors": self.errors}
 
-    def _kernel_stats(self) -> tuple[int, int] | None:
-        try:
-            raw = self._sock.ins.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)  # type: ignore[union-attr]
-        except (OSError, AttributeError):
-            return None
-        return struct.unpack("II", raw)
+    def _report(self, ring: PacketRing, drops_before: int) -> int:
+        stats = self._stats(ring)
+        if stats["kernel_drops"] > drops_before:
+            log.warning("capture_drops", ifname=self.ifname, **stats)
+        if self.on_stats is not None:
+            try:
+                self.on_stats({"kind": "capture_stats", "t_ns": time.monotonic_ns(), **stats})
+            except Exception as e:
+                log.error("capture_stats_callback_failed", error=repr(e))
+        return stats["kernel_drops"]
 
     def stop(self) -> dict:
-        """Stop capturing; statistics of the whole capture."""
-        if self._sniffer is None:
-            return {"packets": self.packets, "kernel_drops": None, "callback_errors": self.errors}
-        stats = self._kernel_stats()  # read before closing; the kernel resets them on each read
-        self._teardown()
-        result = {"packets": self.packets, "kernel_drops": stats[1] if stats else None,
-                  "kernel_packets": stats[0] if stats else None, "callback_errors": self.errors}
+        """Stop capturing once what the kernel holds was read; statistics of the whole capture."""
+        thread, ring = self._thread, self._ring
+        if thread is None or ring is None:
+            return {"packets": self.packets, "kernel_drops": None, "kernel_packets": None,
+                    "callback_errors": self.errors}
+        # a block still filling is handed over RETIRE_MS after its first frame: wait for it, then read it
+        self._stop_at = time.monotonic() + 2 * RETIRE_MS / 1000 + 0.005
+        ring.wake()
+        thread.join(timeout=10)
+        if thread.is_alive():  # on_packet hangs; the reader closes the ring when it returns
+            log.error("capture_reader_stuck", ifname=self.ifname)
+            result = self._stats(ring)
+        else:
+            result = dict(self._final or {"packets": self.packets, "kernel_drops": None, "kernel_packets": None,
+                                          "callback_errors": self.errors})
+            result["cpu_s"] = self.cpu_s
+        self._thread, self._ring = None, None
         log.info("capture_stopped", ifname=self.ifname, **result)
         return result
-
-    def _teardown(self) -> None:
-        sniffer, self._sniffer = self._sniffer, None
-        if sniffer is not None and sniffer.running:
-            try:
-                sniffer.stop(join=True)
-            except Exception as e:
-                log.warning("capture_stop_failed", error=repr(e))
-        if self._sock is not None:
-            self._drain()
-            self._sock.close()
-            self._sock = None
