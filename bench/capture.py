@@ -2,7 +2,8 @@
 
 Builds a fresh namespace pair, and for each rate: starts on host b (10.90.0.2) the probe's
 ``Capture`` on eth0 (in a process of its own, handing events to an asyncio loop as the probe daemon
-does, or counting them in the reader thread with ``--sink plain``) and ``tcpdump -w`` with the same
+does; ``--sink batch`` hands them over in batches through ``on_packets``, ``--sink plain`` counts them in
+the reader thread) and ``tcpdump -w`` with the same
 filter; then floods from host a raw TCP segments to b's port 9090 (bad checksum, so b's stack ignores
 them and answers nothing) at that rate for a few seconds (tests/flood.py: a raw socket and
 ``sendmmsg`` through ctypes, paced in batches of up to 256; ~290,000 packets/s alone here, a
@@ -11,7 +12,7 @@ per rate: packets sent, captured by the probe and by tcpdump, the loss of each, 
 probe's ring reported, and the probe's CPU seconds per 10,000 packets (its reader thread, and its whole
 process with the asyncio hand-over). Run as root from the repository root:
 
-    .venv/bin/python -m bench.capture [--seconds 2] [--sink asyncio|plain] [RATE ... | max]
+    .venv/bin/python -m bench.capture [--seconds 2] [--sink asyncio|batch|plain] [RATE ... | max]
 """
 
 from __future__ import annotations
@@ -48,12 +49,20 @@ async def main():
         seen[0] += 1
     def to_loop(event):  # as probe.daemon.Probe._packet
         loop.call_soon_threadsafe(queue.put_nowait, event)
+    def batch_to_loop(events):  # one hand-over per batch
+        loop.call_soon_threadsafe(put_all, events)
+    def put_all(events):
+        for event in events:
+            queue.put_nowait(event)
     async def consume():
         while True:
             await queue.get()
             seen[0] += 1
     consumer = asyncio.create_task(consume())
-    cap = Capture(ifname, port, local_ip, count if sink == "plain" else to_loop)
+    if sink == "batch":
+        cap = Capture(ifname, port, local_ip, None, on_packets=batch_to_loop)
+    else:
+        cap = Capture(ifname, port, local_ip, count if sink == "plain" else to_loop)
     await asyncio.to_thread(cap.start)
     cpu0 = cpu()
     print("ready", flush=True)
@@ -145,8 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.capture", description=__doc__.splitlines()[0])
     parser.add_argument("rates", nargs="*", default=DEFAULT_RATES, help="packets/s, or max (unpaced)")
     parser.add_argument("--seconds", type=float, default=2.0, help="flood length per rate")
-    parser.add_argument("--sink", choices=("asyncio", "plain"), default="asyncio",
-                        help="hand events to an asyncio loop as the daemon does, or just count them")
+    parser.add_argument("--sink", choices=("asyncio", "batch", "plain"), default="asyncio",
+                        help="hand each event to an asyncio loop as the daemon does, or batches of them (on_packets), "
+                             "or just count them in the reader thread")
     parser.add_argument("--capture", default="probe.capture", help="module whose Capture to measure")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:

@@ -6,7 +6,9 @@ port through, into a TPACKET_V3 ring the reader thread empties without a system 
 ``start()`` opens it in the calling thread (so in the caller's network namespace) and returns once the
 socket is bound and the reader thread runs: from then on no packet is missed, they wait in the ring
 until read. ``on_packet`` runs in the reader thread; an exception it raises is logged and counted and
-the capture goes on. ``on_stats`` (optional) gets the kernel's counters from the same thread every
+the capture goes on. Or ``on_packets`` (keyword) gets lists of up to BATCH events, one call per
+batch: a daemon handing events to its asyncio loop pays one ``call_soon_threadsafe`` (a pipe write)
+per batch instead of per packet, which halves the capture's CPU (bench/capture.py). ``on_stats`` (optional) gets the kernel's counters from the same thread every
 ``stats_every_s`` and whenever the drop count grows.
 
 Only the headers the trace needs are decoded (struct: Ethernet, IPv4, TCP), no scapy per packet:
@@ -144,15 +146,18 @@ class WallToMono:
 RING_BLOCK = 1 << 17  # holds any frame up to 128 KiB (a 64 KiB GSO segment on a veth)
 RING_BLOCKS = 128
 RETIRE_MS = 10
+BATCH = 256  # events per on_packets call at most
 
 
 class Capture:
-    def __init__(self, ifname: str, port: int, local_ip: str, on_packet: Callable[[dict], None], *,
+    def __init__(self, ifname: str, port: int, local_ip: str, on_packet: Callable[[dict], None] | None, *,
+                 on_packets: Callable[[list[dict]], None] | None = None,
                  on_stats: Callable[[dict], None] | None = None, stats_every_s: float = 1.0):
         self.ifname = ifname
         self.port = port
         self.local_ip = local_ip
         self.on_packet = on_packet
+        self.on_packets = on_packets
         self.on_stats = on_stats
         self.stats_every_s = stats_every_s
         self.bpf = f"tcp port {port}"
@@ -189,8 +194,11 @@ class Capture:
         next_stats, drops = time.monotonic() + self.stats_every_s, 0
         try:
             while True:
-                for frame, wall_ns in ring.frames():
-                    self._handle(frame, wall_ns)
+                if self.on_packets is None:
+                    for frame, wall_ns in ring.frames():
+                        self._handle(frame, wall_ns)
+                else:
+                    self._handle_batches(ring)
                 now = time.monotonic()
                 if now >= next_stats:
                     next_stats = now + self.stats_every_s
@@ -215,8 +223,29 @@ class Capture:
             if event is None:
                 return
             self.packets += 1
-            self.on_packet(event)
+            self.on_packet(event)  # type: ignore[misc]
         except Exception as e:  # a bad callback must not stop the capture
+            self.errors += 1
+            log.error("capture_callback_failed", error=repr(e))
+
+    def _handle_batches(self, ring: PacketRing) -> None:
+        batch: list[dict] = []
+        offset = self._clock.offset_ns()
+        for frame, wall_ns in ring.frames():
+            event = packet_event(frame, wall_ns, offset, self.local_ip, self._rel)
+            if event is not None:
+                batch.append(event)
+                if len(batch) >= BATCH:
+                    self._deliver(batch)
+                    batch, offset = [], self._clock.offset_ns()
+        if batch:
+            self._deliver(batch)
+
+    def _deliver(self, batch: list[dict]) -> None:
+        self.packets += len(batch)
+        try:
+            self.on_packets(batch)  # type: ignore[misc]
+        except Exception as e:
             self.errors += 1
             log.error("capture_callback_failed", error=repr(e))
 
