@@ -12,7 +12,7 @@ import re
 import time
 from pathlib import Path
 
-from controller.clock import ClockEstimate, causal_shift
+from controller.clock import ClockEstimate, causal_shift, write_exchanges
 from controller.scenario import Expectation
 from controller.trace import PcapFiles, Trace
 
@@ -51,6 +51,7 @@ class Run:
         self.changed = asyncio.Condition()
         self.backends: dict[str, str | None] = {}
         self.packets = {h: 0 for h in hosts}
+        self._stamped: list[tuple[dict, int]] = []  # (record, probe t_ns): mapped again at the end
 
     def t(self, controller_ns: int) -> float:
         return round((controller_ns - self.start_ns) / 1e9, 9)
@@ -67,6 +68,7 @@ class Run:
             return
         rec = {"t": t, "host": host, "kind": kind}
         rec.update({k: body[k] for k in _FIELDS[kind] if k in body})
+        self._stamped.append((rec, body["t_ns"]))
         if kind == "packet":
             if isinstance(body.get("raw"), bytes) and isinstance(body.get("wall_ns"), int):
                 self.pcaps.write(host, body["raw"], body["wall_ns"])
@@ -122,17 +124,28 @@ class Run:
                 except asyncio.TimeoutError:
                     pass
 
-    def align(self) -> dict[str, dict]:
-        """Tighten each host's clock mapping with the packets themselves (see clock.causal_shift).
+    def align(self, clocks: dict[str, ClockEstimate] | None = None) -> dict[str, dict]:
+        """Map every event again with each host's final clock fit, then tighten with the packets.
 
-        The first host is the reference; every other host's records move by its shift. Returns the
-        shift and its bounds per host, for run.json.
+        During the run an event is mapped with the estimate known when it arrives; the final fit
+        (offset and drift from every exchange of the run, controller/clock.py) maps it at its own
+        time. Then the first host is the reference and every other host's records move by the
+        smallest shift that makes no segment arrive before it left (clock.causal_shift), bounded
+        by the ping estimates. Returns per host the estimate at the run's start and the
+        correction, for run.json (``hosts.<h>.clock``); the exchanges go to ``clock.jsonl``.
         """
-        out: dict[str, dict] = {}
+        clocks = {h: c for h, c in (clocks or {}).items() if h in self.hosts}
+        for rec, t_ns in self._stamped:
+            if rec["host"] in clocks:
+                rec["t"] = self.t(clocks[rec["host"]].to_controller(t_ns))
+        out: dict[str, dict] = {h: clocks[h].as_dict(self.start_ns) for h in self.hosts if h in clocks}
+        write_exchanges(self.dir / "clock.jsonl", clocks, since_ns=self.start_ns - 60_000_000_000)
         ref = self.hosts[0] if self.hosts else None
         for host in self.hosts[1:]:
-            fix = causal_shift(self.trace.records, ref, host)
-            out[host] = fix
+            u = [out.get(h, {}).get("uncertainty_ns") for h in (ref, host)]
+            bound = None if None in u else (u[0] + u[1]) / 1e9
+            fix = causal_shift(self.trace.records, ref, host, bound_s=bound)
+            out.setdefault(host, {})["causal"] = fix
             if fix["shift_s"]:
                 for r in self.trace.records:
                     if r["host"] == host:

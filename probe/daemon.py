@@ -109,11 +109,12 @@ class Probe:
     async def _receive(self) -> None:
         while True:
             env = await self.transport.recv()
+            rx_ns = time.monotonic_ns()  # NTP's T2; the pong's envelope time is T3 (controller/clock.py)
             kind = env["type"]
             if kind == "command":
                 await self.commands.put(env["body"])
             elif kind == "ping":
-                await self.transport.send("pong", {"id": env["body"].get("id"), "t0": env["time"]})
+                await self.transport.send("pong", {"id": env["body"].get("id"), "t0": env["time"], "rx_ns": rx_ns})
 
     async def _run_commands(self) -> None:
         while True:

@@ -23,8 +23,10 @@ HOSTS = ("thinkpad", "raspberrypi")
 
 
 class Lab:
-    def __init__(self, pair: NetnsPair, root: Path, port: int = 9090):
+    def __init__(self, pair: NetnsPair, root: Path, port: int = 9090, clock_offsets: dict[str, int] | None = None):
+        """``clock_offsets``: seconds by which a host's CLOCK_MONOTONIC runs ahead (a time namespace)."""
         self.pair = pair
+        self.clock_offsets = dict(clock_offsets or {})
         self.root = root
         self.port = port
         self.controller_home = root / "controller"
@@ -45,7 +47,12 @@ class Lab:
                 "host": name, "controller": endpoint, "lab_ip": host.ip, "lab_iface": host.ifname,
                 "port": self.port, "home": str(self.root / "hosts" / name)}))
             self.probe_cfgs[name] = cfg
-            host.run(str(VENV_BIN / "tcplab-probe"), "start", "--config", str(cfg), timeout=30)
+            cmd = [str(VENV_BIN / "tcplab-probe"), "start", "--config", str(cfg)]
+            if self.clock_offsets.get(name):
+                # A time namespace holds the unsharing process's children, not itself: --fork runs
+                # `start` in it, and the daemon it forks stays there (offset known exactly).
+                cmd = ["unshare", "--time", f"--monotonic={self.clock_offsets[name]}", "--fork", *cmd]
+            host.run(*cmd, timeout=30)
         self.wait_connected()
         return self
 

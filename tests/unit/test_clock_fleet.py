@@ -10,9 +10,12 @@ def test_min_rtt_sample_wins_and_maps_times():
     # (t0, one-way out, one-way back): the 2nd sample is symmetric and fastest
     for t0, out, back in ((0, 3_000_000, 1_000_000), (10_000_000, 100_000, 100_000), (20_000_000, 50_000, 900_000)):
         c.add(t0, t0 + out + true_offset, t0 + out + back)
-    assert c.rtt_ns == 200_000 and c.uncertainty_ns == 100_000
-    assert c.offset_ns == true_offset
-    assert c.to_controller(true_offset + 42) == 42
+    # the offset lies in every exchange's [T3 - T4, T2 - T1]: the 2nd (100 us back) bounds it
+    # from below at -100 us, the 3rd (50 us out) from above at +50 us: the estimate is the
+    # centre, -25 us, known to +-75 us
+    assert c.rtt_ns == 200_000 and c.uncertainty_ns == 75_000
+    assert c.offset_ns == true_offset - 25_000
+    assert c.to_controller(true_offset + 42) == 42 + 25_000
     c.add(100, 0, 50)  # a negative round trip is ignored
     assert c.samples == 3
 
