@@ -33,9 +33,11 @@ from probe import logs, pidfile, wire
 from probe.capture import Capture
 from probe.endpoint import Endpoint
 from probe.endpoint import sweep as sweep_endpoints
+from probe.kstates import KernelStates, KStatesError
 from probe.shaper import Shaper
 from probe.shaper import sweep as sweep_shaping
 from probe.sockets import SocketWatcher
+from probe.statemerge import StateMerger
 from probe.transport import Transport
 
 log = structlog.get_logger("probe")
@@ -54,6 +56,11 @@ class Probe:
         self.watcher = SocketWatcher(cfg.port)
         self.endpoint = Endpoint(on_console=self._console, nc=cfg.nc, pid_dir=cfg.home)
         self.capture: Capture | None = None
+        # States: the tracepoint (exact kernel times) merged with inet_diag (what it cannot see);
+        # without tracefs the merger passes inet_diag's changes through at once.
+        self.kstates: KernelStates | None = None
+        self.merger = StateMerger(hold_ns=0)
+        self._nc_pids: set[int] = set()
         self.transport = Transport(cfg.controller, cfg.host, hello={
             "lab_ip": cfg.lab_ip, "port": cfg.port, "iface": cfg.lab_iface, "pid": os.getpid(),
             "actions": sorted(wire.ACTIONS), "observers": ["inet_diag", "capture", "console"],
@@ -94,8 +101,7 @@ class Probe:
         loop = asyncio.get_running_loop()
         while True:
             changes, rows = self.watcher.poll()
-            for change in changes:
-                self.emit(change)
+            self._merge_poll(changes)
             # A row "changes" when anything but its countdown changes; a pane is sent at least once a second.
             key = [(r["local"], r["foreign"], r["state"], r["recv_q"], r["send_q"], r["timer"].split(" ")[0])
                    for r in rows]
@@ -104,6 +110,38 @@ class Probe:
                 self.emit({"kind": "netstat", "rows": rows})
                 last_rows_key, last_rows_at = key, now
             await asyncio.sleep(period)
+
+    def _merge_poll(self, changes: list[dict], force: bool = False) -> None:
+        now = time.monotonic_ns()
+        self.merger.add_poll(changes[0]["t_ns"] if changes else now, changes)
+        for rec in self.merger.flush(now, force=force):
+            self.emit(rec)
+
+    def _remember_nc(self) -> None:  # its listener's last event may be read after the next nc started
+        if self.endpoint.pid:
+            self._nc_pids.add(self.endpoint.pid)
+
+    def _owned_pids(self) -> set[int]:  # called from the tracefs reader thread
+        pid = self.endpoint.pid
+        return self._nc_pids | {pid} if pid else self._nc_pids
+
+    def _kernel_events(self, events: list[dict]) -> None:
+        for ev in events:
+            (self.merger.add_tracepoint if ev["kind"] == "tracepoint" else self.merger.add_kernel)(ev)
+
+    async def _read_kstates(self) -> None:
+        assert self.kstates is not None
+        while True:
+            self._kernel_events(await asyncio.to_thread(self.kstates.read, 0.1))
+
+    def _open_kstates(self) -> None:
+        try:
+            self.kstates = KernelStates(self.cfg.host, self.cfg.port, self.cfg.lab_ip, self._owned_pids).open()
+        except KStatesError as e:
+            log.warning("tracefs_unavailable", error=str(e), fallback="inet_diag")
+            return
+        self.merger = StateMerger()
+        self.transport.hello_body["observers"].insert(1, "tracefs")
 
     # --- commands ---------------------------------------------------------------------------
     async def _receive(self) -> None:
@@ -147,8 +185,10 @@ class Probe:
             return {"backend": backend}
         if action == "listen":
             await self.endpoint.listen(self.cfg.port)
+            self._remember_nc()
         elif action == "connect":
             await self.endpoint.connect(args["ip"], args.get("port", self.cfg.port))
+            self._remember_nc()
         elif action == "send":
             await self.endpoint.send(args["text"])
         elif action == "close":
@@ -158,9 +198,10 @@ class Probe:
         elif action == "sync":
             # A barrier: one last look at the sockets, then every event so far is on the wire
             # before this result, so the controller has them all when it sees the answer.
+            if self.kstates is not None:
+                self._kernel_events(await asyncio.to_thread(self.kstates.read, 0))
             changes, _ = self.watcher.poll()
-            for change in changes:
-                self.emit(change)
+            self._merge_poll(changes, force=True)
             await self.events.join()
         return {}
 
@@ -190,10 +231,13 @@ class Probe:
             log.warning("leftovers_swept", removed=removed)
         self.capture = Capture(self.cfg.lab_iface, self.cfg.port, self.cfg.lab_ip, self._packet)
         await asyncio.to_thread(self.capture.start)
+        await asyncio.to_thread(self._open_kstates)
         self.transport.connect()
         await self.transport.hello()
         tasks = [asyncio.create_task(c) for c in (
             self._receive(), self._run_commands(), self._watch_sockets(), self._report_status())]
+        if self.kstates is not None:
+            tasks.append(asyncio.create_task(self._read_kstates()))
         sender = asyncio.create_task(self._send_events())
         keepalive = asyncio.create_task(self.transport.keepalive())
         log.info("probe_started", host=self.cfg.host, controller=self.cfg.controller, port=self.cfg.port)
@@ -227,10 +271,18 @@ class Probe:
             log.info("probe_stopped", unacked=len(self.transport.unacked), dropped=self.transport.dropped)
         return code
 
+    async def _close_kstates(self) -> None:
+        if self.kstates is not None:
+            self._kernel_events(await asyncio.to_thread(self.kstates.read, 0))
+            await asyncio.to_thread(self.kstates.close)
+        changes, _ = self.watcher.poll()
+        self._merge_poll(changes, force=True)
+
     async def _shutdown(self) -> None:
         steps = (("shaper", lambda: self._shaper(self.shaper.clear)),
                  ("endpoint", self.endpoint.abort),
-                 ("capture", lambda: asyncio.to_thread(self.capture.stop) if self.capture else asyncio.sleep(0)))
+                 ("capture", lambda: asyncio.to_thread(self.capture.stop) if self.capture else asyncio.sleep(0)),
+                 ("kstates", self._close_kstates))
         for name, step in steps:
             try:
                 await asyncio.wait_for(step(), timeout=5)
