@@ -235,6 +235,7 @@ class Controller:
             pinger.cancel()
             self.run = None
             alignment = run.align({h: p.clock for h, p in self.fleet.probes.items()})
+            run.finish_captures()
             path = run.trace.finish()
             run.close()
             info = {"run_id": run.id, "ok": ok, "error": seq.error, "failed_step": seq.failed_step,

@@ -42,6 +42,24 @@ def packet_info(p: dict) -> str:
     return text
 
 
+def analysis_note(r: dict, sent: set) -> str:
+    """The packet's Wireshark analysis, e.g. ``  (retransmission, duplicate ack)``, or ''.
+
+    A trace from before the analysis existed has no ``analysis``: then a segment its host already
+    sent once is marked as a copy sent again, a retransmission (the seed's grey rows).
+    """
+    if "analysis" in r:
+        names = list(r["analysis"])
+        if {"fast_retransmission", "spurious_retransmission"} & set(names):
+            names.remove("retransmission")  # said by the kind of retransmission
+        return f"  ({', '.join(n.replace('_', ' ') for n in names)})" if names else ""
+    key = (r["host"], r["src"], r["dst"], tuple(r.get("flags", [])), r.get("seq"), r.get("ack"), r.get("len"))
+    again = r["dir"] == "out" and key in sent and (r.get("len") or {"SYN", "FIN"} & set(r.get("flags", [])))
+    if r["dir"] == "out":
+        sent.add(key)
+    return "  (retransmission)" if again else ""
+
+
 def segment_pairs(records: list[dict]):
     """Each segment seen leaving one host paired with the same segment arriving at another.
 
@@ -99,14 +117,8 @@ def summary(records: list[dict], info: dict) -> str:
     sent: set[tuple] = set()
     for r in records:
         if r["kind"] == "packet":
-            # A segment its host already sent once is a copy sent again: a retransmission (the
-            # seed's grey rows). Issue 3 brings Wireshark's full analysis; this is the plain case.
-            key = (r["host"], r["src"], r["dst"], tuple(r.get("flags", [])), r.get("seq"), r.get("ack"), r.get("len"))
-            again = r["dir"] == "out" and key in sent and (r.get("len") or {"SYN", "FIN"} & set(r.get("flags", [])))
-            if r["dir"] == "out":
-                sent.add(key)
             lines.append(f"  {r['t']:9.3f} s  {r['host']:<12} {r['dir']:<3} {r['src']:>21} -> {r['dst']:<21} "
-                         f"{packet_info(r)}" + ("  (retransmission)" if again else ""))
+                         f"{packet_info(r)}" + analysis_note(r, sent))
     check = info.get("causality", {})
     lines += ["", f"Causality: {check.get('pairs', 0)} segments seen on both hosts, "
                   f"{len(check.get('violations', []))} arrived before they left"]

@@ -12,6 +12,7 @@ import re
 import time
 from pathlib import Path
 
+from controller.captures import Captures
 from controller.clock import ClockEstimate, causal_shift, write_exchanges
 from controller.scenario import Expectation
 from controller.trace import PcapFiles, Trace
@@ -45,9 +46,11 @@ class Run:
         self.id = run_dir.name
         self.hosts = hosts
         self.start_ns = time.monotonic_ns()
+        self.start_wall_ns = time.time_ns()  # the same instant as wall-clock time, for merged.pcapng
         self.trace = Trace(run_dir)
         self.pcaps = PcapFiles(run_dir)
         self.pcaps.ensure(hosts)
+        self.captures = Captures(run_dir, hosts)  # <host>.pcapng, the analysis, merged.pcapng
         self.changed = asyncio.Condition()
         self.backends: dict[str, str | None] = {}
         self.packets = {h: 0 for h in hosts}
@@ -72,6 +75,8 @@ class Run:
         if kind == "packet":
             if isinstance(body.get("raw"), bytes) and isinstance(body.get("wall_ns"), int):
                 self.pcaps.write(host, body["raw"], body["wall_ns"])
+                self.captures.add(host, rec, body["raw"], body["wall_ns"])
+            rec["analysis"] = []  # filled in by finish_captures
             self.packets[host] += 1
         elif kind == "shaper" and body.get("backend"):  # a later clear keeps the record of what was used
             self.backends[host] = body["backend"]
@@ -152,6 +157,15 @@ class Run:
                         r["t"] = round(r["t"] + fix["shift_s"], 9)
         return out
 
+    def finish_captures(self) -> None:
+        """After align(), before the trace is finished: packet analysis and merged.pcapng."""
+        try:
+            self.captures.finish(self.start_wall_ns)
+        except Exception as e:  # the trace must still be written
+            import structlog
+            structlog.get_logger("controller").error("captures_not_finished", error=repr(e))
+
     def close(self) -> None:
+        self.captures.close()
         self.pcaps.close()
         self.trace.close()

@@ -1,0 +1,51 @@
+"""A run's packets beyond the trace records: per-host pcapng, Wireshark's analysis, merged.pcapng.
+
+``Captures(run_dir, hosts)`` writes ``<host>.pcapng`` as packets arrive (the host's own wall-clock
+timestamps, nanoseconds) and keeps each host's frames with their trace records, in capture order.
+When the run is over, :meth:`Captures.finish` (after the clocks are aligned, before the trace is
+written) gives every packet record its ``analysis`` (controller.analysis, per host over that host's
+frames, as Wireshark would analyse ``<host>.pcapng``) and writes ``merged.pcapng``: both hosts'
+packets, one interface per host, stamped with the record's ``t`` on the controller's timebase
+(run start as wall-clock time + ``t``) and in the film's order, so a segment never arrives before it
+left there either.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from controller import analysis
+from controller.pcapng import PcapngFiles, write_merged
+
+
+class Captures:
+    def __init__(self, run_dir: Path, hosts: tuple[str, ...]):
+        self.run_dir = Path(run_dir)
+        self.hosts = tuple(hosts)
+        self.files = PcapngFiles(self.run_dir)
+        self.files.ensure(self.hosts)
+        self.frames: dict[str, list[tuple[dict, bytes, int]]] = {h: [] for h in self.hosts}
+
+    def add(self, host: str, rec: dict, raw: bytes, wall_ns: int) -> None:
+        """One packet record and its frame, in the order the host's capture saw them."""
+        self.files.write(host, raw, wall_ns, rec.get("dir"))
+        self.frames.setdefault(host, []).append((rec, raw, wall_ns))
+
+    def analyze(self) -> None:
+        for frames in self.frames.values():
+            flags = analysis.analyze((raw, wall_ns) for _, raw, wall_ns in frames)
+            for (rec, _, _), found in zip(frames, flags):
+                rec["analysis"] = found
+
+    def finish(self, start_wall_ns: int) -> int:
+        """Analysis into the records, then merged.pcapng; returns the number of packets merged."""
+        self.analyze()
+        order = sorted(((rec, host, raw) for host, frames in self.frames.items() for rec, raw, _ in frames),
+                       key=lambda x: (x[0]["t"], x[0].get("_n", 0)))
+        hosts = list(self.hosts) + [h for h in self.frames if h not in self.hosts]
+        return write_merged(self.run_dir / "merged.pcapng", hosts,
+                            ((host, raw, start_wall_ns + round(rec["t"] * 1e9), rec.get("dir"))
+                             for rec, host, raw in order))
+
+    def close(self) -> None:
+        self.files.close()
