@@ -36,6 +36,7 @@ from probe import logs, pidfile, wire
 log = structlog.get_logger("controller")
 
 PINGS = 8           # clock exchanges before a run (and at a probe's hello)
+BURST = 512  # frames handled before acks go out and other tasks get a turn
 PING_EVERY_S = 0.5  # during a run, a chain of RUN_PINGS exchanges per host this often
 RUN_PINGS = 3
 PONG_WAIT_S = 0.05
@@ -54,6 +55,7 @@ class Controller:
         self.seq = 0
         self.ids = itertools.count(1)  # command and ping ids
         self.pending: dict[int, asyncio.Future] = {}
+        self._ack_due: set[str] = set()  # probes owed an ack at the end of this burst
         self.pings: dict[int, tuple[str, int]] = {}
         self.answers: dict[int, asyncio.Future] = {}  # ping id -> resolved when its pong is in
         self.run: Run | None = None
@@ -137,20 +139,37 @@ class Controller:
 
     # --- receiving ----------------------------------------------------------------------------
     async def _probe_loop(self) -> None:
+        """Frames come in bursts: take what is queued without waiting (up to BURST), then send
+        each probe one cumulative ack for the burst rather than one per event."""
         while True:
-            ident, frame = (await self.probes.recv_multipart())[:2]
-            received = time.monotonic_ns()
-            try:
-                env = wire.decode(frame)
-                if env["host"] != ident.decode(errors="replace"):
-                    raise wire.ProtocolError(f"host {env['host']!r} does not match routing id {ident!r}")
-            except wire.ProtocolError as e:
-                log.warning("frame_refused", peer=ident.decode(errors="replace"), reason=str(e))
-                continue
-            try:
-                await self._on_probe(env, received)
-            except ConnectionError as e:  # it went away between its frame and our answer
-                log.warning("probe_gone", probe=env["host"], error=str(e))
+            msg = await self.probes.recv_multipart()
+            for _ in range(BURST):
+                await self._on_frame(msg[0], msg[1], time.monotonic_ns())
+                try:
+                    msg = await self.probes.recv_multipart(flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+            for host in sorted(self._ack_due):
+                link = self.fleet.probes.get(host)
+                try:
+                    if link is not None:
+                        await self._to_probe(host, "ack", {"seq": link.upto})
+                except ConnectionError as e:
+                    log.warning("probe_gone", probe=host, error=str(e))
+            self._ack_due.clear()
+
+    async def _on_frame(self, ident: bytes, frame: bytes, received: int) -> None:
+        try:
+            env = wire.decode(frame)
+            if env["host"] != ident.decode(errors="replace"):
+                raise wire.ProtocolError(f"host {env['host']!r} does not match routing id {ident!r}")
+        except wire.ProtocolError as e:
+            log.warning("frame_refused", peer=ident.decode(errors="replace"), reason=str(e))
+            return
+        try:
+            await self._on_probe(env, received)
+        except ConnectionError as e:  # it went away between its frame and our answer
+            log.warning("probe_gone", probe=env["host"], error=str(e))
 
     async def _on_probe(self, env: dict, received: int) -> None:
         host, kind, body = env["host"], env["type"], env["body"]
@@ -166,11 +185,11 @@ class Controller:
         if kind == "event":
             if link.receive(env["seq"]) and self.run is not None:
                 await self.run.add_event(host, body, link.clock)
-            await self._to_probe(host, "ack", {"seq": link.upto})
+            self._ack_due.add(host)
         elif kind == "heartbeat":
             if isinstance(body.get("oldest"), int):
                 link.give_up_below(body["oldest"])
-            await self._to_probe(host, "ack", {"seq": link.upto})
+            self._ack_due.add(host)
         elif kind == "result":
             fut = self.pending.get(body.get("id"))
             if fut is not None and not fut.done():
