@@ -262,6 +262,7 @@ class Controller:
                     "duration_s": round(time.time() - started, 3),
                     "hosts": {h: {"lab_ip": self.lab_ip(h), "shaper_backend": run.backends.get(h),
                                   "packets": run.packets.get(h, 0),
+                                  "capture": run.capture_stats.get(h),
                                   "clock": alignment.get(h, {})}
                               for h in scn.hosts}}
             report.write(run_dir, info)

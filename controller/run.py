@@ -24,6 +24,7 @@ _FIELDS = {
     "console": ("text", "stream"),
     "netstat": ("rows",),
     "shaper": ("backend", "delay_ms", "loss_pct"),
+    "kernel": ("event", "local", "remote", "state"),
 }
 
 
@@ -54,6 +55,7 @@ class Run:
         self.changed = asyncio.Condition()
         self.backends: dict[str, str | None] = {}
         self.packets = {h: 0 for h in hosts}
+        self.capture_stats: dict[str, dict] = {}
         self._stamped: list[tuple[dict, int]] = []  # (record, probe t_ns): mapped again at the end
 
     def t(self, controller_ns: int) -> float:
@@ -64,6 +66,9 @@ class Run:
 
     async def add_event(self, host: str, body: dict, clock: ClockEstimate) -> None:
         kind = body.get("kind")
+        if kind == "capture_stats" and host in self.hosts:  # the kernel's counters: for run.json
+            self.capture_stats[host] = {k: v for k, v in body.items() if k not in ("kind", "t_ns")}
+            return
         if kind not in _FIELDS or not isinstance(body.get("t_ns"), int) or host not in self.hosts:
             return
         t = self.t(clock.to_controller(body["t_ns"]))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from scapy.utils import RawPcapWriter
 
-KIND_ORDER = {"step": 0, "shaper": 1, "packet": 2, "state": 3, "console": 4, "netstat": 5}
+KIND_ORDER = {"step": 0, "shaper": 1, "packet": 2, "kernel": 3, "state": 4, "console": 5, "netstat": 6}
 
 
 def _sort_key(rec: dict) -> tuple:

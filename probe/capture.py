@@ -165,6 +165,7 @@ class Capture:
         self._ring: PacketRing | None = None
         self._thread: threading.Thread | None = None
         self._stop_at: float | None = None
+        self._stats_due = False
         self._final: dict | None = None
         self._rel = RelativeSeq()
         self._clock = WallToMono()
@@ -200,7 +201,8 @@ class Capture:
                 else:
                     self._handle_batches(ring)
                 now = time.monotonic()
-                if now >= next_stats:
+                if now >= next_stats or self._stats_due:
+                    self._stats_due = False
                     next_stats = now + self.stats_every_s
                     drops = self._report(ring, drops)
                 stop_at = self._stop_at
@@ -262,6 +264,13 @@ class Capture:
             except Exception as e:
                 log.error("capture_stats_callback_failed", error=repr(e))
         return stats["kernel_drops"]
+
+    def request_stats(self) -> None:
+        """Have the reader thread report the kernel's counters through on_stats now (after the
+        packets it has handed over so far), not only at the next ``stats_every_s``."""
+        self._stats_due = True
+        if self._ring is not None:
+            self._ring.wake()
 
     def stop(self) -> dict:
         """Stop capturing once what the kernel holds was read; statistics of the whole capture."""

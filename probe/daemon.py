@@ -66,6 +66,7 @@ class Probe:
             "actions": sorted(wire.ACTIONS), "observers": ["inet_diag", "capture", "console"],
         })
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stats_arrived = asyncio.Event()
         # pyroute2's synchronous classes run an event loop of their own and refuse to run in a
         # thread whose loop is running: every shaper call goes to this one worker thread.
         self._netlink = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tcplab-netlink")
@@ -82,9 +83,22 @@ class Probe:
     def _console(self, text: str, stream: str) -> None:
         self.emit({"kind": "console", "text": text, "stream": stream})
 
-    def _packet(self, pkt: dict) -> None:  # called from the capture thread
+    def _packets(self, batch: list[dict]) -> None:  # called from the capture thread
+        # One hand-over per batch (up to 256): a wake-up per packet costs more than decoding it.
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self.events.put_nowait, pkt)
+        self._loop.call_soon_threadsafe(self._put_all, batch)
+
+    def _put_all(self, batch: list[dict]) -> None:
+        for body in batch:
+            self.events.put_nowait(body)
+
+    def _capture_stats(self, stats: dict) -> None:  # the kernel's counters, once a second
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._put_stats, stats)
+
+    def _put_stats(self, stats: dict) -> None:
+        self.events.put_nowait(stats)
+        self._stats_arrived.set()
 
     async def _send_events(self) -> None:
         while True:
@@ -202,6 +216,13 @@ class Probe:
                 self._kernel_events(await asyncio.to_thread(self.kstates.read, 0))
             changes, _ = self.watcher.poll()
             self._merge_poll(changes, force=True)
+            if self.capture is not None:  # fresh kernel counters, after the packets handed over so far
+                self._stats_arrived.clear()
+                self.capture.request_stats()
+                try:
+                    await asyncio.wait_for(self._stats_arrived.wait(), 1.0)
+                except asyncio.TimeoutError:
+                    log.warning("capture_stats_late")
             await self.events.join()
         return {}
 
@@ -229,7 +250,8 @@ class Probe:
         removed += [f"nc pid {p}" for p in sweep_endpoints(self.cfg.home)]
         if removed:
             log.warning("leftovers_swept", removed=removed)
-        self.capture = Capture(self.cfg.lab_iface, self.cfg.port, self.cfg.lab_ip, self._packet)
+        self.capture = Capture(self.cfg.lab_iface, self.cfg.port, self.cfg.lab_ip, None,
+                               on_packets=self._packets, on_stats=self._capture_stats)
         await asyncio.to_thread(self.capture.start)
         await asyncio.to_thread(self._open_kstates)
         self.transport.connect()

@@ -94,6 +94,8 @@ def test_short_seed_runs_and_the_trace_tells_the_story(lab, tmp_path):
     info = json.loads((run_dir / "run.json").read_text())
     assert info["ok"] is True and info["causality"]["pairs"] > 5 and info["causality"]["violations"] == []
     assert {h["shaper_backend"] for h in info["hosts"].values()} <= {"netem", "nfqueue"}
+    for h in info["hosts"].values():  # the capture's kernel counters made it into the run: nothing dropped
+        assert h["capture"]["kernel_drops"] == 0 and h["capture"]["kernel_packets"] >= h["packets"] > 5
     summary = (run_dir / "summary.txt").read_text()
     assert "FIN_WAIT2 -> TIME_WAIT" in summary and "0 arrived before they left" in summary
 
