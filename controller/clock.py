@@ -217,7 +217,10 @@ def fit(exchanges: list[Exchange]) -> Fit:
     exchanges = [ex for ex in exchanges if ex.mid >= ref - HORIZON_NS]
     rtt_min = min(ex.rtt for ex in exchanges)
     drift = 0.0
-    if exchanges[-1].mid - exchanges[0].mid >= DRIFT_SPAN_NS:
+    if exchanges[-1].mid - exchanges[0].mid >= DRIFT_SPAN_NS and _gap(exchanges, 0.0, ref) > 0:
+        # Only when no constant offset fits every exchange: a drift fitted to noise (two probes
+        # on one kernel have none) bends a host's timeline by microseconds over a run, enough
+        # for a segment to "arrive before it left" with no single shift able to fix it.
         # The drift at which the best exchanges' intervals overlap most (the range of drifts at
         # which all of them still overlap, Fit.drift_range, widens the bound away from ref).
         best = best_per_window(exchanges, keep=2)
