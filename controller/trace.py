@@ -19,7 +19,8 @@ KIND_ORDER = {"step": 0, "shaper": 1, "packet": 2, "kernel": 3, "state": 4, "con
 
 def _sort_key(rec: dict) -> tuple:
     # Equal times: a step's start before what it caused; a packet before the state it caused.
-    return (rec["t"], KIND_ORDER.get(rec["kind"], 9), rec.get("_n", 0))
+    # At equal times a segment leaves before it arrives (a causal shift can make the two equal).
+    return (rec["t"], KIND_ORDER.get(rec["kind"], 9), rec.get("dir") == "in", rec.get("_n", 0))
 
 
 class Trace:

@@ -91,12 +91,11 @@ def test_merged_pcapng_shows_both_hosts_in_causal_order_with_nanoseconds(run_dir
     index = {id(rec): i for i, rec in enumerate(film)}
     pairs = list(segment_pairs(recs))
     assert len(pairs) > 5
-    # merged.pcapng is the trace's order and times: a segment arrives before it left there exactly
-    # when the trace says so (run.json's causality check), and never else
+    # merged.pcapng is the trace's order and times, and in both no segment arrives before it left
     merged_bad = [(o["t"], a["t"]) for o, a in pairs if not (index[id(o)] < index[id(a)]
                                                               and stamps[index[id(o)]] <= stamps[index[id(a)]])]
     trace_bad = [(v["left"], v["arrived"]) for v in json.loads((run_dir / "run.json").read_text())["causality"]["violations"]]
-    assert sorted(merged_bad) == sorted(trace_bad)
+    assert merged_bad == [] and trace_bad == []
     # the controller's timebase: a frame's offset from the first is its record's t minus the first's
     for k in (1, len(film) // 2, len(film) - 1):
         assert abs((stamps[k] - stamps[0]) - round((film[k]["t"] - film[0]["t"]) * 1e9)) <= 1

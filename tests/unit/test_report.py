@@ -47,3 +47,11 @@ def test_summary_marks_a_segment_sent_again_as_a_retransmission():
     rows = [ln for ln in text.splitlines() if "10.90.0.2:40000 ->" in ln]
     # the second SYN is a retransmission; a repeated pure ACK is a duplicate ACK, not one
     assert ["retransmission" in ln for ln in rows] == [False, True, False, False]
+
+
+def test_at_equal_times_the_departure_comes_before_the_arrival(tmp_path):
+    tr = Trace(tmp_path)
+    tr.add(pkt(1.0, "thinkpad", "in", ["SYN"]))       # reached the controller first
+    tr.add(pkt(1.0, "raspberrypi", "out", ["SYN"]))
+    assert [r["dir"] for r in tr.ordered()] == ["out", "in"]
+    tr.close()
