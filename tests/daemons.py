@@ -22,6 +22,22 @@ VENV_BIN = Path(sys.executable).parent
 HOSTS = ("thinkpad", "raspberrypi")
 
 
+def storyline(name: str, delay: float, shape: bool = True) -> dict:
+    """The seed's storyline as a scenario dict, without waiting out TIME_WAIT's 60 s."""
+    steps = [
+        {"action": "listen", "host": "thinkpad", "expect": ["thinkpad LISTEN"]},
+        {"action": "connect", "host": "raspberrypi", "to": "thinkpad",
+         "expect": ["raspberrypi ESTABLISHED", "thinkpad ESTABLISHED"]},
+        {"action": "send", "host": "thinkpad", "text": "Hello", "expect": ["raspberrypi prints Hello"]},
+        {"action": "send", "host": "raspberrypi", "text": "Bye", "expect": ["thinkpad prints Bye"]},
+        {"action": "close", "host": "thinkpad", "expect": ["thinkpad FIN_WAIT2", "raspberrypi CLOSE_WAIT"]},
+        {"action": "close", "host": "raspberrypi", "expect": ["raspberrypi CLOSED", "thinkpad TIME_WAIT"]},
+    ]
+    if shape:
+        steps.insert(0, {"action": "shape", "host": list(HOSTS)})
+    return {"name": name, "port": 9090, "delay": delay, "steps": steps}
+
+
 class Lab:
     def __init__(self, pair: NetnsPair, root: Path, port: int = 9090, clock_offsets: dict[str, int] | None = None):
         """``clock_offsets``: seconds by which a host's CLOCK_MONOTONIC runs ahead (a time namespace)."""

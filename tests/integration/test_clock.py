@@ -13,25 +13,14 @@ import yaml
 
 from controller.trace import load
 from controller.report import segment_pairs
-from tests.daemons import Lab
+from tests.daemons import Lab, storyline
 
 pytestmark = pytest.mark.integration
 
 OFFSET_S = 5000
 MS = 1_000_000
 
-SCENARIO = {
-    "name": "clock", "port": 9090, "delay": 0.0,
-    "steps": [
-        {"action": "listen", "host": "thinkpad", "expect": ["thinkpad LISTEN"]},
-        {"action": "connect", "host": "raspberrypi", "to": "thinkpad",
-         "expect": ["raspberrypi ESTABLISHED", "thinkpad ESTABLISHED"]},
-        {"action": "send", "host": "thinkpad", "text": "Hello", "expect": ["raspberrypi prints Hello"]},
-        {"action": "send", "host": "raspberrypi", "text": "Bye", "expect": ["thinkpad prints Bye"]},
-        {"action": "close", "host": "thinkpad", "expect": ["thinkpad FIN_WAIT2", "raspberrypi CLOSE_WAIT"]},
-        {"action": "close", "host": "raspberrypi", "expect": ["raspberrypi CLOSED", "thinkpad TIME_WAIT"]},
-    ],
-}
+SCENARIO = storyline("clock", delay=0.0, shape=False)
 
 
 @pytest.fixture

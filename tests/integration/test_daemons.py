@@ -11,23 +11,11 @@ import pytest
 import yaml
 
 from controller.trace import load
-from tests.daemons import Lab
+from tests.daemons import Lab, storyline
 
 pytestmark = pytest.mark.integration
 
-SHORT_SEED = {
-    "name": "short-seed", "port": 9090, "delay": 0.3,
-    "steps": [
-        {"action": "shape", "host": ["thinkpad", "raspberrypi"]},
-        {"action": "listen", "host": "thinkpad", "expect": ["thinkpad LISTEN"]},
-        {"action": "connect", "host": "raspberrypi", "to": "thinkpad",
-         "expect": ["raspberrypi ESTABLISHED", "thinkpad ESTABLISHED"]},
-        {"action": "send", "host": "thinkpad", "text": "Hello", "expect": ["raspberrypi prints Hello"]},
-        {"action": "send", "host": "raspberrypi", "text": "Bye", "expect": ["thinkpad prints Bye"]},
-        {"action": "close", "host": "thinkpad", "expect": ["thinkpad FIN_WAIT2", "raspberrypi CLOSE_WAIT"]},
-        {"action": "close", "host": "raspberrypi", "expect": ["raspberrypi CLOSED", "thinkpad TIME_WAIT"]},
-    ],
-}
+SHORT_SEED = storyline("short-seed", delay=0.3)
 
 
 @pytest.fixture
