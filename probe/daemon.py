@@ -127,7 +127,7 @@ class Probe:
 
     def _merge_poll(self, changes: list[dict], force: bool = False) -> None:
         now = time.monotonic_ns()
-        self.merger.add_poll(changes[0]["t_ns"] if changes else now, changes)
+        self.merger.add_poll(changes[0]["t_ns"] if changes else now, changes, self.watcher.last_dump_ns)
         for rec in self.merger.flush(now, force=force):
             self.emit(rec)
 

@@ -208,7 +208,7 @@ class KernelStates:
         self._poll = select.poll()
         self._formats: dict[int, _Format] = {}
         self._kinds: dict[int, str] = {}
-        self._sk_owned: set[int] = set()
+        self._sk_owned: dict[int, int] = {}  # skaddr -> the time from which that socket is ours
         self._page = 4096
         self._undecided: list[tuple[int, bytes]] = []
         self._lock = threading.Lock()  # the reader thread and a sync/close may read at once
@@ -374,7 +374,7 @@ class KernelStates:
             local = (fmt.ip(data, "saddr"), fmt.u(data, "sport"))
             remote = (fmt.ip(data, "daddr"), fmt.u(data, "dport"))
         sk = fmt.u(data, "skaddr") if "skaddr" in fmt.fields else 0
-        ours = self._ours(local[0], sk, pid)
+        ours = self._ours(local[0], sk, pid, ts)
         if ours is None and ts + UNDECIDED_NS > time.monotonic_ns() - self.offset_ns:
             self._undecided.append((ts, data))
         if not ours:
@@ -383,8 +383,8 @@ class KernelStates:
                 "owned": ours is True and (local[0] == "0.0.0.0" or pid in self.owned_pids())}
         if kind == "state":
             old, new = fmt.u(data, "oldstate"), fmt.u(data, "newstate")
-            if new == 7 and sk:  # TCP_CLOSE: the pointer may be reused by another socket
-                self._sk_owned.discard(sk)
+            if new == 7 and sk and self._sk_owned.get(sk, ts) <= ts:  # TCP_CLOSE: the pointer may be reused
+                self._sk_owned.pop(sk, None)
             return {"kind": "tracepoint", **body, "from": tcpstates.name(old), "to": tcpstates.name(new),
                     "sk": sk, "pid": pid}
         body["sk"] = sk
@@ -394,19 +394,24 @@ class KernelStates:
         return {"kind": "kernel", "event": kind, **body,
                 "state": tcpstates.name(state) if state in tcpstates.KERNEL else None}
 
-    def _ours(self, local_ip: str, sk: int, pid: int) -> bool | None:
-        """This host's socket? None: a listener whose task is not (yet) known as ours."""
+    def _ours(self, local_ip: str, sk: int, pid: int, ts: int) -> bool | None:
+        """This host's socket? None: a listener whose task is not (yet) known as ours.
+
+        A listener's event is ours by its ``skaddr`` only from the time that address became a socket
+        of ours: a freed socket's address is soon another's, and an undecided event decided again
+        later must not be taken by the next socket at that address (another host's listener closing,
+        read again after this host's next client socket got its memory)."""
         if local_ip == self.lab_ip:
             if sk:
-                self._sk_owned.add(sk)
+                self._sk_owned.setdefault(sk, ts)
             return True
         if local_ip != "0.0.0.0":
             return False
-        if sk and sk in self._sk_owned:
+        if sk and self._sk_owned.get(sk, ts + 1) <= ts:
             return True
         if pid in self.owned_pids():
             if sk:
-                self._sk_owned.add(sk)
+                self._sk_owned.setdefault(sk, ts)
             return True
         return None
 

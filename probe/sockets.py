@@ -146,6 +146,7 @@ class SocketWatcher:
         self.port = port
         self._dumper = DiagDumper()
         self._known: dict[tuple[str, str], str] = {}
+        self.last_dump_ns: tuple[int, int] | None = None  # when the last poll's dump began and ended
 
     def close(self) -> None:
         self._dumper.close()
@@ -170,8 +171,10 @@ class SocketWatcher:
         """One dump: the state changes since the previous poll, and the netstat rows of now."""
         before = time.monotonic_ns()
         msgs = self.dump()
+        after = time.monotonic_ns()
+        self.last_dump_ns = (before, after)  # a dump of many sockets takes ms: a state was seen in there
         if now_ns is None:
-            now_ns = (before + time.monotonic_ns()) // 2
+            now_ns = (before + after) // 2
         rows = [row_of(m) for m in msgs]
         current = snapshot(msgs, rows)
         changes = diff(self._known, current, now_ns)

@@ -32,7 +32,8 @@ Merge rules (per socket, keyed by ``(local, remote)`` as inet_diag names it):
    still shows X (an orphaned FIN_WAIT2 lives on as a timewait socket in substate FIN_WAIT2) -> no
    record, the socket stays X; gone -> ``X->CLOSED`` with ``source: "tracepoint"``.
 4. An inet_diag change is dropped when the socket already is in that state, or when the tracepoint's
-   timeline of the socket was in that state at the poll's time (within ``margin_ns``). Otherwise it is
+   timeline of the socket was in that state at some moment of the dump (from its begin to its end,
+   ``add_poll``'s ``dump_ns``, widened by ``margin_ns``). Otherwise it is
    something the tracepoint cannot see (TIME_WAIT and its expiry, a request socket's SYN_RECEIVED
    from the SYN's arrival and its end, a listener of a process the probe did not start, everything
    when tracefs is unavailable) and is emitted with ``source: "inet_diag"`` and the poll's time.
@@ -79,8 +80,12 @@ class StateMerger:
     def add_kernel(self, ev: dict) -> None:
         heapq.heappush(self._queue, (ev["t_ns"], next(self._n), "kernel", ev))
 
-    def add_poll(self, t_ns: int, changes: list[dict]) -> None:
-        heapq.heappush(self._queue, (t_ns + self.margin_ns, next(self._n), "poll", (t_ns, changes)))
+    def add_poll(self, t_ns: int, changes: list[dict], dump_ns: tuple[int, int] | None = None) -> None:
+        """``dump_ns``: when the dump began and ended (a dump of many sockets takes milliseconds, and a
+        state it shows was there at some moment in between); without it, ``t_ns`` +- ``margin_ns``."""
+        lo, hi = dump_ns if dump_ns else (t_ns, t_ns)
+        heapq.heappush(self._queue, (hi + self.margin_ns, next(self._n), "poll",
+                                     (t_ns, changes, lo - self.margin_ns, hi + self.margin_ns)))
 
     # --- output ------------------------------------------------------------------------------
     def flush(self, now_ns: int, force: bool = False) -> list[dict]:
@@ -165,7 +170,7 @@ class StateMerger:
             return
         self._emit(key, current or ev["from"], to, ev["t_ns"], TRACEPOINT, out)
 
-    def _poll(self, t_ns: int, changes: list[dict], out: list[dict]) -> None:
+    def _poll(self, t_ns: int, changes: list[dict], lo: int, hi: int, out: list[dict]) -> None:
         for c in changes:
             key = (c["local"], c["remote"])
             self._confirm(key, out)
@@ -177,11 +182,11 @@ class StateMerger:
             if c["to"] == "SYN_SENT" and self._parked:
                 self._unpark(c, out)
         for key, (t_swap, _) in list(self._swaps.items()):
-            if t_ns - self.margin_ns > t_swap:
+            if lo > t_swap:  # the dump began after the swap
                 self._settle_swap(key, self._diag.get(key), out)
         for c in changes:
             key = (c["local"], c["remote"])
-            if key in self._swaps or self._state.get(key) == c["to"] or self._explained(key, c["to"], t_ns):
+            if key in self._swaps or self._state.get(key) == c["to"] or self._explained(key, c["to"], lo, hi):
                 continue
             self._emit(key, self._state.get(key) or c["from"], c["to"], t_ns, INET_DIAG, out)
 
@@ -203,10 +208,9 @@ class StateMerger:
             self._emit(key, frm, "CLOSED", t_swap, TRACEPOINT, out)
         # else: a timewait socket in substate frm; inet_diag will tell how it goes on
 
-    def _explained(self, key: tuple[str, str], state: str, t_ns: int) -> bool:
-        """Was the socket in ``state`` at ``t_ns`` (within the margin) by what was emitted?"""
+    def _explained(self, key: tuple[str, str], state: str, lo: int, hi: int) -> bool:
+        """Was the socket in ``state`` at some time from ``lo`` to ``hi`` by what was emitted?"""
         hist = self._history.get(key, ())
-        lo, hi = t_ns - self.margin_ns, t_ns + self.margin_ns
         at_lo = "CLOSED"
         for t, s in hist:
             if t <= lo:
