@@ -292,13 +292,21 @@ class KernelStates:
                 pass
             os.close(fd)
         self._fds.clear()
-        try:
-            os.rmdir(self.path)  # disables the events of the instance with it
-            log.info("tracefs_instance_removed", instance=self.name)
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            log.warning("tracefs_instance_not_removed", instance=self.name, error=e.strerror)
+        # A read() in another thread may still be inside poll() (up to its timeout, 0.1 s in the
+        # daemon) and so still hold a trace_pipe_raw file: the kernel then refuses the rmdir with
+        # EBUSY. Wait that out rather than leave the instance behind.
+        for attempt in range(40):
+            try:
+                os.rmdir(self.path)  # disables the events of the instance with it
+                log.info("tracefs_instance_removed", instance=self.name, attempts=attempt + 1)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                if e.errno == errno.EBUSY and attempt < 39:
+                    time.sleep(0.025)
+                    continue
+                log.warning("tracefs_instance_not_removed", instance=self.name, error=e.strerror)
+            break
         if self._mounted:
             _umount(self.root)
             self._mounted = False

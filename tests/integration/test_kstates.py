@@ -172,3 +172,21 @@ def test_ring_buffer_pages_decode_deltas_extends_and_long_records():
     out, missed = parse_page(page)
     assert [t for t, _ in out] == [1010, 1010 + (1 << 27) + 5 + 3, 1010 + (1 << 27) + 5 + 3 + 2]
     assert all(len(d) == 8 for _, d in out) and not missed
+
+
+def test_close_while_another_thread_reads_still_removes_the_instance(netns_pair):
+    """The daemon's reader thread can be inside poll() when shutdown closes the instance: the
+    kernel then answers the rmdir with EBUSY until the poll lets go of its file."""
+    import threading
+
+    from tests.nsthread import NetnsThread
+
+    with NetnsThread(netns_pair.a.ns) as ta:
+        ks = ta.call(lambda: KernelStates("racer", 9090, netns_pair.a.ip).open())
+        name = ks.name
+        reader = threading.Thread(target=ks.read, args=(0.3,))
+        reader.start()
+        time.sleep(0.05)  # the reader is now blocked in poll() on the instance's pipes
+        ks.close()
+        reader.join()
+    assert name not in os.listdir(TRACEFS / "instances")
