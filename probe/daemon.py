@@ -91,6 +91,8 @@ class Probe:
     def _put_all(self, batch: list[dict]) -> None:
         for body in batch:
             self.events.put_nowait(body)
+            if body["dir"] == "in" and "FIN" in body["flags"]:  # dates an orphan's TIME_WAIT (statemerge rule 6)
+                self.merger.add_fin(body["dst"], body["src"], body["t_ns"])
 
     def _capture_stats(self, stats: dict) -> None:  # the kernel's counters, once a second
         assert self._loop is not None

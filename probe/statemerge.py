@@ -40,6 +40,12 @@ Merge rules (per socket, keyed by ``(local, remote)`` as inet_diag names it):
 5. The tracepoint sees every namespace of the kernel: a socket's tracepoint events are held until
    inet_diag (this namespace only) shows the socket or one of its events ran in a process of this
    probe (``owned``); unconfirmed after ``UNCONFIRMED_NS`` they are dropped (``dropped_foreign``).
+6. TIME_WAIT of an orphaned socket (its application already gone, as the seed's server): the kernel
+   swaps it for a timewait socket in substate FIN_WAIT2 when our FIN is acknowledged, and it enters
+   TIME_WAIT when the peer's FIN arrives, which no tracepoint reports. The capture sees that FIN
+   arrive (``add_fin``): a TIME_WAIT record (rule 3 or 4) takes the FIN's arrival time when that is
+   later than the swap (for a socket still owned by its application the FIN causes the swap, and
+   the swap's time stands).
 """
 
 from __future__ import annotations
@@ -67,6 +73,8 @@ class StateMerger:
         self._sk: dict[int, tuple[str, str]] = {}
         self._parked: dict[int, dict] = {}
         self._swaps: dict[tuple[str, str], tuple[int, str]] = {}
+        self._fin_in: dict[tuple[str, str], int] = {}  # when the peer's FIN last arrived (capture)
+        self._diag_hi = 0  # the end of the dump being processed
         self.dropped_unresolved = 0
         self.dropped_foreign = 0
         self._owned_sk: set[int] = set()
@@ -79,6 +87,14 @@ class StateMerger:
 
     def add_kernel(self, ev: dict) -> None:
         heapq.heappush(self._queue, (ev["t_ns"], next(self._n), "kernel", ev))
+
+    def add_fin(self, local: str, remote: str, t_ns: int) -> None:
+        """The capture saw a FIN from ``remote`` arrive for ``local`` (rule 6)."""
+        self._fin_in[(local, remote)] = t_ns
+
+    def _time_wait_at(self, key: tuple[str, str], not_before: int, not_after: int) -> int:
+        fin = self._fin_in.get(key)
+        return fin if fin is not None and not_before < fin <= not_after else not_before
 
     def add_poll(self, t_ns: int, changes: list[dict], dump_ns: tuple[int, int] | None = None) -> None:
         """``dump_ns``: when the dump began and ended (a dump of many sockets takes milliseconds, and a
@@ -171,6 +187,7 @@ class StateMerger:
         self._emit(key, current or ev["from"], to, ev["t_ns"], TRACEPOINT, out)
 
     def _poll(self, t_ns: int, changes: list[dict], lo: int, hi: int, out: list[dict]) -> None:
+        self._diag_hi = hi
         for c in changes:
             key = (c["local"], c["remote"])
             self._confirm(key, out)
@@ -188,7 +205,11 @@ class StateMerger:
             key = (c["local"], c["remote"])
             if key in self._swaps or self._state.get(key) == c["to"] or self._explained(key, c["to"], lo, hi):
                 continue
-            self._emit(key, self._state.get(key) or c["from"], c["to"], t_ns, INET_DIAG, out)
+            t = t_ns
+            if c["to"] == "TIME_WAIT":  # not after the dump saw it, not before the last record
+                hist = self._history.get(key)
+                t = self._time_wait_at(key, hist[-1][0] if hist else 0, hi) if key in self._fin_in else t_ns
+            self._emit(key, self._state.get(key) or c["from"], c["to"], t, INET_DIAG, out)
 
     def _unpark(self, change: dict, out: list[dict]) -> None:
         ip = change["local"].rsplit(":", 1)[0]
@@ -203,7 +224,7 @@ class StateMerger:
     def _settle_swap(self, key: tuple[str, str], diag_state: str | None, out: list[dict]) -> None:
         t_swap, frm = self._swaps.pop(key)
         if diag_state == "TIME_WAIT":
-            self._emit(key, frm, "TIME_WAIT", t_swap, BOTH, out)
+            self._emit(key, frm, "TIME_WAIT", self._time_wait_at(key, t_swap, self._diag_hi), BOTH, out)
         elif diag_state != frm:
             self._emit(key, frm, "CLOSED", t_swap, TRACEPOINT, out)
         # else: a timewait socket in substate frm; inet_diag will tell how it goes on

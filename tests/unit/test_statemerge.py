@@ -176,3 +176,47 @@ def test_a_socket_inet_diag_shows_is_ours_with_the_tracepoint_times():
                (15, "poll", [dg("LISTEN", "ESTABLISHED")])])
     assert [(r["to"], r["source"], r["t_ns"]) for r in out] == [
         ("SYN_RECEIVED", "tracepoint", 0), ("ESTABLISHED", "tracepoint", int(0.01 * MS))]
+
+
+def orphan_until_swap():
+    events = [
+        (100.0, "tp", tp(100.0, "LISTEN", "SYN_RECEIVED")),
+        (100.01, "tp", tp(100.01, "SYN_RECEIVED", "ESTABLISHED")),
+        (500.0, "tp", tp(500.0, "ESTABLISHED", "FIN_WAIT1")),
+        (500.05, "tp", tp(500.05, "FIN_WAIT1", "FIN_WAIT2")),
+        (500.06, "tp", tp(500.06, "FIN_WAIT2", "CLOSED")),     # orphan: swapped, still in substate FIN_WAIT2
+    ]
+    return events
+
+
+def run_with_fin(events, fin_ms, end_ms=100_000):
+    m = StateMerger()
+    m.add_fin(SRV, CLI, int(fin_ms * MS))  # the capture's record of the peer's FIN (arrives early enough)
+    out = []
+    for t_ms, what, ev in events:
+        m.add_tracepoint(ev) if what == "tp" else m.add_poll(int(t_ms * MS), ev)
+        out += m.flush(int(t_ms * MS) + 5 * MS)
+    return out + m.flush(int(end_ms * MS))
+
+
+def test_orphan_time_wait_takes_the_peers_fin_when_the_first_dump_already_shows_it():
+    # the peer's FIN lands 12 ms after the swap, before the next dump: that dump shows TIME_WAIT
+    out = run_with_fin(orphan_until_swap() + [(520, "poll", [dg("ESTABLISHED", "TIME_WAIT")])], fin_ms=512.0)
+    tw = [r for r in out if r["to"] == "TIME_WAIT"]
+    assert [(r["from"], r["t_ns"]) for r in tw] == [("FIN_WAIT2", 512 * MS)]  # not the swap's 500.06
+
+
+def test_orphan_time_wait_seen_by_a_later_dump_takes_the_peers_fin():
+    out = run_with_fin(orphan_until_swap() + [(510, "poll", [dg("ESTABLISHED", "FIN_WAIT2")]),
+                                             (900, "poll", [dg("FIN_WAIT2", "TIME_WAIT")])], fin_ms=880.0)
+    tw = [r for r in out if r["to"] == "TIME_WAIT"]
+    assert [(r["source"], r["t_ns"]) for r in tw] == [("inet_diag", 880 * MS)]  # not the dump's 900
+
+
+def test_a_fin_that_caused_the_swap_leaves_the_swap_time():
+    events = [(100.0, "tp", tp(100.0, "LISTEN", "SYN_RECEIVED")), (100.01, "tp", tp(100.01, "SYN_RECEIVED", "ESTABLISHED")),
+              (500.0, "tp", tp(500.0, "ESTABLISHED", "FIN_WAIT1")), (500.05, "tp", tp(500.05, "FIN_WAIT1", "FIN_WAIT2")),
+              (700.0, "tp", tp(700.0, "FIN_WAIT2", "CLOSED")),   # the peer's FIN made the swap
+              (720, "poll", [dg("ESTABLISHED", "TIME_WAIT")])]
+    out = run_with_fin(events, fin_ms=699.99)  # captured a few us before TCP processed it
+    assert [(r["source"], r["t_ns"]) for r in out if r["to"] == "TIME_WAIT"] == [("tracepoint+inet_diag", 700 * MS)]
