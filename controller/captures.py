@@ -16,6 +16,7 @@ from pathlib import Path
 
 from controller import analysis
 from controller.pcapng import PcapngFiles, write_merged
+from controller.trace import sort_key
 
 
 class Captures:
@@ -41,7 +42,7 @@ class Captures:
         """Analysis into the records, then merged.pcapng; returns the number of packets merged."""
         self.analyze()
         order = sorted(((rec, host, raw) for host, frames in self.frames.items() for rec, raw, _ in frames),
-                       key=lambda x: (x[0]["t"], x[0].get("_n", 0)))
+                       key=lambda x: sort_key(x[0]))  # the trace's own order: the film's
         hosts = list(self.hosts) + [h for h in self.frames if h not in self.hosts]
         return write_merged(self.run_dir / "merged.pcapng", hosts,
                             ((host, raw, start_wall_ns + round(rec["t"] * 1e9), rec.get("dir"))

@@ -17,7 +17,7 @@ from scapy.utils import RawPcapWriter
 KIND_ORDER = {"step": 0, "shaper": 1, "packet": 2, "kernel": 3, "state": 4, "console": 5, "netstat": 6}
 
 
-def _sort_key(rec: dict) -> tuple:
+def sort_key(rec: dict) -> tuple:
     # Equal times: a step's start before what it caused; a packet before the state it caused.
     # At equal times a segment leaves before it arrives (a causal shift can make the two equal).
     return (rec["t"], KIND_ORDER.get(rec["kind"], 9), rec.get("dir") == "in", rec.get("_n", 0))
@@ -42,7 +42,7 @@ class Trace:
         self._f.flush()
 
     def ordered(self) -> list[dict]:
-        return [_public(r) for r in sorted(self.records, key=_sort_key)]
+        return [_public(r) for r in sorted(self.records, key=sort_key)]
 
     def finish(self) -> Path:
         records = self.ordered()
