@@ -73,11 +73,17 @@ def test_listen_fails_when_the_application_exits(netns_pair):
 
 def test_close_escalates_when_sigint_is_ignored(netns_pair, tmp_path):
     stubborn = tmp_path / "nc"  # stands in for an nc that ignores Ctrl-C
-    stubborn.write_text("#!/bin/sh\ntrap '' INT\nexec sleep 30\n")
+    # it says "ready" once the trap is set: a SIGINT before that would end the shell (a race, seen in CI)
+    stubborn.write_text("#!/bin/sh\ntrap '' INT\necho ready\nexec sleep 30\n")
     stubborn.chmod(0o755)
+    lines = []
     with NetnsThread(netns_pair.a.ns) as ta:
-        ep = Endpoint(lambda t, s: None, nc=str(stubborn), pid_dir=tmp_path)
+        ep = Endpoint(lambda t, s: lines.append(t), nc=str(stubborn), pid_dir=tmp_path)
         ta.run(ep.connect("10.90.0.2", PORT))
+        deadline = time.monotonic() + 5
+        while "ready" not in lines and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "ready" in lines
         t0 = time.monotonic()
         rc = ta.run(ep.close(timeout=0.3))
     assert rc == -15 and 0.3 <= time.monotonic() - t0 < 3
