@@ -13,8 +13,7 @@ instances ``tcplab-*-<pid>`` whose pid is dead.
 Why ``trace_pipe_raw`` (binary, one file per CPU) rather than the text ``trace_pipe``: the text prints
 microseconds only, and ``inet_sock_set_state`` prints no socket address, while ``CLOSE->SYN_SENT``
 is traced before the kernel picks the local port (``sport=0``): only the raw record's ``skaddr`` links
-it to the socket's later events. The raw pages are decoded here (ring-buffer page header, 32-bit
-event headers with time deltas/extends, then the fields at the offsets of each event's ``format``).
+it to the socket's later events. The raw pages are decoded by :mod:`probe.tracefs_raw`.
 
 Times: tracefs ``mono`` is CLOCK_MONOTONIC of the kernel, without any time-namespace offset; the
 monotonic offset of /proc/self/timens_offsets is added so ``t_ns`` is on the probe's own
@@ -43,13 +42,13 @@ import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Collection
 
 import structlog
 
 from probe import tcpstates
+from probe.tracefs_raw import Format, FormatError, parse_format, parse_page, sockaddr
 
 log = structlog.get_logger(__name__)
 
@@ -63,76 +62,8 @@ KERNEL_EVENTS = {"tcp/tcp_retransmit_skb": "retransmit_skb", "tcp/tcp_retransmit
 INSTANCE_RE = re.compile(r"^tcplab-(?P<host>.+)-(?P<pid>\d+)$")
 UNDECIDED_NS = 500_000_000  # how long a listener's event waits for its task to be known as ours
 BUFFER_KB = 1024  # per CPU: ~14,000 state records between two reads
-_MS_AF_INET = socket.AF_INET
-_TYPE_PADDING, _TYPE_TIME_EXTEND, _TYPE_TIME_STAMP = 29, 30, 31
-_COMMIT_MASK = (1 << 27) - 1
-_MISSED_EVENTS = 1 << 31
-
-
 class KStatesError(OSError):
     """tracefs cannot be used: not mountable, no permission, or the tracepoints are missing."""
-
-
-@dataclass(frozen=True)
-class _Format:
-    name: str
-    fields: dict  # name -> (offset, size)
-
-    def u(self, data: bytes, field: str) -> int:
-        off, size = self.fields[field]
-        return int.from_bytes(data[off:off + size], "little")
-
-    def ip(self, data: bytes, field: str) -> str:
-        off, _ = self.fields[field]
-        return socket.inet_ntoa(bytes(data[off:off + 4]))
-
-
-def parse_format(text: str, name: str) -> tuple[int, _Format]:
-    """The event id and field offsets of an event's tracefs ``format`` file."""
-    m = re.search(r"^ID:\s*(\d+)", text, re.M)
-    if not m:
-        raise KStatesError(errno.EINVAL, f"no ID in the format of {name}")
-    fields = {}
-    for fm in re.finditer(r"field:([^;]*?)\s*([A-Za-z_][A-Za-z0-9_]*)(\[\d+\])?;\s*offset:(\d+);\s*size:(\d+);", text):
-        fields[fm.group(2)] = (int(fm.group(4)), int(fm.group(5)))
-    return int(m.group(1)), _Format(name, fields)
-
-
-def parse_page(page: bytes):
-    """``(timestamp, record bytes)`` of each event in one ring-buffer page (``trace_pipe_raw``), and
-    whether the kernel lost events before it."""
-    ts, commit = struct.unpack_from("<QQ", page, 0)
-    end = 16 + (commit & _COMMIT_MASK)
-    missed = bool(commit & _MISSED_EVENTS)
-    out = []
-    off = 16
-    while off + 4 <= end:
-        hdr, = struct.unpack_from("<I", page, off)
-        type_len, delta = hdr & 0x1F, hdr >> 5
-        off += 4
-        if type_len == _TYPE_PADDING:
-            if delta == 0:
-                break  # the rest of the page is padding
-            length, = struct.unpack_from("<I", page, off)
-            off += length  # a discarded event: its delta is not counted
-        elif type_len == _TYPE_TIME_EXTEND:
-            ext, = struct.unpack_from("<I", page, off)
-            ts += (ext << 27) | delta
-            off += 4
-        elif type_len == _TYPE_TIME_STAMP:
-            ext, = struct.unpack_from("<I", page, off)
-            ts = (ext << 27) | delta | (ts & (0x1F << 59))
-            off += 4
-        elif type_len == 0:
-            length, = struct.unpack_from("<I", page, off)  # counts itself
-            ts += delta
-            out.append((ts, page[off + 4:off + length]))
-            off += length
-        else:
-            ts += delta
-            out.append((ts, page[off:off + 4 * type_len]))
-            off += 4 * type_len
-    return out, missed
 
 
 def timens_offset_ns() -> int:
@@ -206,7 +137,7 @@ class KernelStates:
         self._mounted = False
         self._fds: list[int] = []
         self._poll = select.poll()
-        self._formats: dict[int, _Format] = {}
+        self._formats: dict[int, Format] = {}
         self._kinds: dict[int, str] = {}
         self._sk_owned: dict[int, int] = {}  # skaddr -> the time from which that socket is ours
         self._page = 4096
@@ -248,9 +179,13 @@ class KernelStates:
         for event in (STATE_EVENT, *KERNEL_EVENTS):
             d = self.path / "events" / event
             try:
-                ev_id, fmt = parse_format((d / "format").read_text(), event)
+                text = (d / "format").read_text()
             except OSError as e:
                 raise KStatesError(e.errno, f"tracepoint {event} missing: {e.strerror}") from e
+            try:
+                ev_id, fmt = parse_format(text, event)
+            except FormatError as e:
+                raise KStatesError(errno.EINVAL, str(e)) from e
             self._formats[ev_id] = fmt
             self._kinds[ev_id] = KERNEL_EVENTS.get(event, "state")
             self._write(f"events/{event}/filter", self.filter_of(fmt))
@@ -260,7 +195,7 @@ class KernelStates:
             self._fds.append(fd)
             self._poll.register(fd, select.POLLIN)
 
-    def filter_of(self, fmt: _Format) -> str:
+    def filter_of(self, fmt: Format) -> str:
         """The kernel filter of an event: the lab port, IPv4, TCP, as far as the event has the fields.
 
         (``tcp_send_reset`` carries sockaddrs instead of ports since Linux 6.10: only the family test
@@ -269,7 +204,7 @@ class KernelStates:
         if "sport" in fmt.fields:
             parts.append(f"(sport == {self.port} || dport == {self.port})")
         if "family" in fmt.fields:
-            parts.append(f"family == {_MS_AF_INET}")
+            parts.append(f"family == {socket.AF_INET}")
         if "protocol" in fmt.fields:
             parts.append(f"protocol == {socket.IPPROTO_TCP}")
         return " && ".join(parts) if parts else "0"
@@ -375,7 +310,7 @@ class KernelStates:
         t_ns = ts + self.offset_ns
         kind = self._kinds[ev_id]
         if kind == "send_reset" and "sport" not in fmt.fields:
-            local, remote = _sockaddr(data, fmt, "saddr"), _sockaddr(data, fmt, "daddr")
+            local, remote = sockaddr(data, fmt, "saddr"), sockaddr(data, fmt, "daddr")
             if local is None or remote is None or self.port not in (local[1], remote[1]):
                 return None
         else:
@@ -422,15 +357,6 @@ class KernelStates:
                 self._sk_owned.setdefault(sk, ts)
             return True
         return None
-
-
-def _sockaddr(data: bytes, fmt: _Format, field: str) -> tuple[str, int] | None:
-    off, _ = fmt.fields[field]
-    family, = struct.unpack_from("<H", data, off)
-    if family != _MS_AF_INET:
-        return None
-    port, = struct.unpack_from(">H", data, off + 2)
-    return socket.inet_ntoa(bytes(data[off + 4:off + 8])), port
 
 
 def _remote(remote: tuple[str, int], local: tuple[str, int]) -> str:
