@@ -4,6 +4,7 @@
     tcplab status [--controller-home DIR]
     tcplab lab up|down|status [--json] [--home DIR]     (the embedded two-namespace testbed)
     tcplab film [ansible-playbook options...]           (lab.yml through ansible-runner)
+    tcplab render RUN_DIR                               (the film's files again, from trace.jsonl alone)
 
 Exit codes: 0 success; 1 the run or the action failed; 2 bad input (a flag, a scenario file);
 3 the controller is not reachable.
@@ -110,6 +111,28 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _render(args: argparse.Namespace) -> int:
+    from controller.film import ladder
+    from controller.trace import load
+
+    run_dir = Path(args.run_dir)
+    trace = run_dir / "trace.jsonl"
+    if not trace.is_file():
+        print(f"tcplab: {trace} does not exist (is {run_dir} a run directory?)", file=sys.stderr)
+        return 2
+    try:
+        records = load(trace)
+    except ValueError as e:  # json.JSONDecodeError
+        print(f"tcplab: {trace} is not a trace: {e}", file=sys.stderr)
+        return 2
+    try:
+        print(ladder.write(run_dir, records))
+    except ValueError as e:
+        print(f"tcplab: cannot draw {run_dir}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["lab"]:
@@ -129,7 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--controller-home", default=str(DEFAULT_HOME), help="the controller's home directory")
     sub.add_parser("lab", help="the embedded testbed: lab up|down|status")
     sub.add_parser("film", help="run lab.yml (testbed, provisioning, film) through ansible-runner")
+    render = sub.add_parser("render", help="make a run's film files again from its trace.jsonl alone")
+    render.add_argument("run_dir", help="a run directory, e.g. runs/20261123-210231-seed")
     args = parser.parse_args(argv)
+    if args.command == "render":
+        return _render(args)
     try:
         return _run(args) if args.command == "run" else _status(args)
     except Unreachable as e:

@@ -6,12 +6,14 @@ end-to-end test does that).
 """
 
 import json
+import subprocess
+import xml.etree.ElementTree as ET
 
 import pytest
 import yaml
 
 from controller.trace import load
-from tests.daemons import Lab, storyline
+from tests.daemons import VENV_BIN, Lab, storyline
 
 pytestmark = pytest.mark.integration
 
@@ -84,6 +86,14 @@ def test_short_seed_runs_and_the_trace_tells_the_story(lab, tmp_path):
     assert {h["shaper_backend"] for h in info["hosts"].values()} <= {"netem", "nfqueue"}
     for h in info["hosts"].values():  # the capture's kernel counters made it into the run: nothing dropped
         assert h["capture"]["kernel_drops"] == 0 and h["capture"]["kernel_packets"] >= h["packets"] > 5
+    # the ladder: one arrow per segment (each was captured leaving), and `tcplab render` makes it again
+    svg = (run_dir / "ladder.svg").read_bytes()
+    arrows = [e for e in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}line")
+              if e.get("class", "").startswith("segment")]
+    assert len(arrows) == sum(1 for r in recs if r["kind"] == "packet" and r["dir"] == "out")
+    (run_dir / "ladder.svg").unlink()
+    again = subprocess.run([VENV_BIN / "tcplab", "render", str(run_dir)], capture_output=True, text=True)
+    assert again.returncode == 0 and (run_dir / "ladder.svg").read_bytes() == svg
     summary = (run_dir / "summary.txt").read_text()
     assert "FIN_WAIT2 -> TIME_WAIT" in summary and "0 arrived before they left" in summary
 

@@ -1,0 +1,151 @@
+"""ladder.svg: the classic two-column sequence diagram of a run, drawn from trace.jsonl alone.
+
+One timeline per host (in the order the hosts first appear in the trace), time running down.
+Each segment is an arrow from the moment its sender's TCP sent it to the moment it arrived (the
+matching ``in`` record on the other host), so the delay slants it as in the seed's film. The lab
+delays on egress, and a capture sees a packet leave only after the delay, so the arrow starts at the
+``out`` record's time less the sender's shaping delay then in force (its ``shaper`` records). The
+label gives the flags and seq/ack/len as Wireshark does. Retransmissions (the packet's Wireshark ``analysis``) are
+dashed. Each host's state names are written along its timeline where they change.
+
+Time is linear, except that a quiet stretch longer than ``GAP_S`` (TIME_WAIT's 60 s) is drawn
+``GAP_S`` long with a break mark saying how long it really was. The output depends on the trace
+only, so rendering twice gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from controller.report import packet_info, segment_pairs
+
+GAP_S = 1.5          # longer quiet stretches are cut
+PX_PER_S = 220.0
+TOP, BOTTOM = 70, 40
+COL_X = (230, 630)   # the timelines' x
+WIDTH = 860
+
+
+def _hosts(records: list[dict]) -> list[str]:
+    hosts: list[str] = []
+    for r in records:
+        if r["host"] != "controller" and r["kind"] in ("packet", "state") and r["host"] not in hosts:
+            hosts.append(r["host"])
+    return hosts[:2]
+
+
+class _Timescale:
+    """t -> y, with long quiet stretches cut to GAP_S."""
+
+    def __init__(self, times: list[float]):
+        self.knots: list[tuple[float, float]] = []  # (t, y) at each event time
+        self.breaks: list[tuple[float, float]] = []  # (y, real gap in s)
+        y, last = float(TOP), None
+        for t in sorted(set(times)):
+            if last is not None:
+                gap = t - last
+                if gap > GAP_S:
+                    self.breaks.append((y + GAP_S * PX_PER_S / 2, gap))
+                y += min(gap, GAP_S) * PX_PER_S
+            self.knots.append((t, y))
+            last = t
+        self.height = (self.knots[-1][1] if self.knots else TOP) + BOTTOM
+
+    def y(self, t: float) -> float:
+        for (t0, y0), (t1, y1) in zip(self.knots, self.knots[1:]):
+            if t0 <= t <= t1:
+                return y0 if t1 == t0 else y0 + (y1 - y0) * (t - t0) / (t1 - t0)
+        return self.knots[-1][1] if self.knots and t > self.knots[-1][0] else float(TOP)
+
+
+def _f(v: float) -> str:
+    return f"{v:.1f}"
+
+
+def _delay_at(shapers: list[dict], host: str, t: float) -> float:
+    """The egress delay (s) in force on ``host`` at ``t``, from its shaper records."""
+    delay = 0.0
+    for r in shapers:
+        if r["host"] == host and r["t"] <= t:
+            delay = (r.get("delay_ms") or 0) / 1000.0 if r.get("backend") else 0.0
+    return delay
+
+
+class _Lanes:
+    """Text at nearly the same height would overlap: each lane pushes the next label down."""
+
+    def __init__(self, step: float = 13.0):
+        self.step = step
+        self.last: dict[str, float] = {}
+
+    def place(self, lane: str, y: float) -> float:
+        y = max(y, self.last.get(lane, -1e9) + self.step)
+        self.last[lane] = y
+        return y
+
+
+def render(records: list[dict]) -> str:
+    hosts = _hosts(records)
+    if len(hosts) < 2:
+        raise ValueError("the trace has fewer than two hosts with packets or states: nothing to draw")
+    col = dict(zip(hosts, COL_X))
+    packets = [r for r in records if r["kind"] == "packet" and r["host"] in col]
+    states = [r for r in records if r["kind"] == "state" and r["host"] in col]
+    pairs = {id(o): i for o, i in segment_pairs(packets)}
+    arrived = {id(i) for i in pairs.values()}
+    shapers = [r for r in records if r["kind"] == "shaper"]
+    sent = {id(p): p["t"] - _delay_at(shapers, p["host"], p["t"]) for p in packets if p["dir"] == "out"}
+    scale = _Timescale([r["t"] for r in packets + states] + list(sent.values()))
+    lanes = _Lanes()
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{_f(scale.height)}" '
+           f'viewBox="0 0 {WIDTH} {_f(scale.height)}" font-family="monospace" font-size="11">',
+           '<style>text{paint-order:stroke;stroke:white;stroke-width:3px}</style>',
+           '<defs><marker id="head" markerWidth="8" markerHeight="8" refX="7" refY="4" orient="auto">'
+           '<path d="M0,0 L8,4 L0,8 z" fill="#333"/></marker></defs>',
+           '<rect width="100%" height="100%" fill="white"/>']
+    for h in hosts:
+        x = col[h]
+        out.append(f'<text class="host" x="{x}" y="30" text-anchor="middle" font-size="14" '
+                   f'font-weight="bold">{escape(h)}</text>')
+        out.append(f'<line class="timeline" x1="{x}" y1="{TOP - 20}" x2="{x}" y2="{_f(scale.height - 10)}" '
+                   f'stroke="#999" stroke-width="2"/>')
+    for y, gap in scale.breaks:
+        out.append(f'<text class="gap" x="{WIDTH // 2}" y="{_f(y)}" text-anchor="middle" fill="#777">'
+                   f'~ {gap:.1f} s ~</text>')
+    for r in states:
+        x, y = col[r["host"]], lanes.place(r["host"], scale.y(r["t"]))
+        left = r["host"] == hosts[0]
+        tx, anchor = (x - 10, "end") if left else (x + 10, "start")
+        name = r["to"] if r.get("remote") != "0.0.0.0:*" else f"{r['to']} (listener)"
+        out.append(f'<text class="state" x="{tx}" y="{_f(y + 4)}" text-anchor="{anchor}" fill="#06c">'
+                   f'{escape(name)} <tspan fill="#999">{r["t"]:.3f} s</tspan></text>')
+    for p in packets:
+        if p["dir"] == "in" and id(p) in arrived:
+            continue  # drawn with its departure
+        sender = p["host"] if p["dir"] == "out" else next(h for h in hosts if h != p["host"])
+        receiver = next(h for h in hosts if h != sender)
+        t0 = sent.get(id(p), p["t"])
+        t1 = pairs[id(p)]["t"] if id(p) in pairs else p["t"]
+        x0, x1, y0, y1 = col[sender], col[receiver], scale.y(t0), scale.y(t1)
+        if p["dir"] == "in":  # only the receiver captured it: drawn level, ending at its arrival
+            y0 = y1
+        retrans = any(a in ("retransmission", "fast_retransmission", "spurious_retransmission")
+                      for a in p.get("analysis", []))
+        dash = ' stroke-dasharray="6,4"' if retrans else ""
+        out.append(f'<line class="segment{" retransmission" if retrans else ""}" x1="{x0}" y1="{_f(y0)}" '
+                   f'x2="{x1}" y2="{_f(y1)}" stroke="{"#999" if retrans else "#333"}"{dash} '
+                   f'marker-end="url(#head)"/>')
+        mx, my = (x0 + x1) / 2, lanes.place("labels", (y0 + y1) / 2 - 4)
+        out.append(f'<text class="label" x="{_f(mx)}" y="{_f(my)}" text-anchor="middle" '
+                   f'fill="{"#999" if retrans else "#000"}">{escape(packet_info(p))}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def write(run_dir: Path, records: list[dict]) -> Path:
+    path = Path(run_dir) / "ladder.svg"
+    tmp = path.with_suffix(".svg.tmp")
+    tmp.write_text(render(records), encoding="utf-8")
+    tmp.replace(path)
+    return path
