@@ -15,7 +15,6 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import signal
@@ -311,22 +310,14 @@ class Controller:
         return code
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tcplab-controller", description="tcplab controller daemon")
-    parser.add_argument("command", choices=("start", "stop", "run"))
-    parser.add_argument("--config", required=True, help="controller YAML configuration")
-    args = parser.parse_args(argv)
-    try:
-        cfg = controller_config.load(args.config)
-    except controller_config.ConfigError as e:
-        print(f"tcplab-controller: {e}", file=sys.stderr)
-        return 2
-    def serve() -> int:
-        logs.configure(host="controller", component="controller")
-        return asyncio.run(Controller(cfg).serve())
+def _serve(cfg: controller_config.ControllerConfig) -> int:
+    logs.configure(host="controller", component="controller")
+    return asyncio.run(Controller(cfg).serve())
 
-    return pidfile.command(args.command, config=args.config, canonical=cfg.path, module="controller.daemon",
-                           pid_path=cfg.pid_path, log_path=cfg.log_path, serve=serve, prog="tcplab-controller")
+
+def main(argv: list[str] | None = None) -> int:
+    return pidfile.main("tcplab-controller", "controller.daemon", argv, controller_config.load, _serve)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -34,9 +34,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from probe import tcpstates, wire
+from probe.config import read_yaml
 
 ACTIONS = ("shape", "listen", "connect", "send", "close", "abort", "wait")
 STEP_KEYS = {"action", "host", "to", "text", "expect", "timeout", "delay", "loss", "clear", "note"}
@@ -115,15 +114,7 @@ def _step_dict(s: Step) -> dict:
 
 
 def load(path: str | Path) -> Scenario:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise ScenarioError(f"{path}: cannot read ({e.strerror})") from e
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ScenarioError(f"{path}: not valid YAML{where}") from e
+    data = read_yaml(Path(path), error=ScenarioError, mapping=None)  # parse() says what the top must be
     return parse(data, source=str(path))
 
 

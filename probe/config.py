@@ -44,16 +44,20 @@ class ProbeConfig:
 _ENDPOINT = re.compile(r"^(tcp://[A-Za-z0-9.\-]+:\d{1,5}|ipc:///\S+)$")
 
 
-def read_yaml(path: Path) -> dict:
+def read_yaml(path: Path, error: type[ValueError] = ConfigError, mapping: str | None = "settings"):
+    """A YAML file's data; unreadable or invalid files raise ``error`` with a one-line reason naming
+    the file (and the line). ``mapping``: the top level must be a mapping (of what), unless None."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read ({e.strerror})") from e
+        raise error(f"{path}: cannot read ({e.strerror})") from e
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({getattr(e, 'problem', e)})") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: must be a mapping of settings")
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise error(f"{path}: not valid YAML{where} ({getattr(e, 'problem', None) or 'syntax'})") from e
+    if mapping is not None and not isinstance(data, dict):
+        raise error(f"{path}: must be a mapping of {mapping}")
     return data
 
 

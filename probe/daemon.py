@@ -16,7 +16,6 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextvars
 import os
@@ -314,23 +313,15 @@ class Probe:
                 log.error("shutdown_step_failed", step=name, error=repr(e))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tcplab-probe", description="tcplab probe daemon")
-    parser.add_argument("command", choices=("start", "stop", "run"))
-    parser.add_argument("--config", required=True, help="probe YAML configuration")
-    args = parser.parse_args(argv)
-    try:
-        cfg = probe_config.load(args.config)
-    except probe_config.ConfigError as e:
-        print(f"tcplab-probe: {e}", file=sys.stderr)
-        return 2
-    def serve() -> int:
-        logs.configure(host=cfg.host, component="probe")
-        return asyncio.run(Probe(cfg).run())
+def _serve(cfg: probe_config.ProbeConfig) -> int:
+    logs.configure(host=cfg.host, component="probe")
+    return asyncio.run(Probe(cfg).run())
 
-    cfg.home.mkdir(parents=True, exist_ok=True)
-    return pidfile.command(args.command, config=args.config, canonical=cfg.path, module="probe.daemon",
-                           pid_path=cfg.pid_path, log_path=cfg.log_path, serve=serve, prog="tcplab-probe")
+
+def main(argv: list[str] | None = None) -> int:
+    return pidfile.main("tcplab-probe", "probe.daemon", argv, probe_config.load, _serve,
+                        prepare=lambda cfg: cfg.home.mkdir(parents=True, exist_ok=True))
+
 
 if __name__ == "__main__":
     sys.exit(main())

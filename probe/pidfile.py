@@ -162,3 +162,23 @@ def command(action: str, *, config: str, canonical: Path, module: str, pid_path:
         return 1
     print(json.dumps({"changed": True, "pid": pid}))
     return 0
+
+
+def main(prog: str, module: str, argv: list[str] | None, load: Callable, serve: Callable, prepare=None) -> int:
+    """``PROG start|stop|run --config PATH``: load the config (a bad one: one line, exit 2), then
+    :func:`command` with ``serve(cfg)``. ``prepare(cfg)`` runs first (e.g. make the home)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=f"{prog} daemon")
+    parser.add_argument("command", choices=("start", "stop", "run"))
+    parser.add_argument("--config", required=True, help="YAML configuration")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load(args.config)
+    except ValueError as e:  # ConfigError
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    if prepare is not None:
+        prepare(cfg)
+    return command(args.command, config=args.config, canonical=cfg.path, module=module, pid_path=cfg.pid_path,
+                   log_path=cfg.log_path, serve=lambda: serve(cfg), prog=prog)
