@@ -93,6 +93,14 @@ class Lab:
         return subprocess.run([VENV_BIN / "tcplab", *args, "--controller-home", str(self.controller_home)],
                               capture_output=True, text=True, timeout=timeout)
 
+    def run_scenario(self, scenario: dict, timeout: float = 120) -> tuple[subprocess.CompletedProcess, Path]:
+        """Write ``scenario`` to a file, ``tcplab run`` it, return the result and the newest run directory."""
+        path = self.root / f"{scenario['name']}.yml"
+        path.write_text(yaml.safe_dump(scenario))
+        res = self.tcplab("run", str(path), timeout=timeout)
+        runs = sorted(self.runs.iterdir(), key=lambda d: d.stat().st_mtime) if self.runs.is_dir() else []
+        return res, (runs[-1] if runs else self.runs)
+
     def close(self) -> None:
         for name, cfg in self.probe_cfgs.items():
             self.hosts[name].run(str(VENV_BIN / "tcplab-probe"), "stop", "--config", str(cfg), check=False,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
 from controller.report import segment_pairs
 from controller.trace import load
@@ -43,9 +42,7 @@ def run_dir(tmp_path_factory):
         lab = Lab(pair, root)
         try:
             lab.start()
-            path = root / "delayed.yml"
-            path.write_text(yaml.safe_dump(DELAYED))
-            res = lab.tcplab("run", str(path), timeout=240)
+            res, _ = lab.run_scenario(DELAYED, timeout=240)
             assert res.returncode == 0, res.stderr + res.stdout
         finally:
             lab.close()

@@ -9,7 +9,6 @@ both hosts' packets on one timeline where every segment arrives after it left, w
 import json
 
 import pytest
-import yaml
 
 from controller.trace import load
 from controller.report import segment_pairs
@@ -43,11 +42,8 @@ def test_the_probe_really_runs_on_a_clock_5000_s_ahead(offset_lab):
 
 
 def test_a_known_offset_is_found_within_1_ms_and_the_trace_is_aligned(offset_lab, tmp_path):
-    path = tmp_path / "clock.yml"
-    path.write_text(yaml.safe_dump(SCENARIO))
-    res = offset_lab.tcplab("run", str(path), timeout=120)
+    res, run_dir = offset_lab.run_scenario(SCENARIO)
     assert res.returncode == 0, res.stderr + res.stdout
-    run_dir = next(offset_lab.runs.iterdir())
     info = json.loads((run_dir / "run.json").read_text())
 
     pi, tp = info["hosts"]["raspberrypi"]["clock"], info["hosts"]["thinkpad"]["clock"]

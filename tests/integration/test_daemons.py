@@ -10,7 +10,6 @@ import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
-import yaml
 
 from controller.trace import load
 from tests.daemons import VENV_BIN, Lab, storyline
@@ -34,11 +33,8 @@ def connection_states(records, host):
 
 
 def test_short_seed_runs_and_the_trace_tells_the_story(lab, tmp_path):
-    path = tmp_path / "short.yml"
-    path.write_text(yaml.safe_dump(SHORT_SEED))
-    res = lab.tcplab("run", str(path), timeout=120)
+    res, run_dir = lab.run_scenario(SHORT_SEED)
     assert res.returncode == 0, res.stderr + res.stdout
-    run_dir = next(lab.runs.iterdir())
     assert f"run files: {run_dir}" in res.stdout
     assert {p.name for p in run_dir.iterdir()} >= {"trace.jsonl", "thinkpad.pcap", "raspberrypi.pcap",
                                                    "summary.txt", "run.json"}
@@ -105,14 +101,12 @@ def test_a_failed_step_names_host_step_and_what_was_observed(lab, tmp_path):
          "timeout": 2},
         {"action": "send", "host": "thinkpad", "text": "never sent"},
     ]}
-    path = tmp_path / "bad.yml"
-    path.write_text(yaml.safe_dump(bad))
-    res = lab.tcplab("run", str(path), timeout=60)
+    res, run_dir = lab.run_scenario(bad, timeout=60)
     assert res.returncode == 1
     assert "step 2 (connect on raspberrypi)" in res.stderr
     assert "still waiting for raspberrypi CLOSE_WAIT" in res.stderr
     assert "->ESTABLISHED" in res.stderr  # at zero delay SYN_SENT may be too short to be seen
-    recs = load(next(lab.runs.iterdir()) / "trace.jsonl")
+    recs = load(run_dir / "trace.jsonl")
     assert [(r["index"], r["status"]) for r in recs if r["kind"] == "step"] == [
         (1, "start"), (1, "ok"), (2, "start"), (2, "failed")]
     # cleanup ended both nc applications: only TIME_WAIT (kernel-owned) may remain on the lab port

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from controller.trace import load
 from probe.kstates import TRACEFS, KernelStates, KStatesError, parse_page
@@ -53,11 +52,9 @@ def lab(netns_pair, tmp_path):
 
 
 def run_seed(lab, tmp_path):
-    path = tmp_path / "seed0.yml"
-    path.write_text(yaml.safe_dump(SEED_AT_ZERO))
-    res = lab.tcplab("run", str(path), timeout=120)
+    res, run_dir = lab.run_scenario(SEED_AT_ZERO)
     assert res.returncode == 0, res.stderr + res.stdout
-    return load(next(lab.runs.iterdir()) / "trace.jsonl")
+    return load(run_dir / "trace.jsonl")
 
 
 def conn_states(recs, host, port=None):
