@@ -20,7 +20,7 @@ from controller.trace import PcapFiles, Trace
 LISTENER_REMOTE = "0.0.0.0:*"
 _FIELDS = {
     "state": ("local", "remote", "from", "to", "source"),
-    "packet": ("dir", "src", "dst", "flags", "seq", "ack", "len", "payload", "win"),
+    "packet": ("dir", "src", "dst", "flags", "seq", "ack", "len", "payload", "win", "frame_len"),
     "console": ("text", "stream"),
     "netstat": ("rows",),
     "shaper": ("backend", "delay_ms", "loss_pct"),

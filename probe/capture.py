@@ -106,7 +106,7 @@ def packet_event(frame: bytes, wall_ns: int, mono_offset_ns: int, local_ip: str,
         "dir": "out" if ip_src == local_ip else "in",
         "src": src, "dst": dst, "flags": list(_FLAG_NAMES[bits]), "seq": rseq, "ack": rack,
         "len": payload_len, "payload": payload.decode("utf-8", errors="replace"),
-        "win": win, "raw": frame, "linktype": LINKTYPE_ETHERNET,
+        "win": win, "frame_len": len(frame), "raw": frame, "linktype": LINKTYPE_ETHERNET,
     }
 
 

@@ -46,6 +46,7 @@ def test_event_fields_padding_and_time():
     e = packet_event(f, 5_000_000_123, 3_000_000_000, A, RelativeSeq())
     assert e["kind"] == "packet" and e["len"] == 0 and e["payload"] == ""
     assert (e["t_ns"], e["wall_ns"]) == (2_000_000_123, 5_000_000_123)
+    assert e["frame_len"] == len(f) == 14 + 20 + 20 + 6  # Wireshark's Length: the frame, padding included
     assert (e["src"], e["dst"], e["win"], e["linktype"], e["raw"]) == ("10.90.0.1:9090", "10.90.0.2:40000",
                                                                       502, 1, f)
     assert packet_event(bytes(Ether() / IP(src=A, dst=B) / b"x"), 0, 0, A, RelativeSeq()) is None
