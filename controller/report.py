@@ -17,6 +17,10 @@ WHY = {
     ("CLOSED", "SYN_SENT"): "the client sent a SYN: the three-way handshake has begun",
     ("LISTEN", "SYN_RECEIVED"): "a SYN arrived; the server answers with SYN+ACK",
     ("CLOSED", "SYN_RECEIVED"): "a SYN arrived; the server answers with SYN+ACK",
+    ("SYN_SENT", "SYN_RECEIVED"): "the peer's SYN arrived while ours was on its way: a simultaneous open; "
+                                  "this side answers with SYN+ACK",
+    ("SYN_RECEIVED", "LISTEN"): "a RST arrived: the half-open connection is dropped, the server listens on",
+    ("SYN_RECEIVED", "FIN_WAIT1"): "the application closed before the handshake ended; a FIN goes out",
     ("SYN_SENT", "ESTABLISHED"): "the SYN+ACK arrived; the client acknowledges it: connected on this side",
     ("SYN_RECEIVED", "ESTABLISHED"): "the client's ACK arrived: the three-way handshake is complete",
     ("ESTABLISHED", "FIN_WAIT1"): "the application closed; a FIN goes out: the four-way close has begun",

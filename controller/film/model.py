@@ -272,3 +272,12 @@ def build(records: list[dict]) -> Film:
                 [i for i, r in enumerate(records) if r["kind"] in MOMENT_KINDS
                  and not (r["kind"] == "step" and r["status"] == "ok")], numbers)
     return film
+
+
+def record_cause(film: Film, i: int) -> tuple[str, str, int | None, int | None]:
+    """The cause of state record ``i`` by the socket's own from/to, also for a change the diagram does not
+    show (the listener closing while the connection is open): ``(cause, because, packet No., step)``."""
+    r = film.records[i]
+    entered = {s["to"]: s["t"] for s in film.records[:i] if s["kind"] == "state"
+               and (s["host"], s["local"], s["remote"]) == (r["host"], r["local"], r["remote"])}
+    return _cause(film.records, i, r["from"], r["to"], film.packet_no, entered)

@@ -1,0 +1,406 @@
+"""story.md: the run told in plain words, from trace.jsonl alone, as the seed's storyline tells it.
+
+One section per scenario step (what the controller asked for, and which part of the connection's life
+it is: the three-way handshake, data, the close, TIME_WAIT running out), each a list of timestamped
+moments: who sent which segment and when it arrived (a segment is captured twice, leaving one host and
+arriving at the other; it is told once), every state record of both hosts as ``host: FROM → TO`` with
+what it means (controller.report.WHY) and its cause (the packet, the application's call or the timer,
+from controller.film.model), retransmissions and why they happened, the kernel's retransmit and reset
+events, what was typed and printed, shaping, and a failed step's error. Nothing but the trace is read,
+so rendering twice gives the same text.
+"""
+
+from __future__ import annotations
+
+import json
+from bisect import bisect_left
+from collections import defaultdict
+from pathlib import Path
+
+from controller.film import model
+from controller.report import WHY, segment_pairs
+
+_CLOSED_BY = {  # the end of a connection that did not go through the close handshake, by its cause
+    "packet": "a RST arrived: the peer reset the connection, which ends at once, without the close handshake",
+    "abort": "the application aborted: a RST goes out and the connection ends at once, without the close "
+             "handshake",
+    "close": "the application closed its socket before a connection was made",
+    "unknown": "the connection is gone",
+}
+_KERNEL = {
+    "retransmit_skb": "a segment it sent was not acknowledged in time: the kernel sends it again",
+    "retransmit_synack": "no ACK has come for its SYN+ACK yet: the kernel sends the SYN+ACK again",
+    "send_reset": "the kernel sends a RST: the connection is reset",
+    "receive_reset": "a RST arrived: the kernel resets the connection",
+}
+_PHASES = (("handshake", "the three-way handshake"), ("data", "data"), ("close", "closing the connection"),
+           ("timewait", "TIME_WAIT runs out"), ("reset", "a reset"))
+_CLOSING = {"FIN_WAIT1", "FIN_WAIT2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT"}
+
+
+def _s(t: float) -> str:
+    return f"**{t:.3f} s**"
+
+
+def _later(dt: float) -> str:
+    ms = dt * 1000
+    return "less than 0.1 ms later" if ms < 0.05 else f"{ms:.1f} ms later" if ms < 1000 else f"{dt:.3f} s later"
+
+
+def _code(text: str) -> str:
+    """``text`` as a Markdown code span, quoted as JSON (so a newline shows as \\n)."""
+    text = json.dumps(text, ensure_ascii=False)
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _end(p: dict) -> int:
+    """The sequence number just after the segment (SYN and FIN count one)."""
+    return p.get("seq", 0) + p.get("len", 0) + len({"SYN", "FIN"} & set(p.get("flags", [])))
+
+
+class _Story:
+    def __init__(self, records: list[dict]):
+        self.film = model.build(records)
+        self.records = records
+        self.by_record = {tr.record: tr for tr in self.film.transitions}
+        self.pair: dict[int, dict] = {}
+        for o, i in segment_pairs(records):
+            self.pair[id(o)], self.pair[id(i)] = i, o
+        self.index = {id(r): n for n, r in enumerate(records)}
+        self.host_of = {}
+        for r in records:
+            if r["kind"] == "packet":
+                self.host_of[r["src" if r["dir"] == "out" else "dst"].rsplit(":", 1)[0]] = r["host"]
+        self.shaping: dict[str, tuple] = {}
+        self.shapers = [r for r in records if r["kind"] == "shaper"]
+        self.actions = {r["index"]: r["action"] for r in records if r["kind"] == "step"}
+        # segments that take sequence space (SYN, FIN, data), by (src, dst, end): what an Ack can acknowledge
+        self.ends: dict[tuple, list[int]] = defaultdict(list)
+        for n, r in enumerate(records):
+            if r["kind"] == "packet" and _end(r) > r.get("seq", 0) and (r["dir"] == "out" or id(r) not in self.pair):
+                self.ends[r["src"], r["dst"], _end(r)].append(n)
+        self.port = self._port()
+
+    def host(self, addr: str) -> str:
+        """The host of an address ("ip:port" or "ip"), or the address when no capture names it."""
+        return self.host_of.get(addr.rsplit(":", 1)[0] if addr.count(":") else addr, addr)
+
+    # ---- facts -------------------------------------------------------------------------------
+    def _port(self) -> str | None:
+        for r in self.records:
+            if r["kind"] == "state" and model.is_listener(r):
+                return model.port_of(r["local"])
+        server = self.film.server()
+        for r in self.records:
+            if r["kind"] == "packet":
+                return model.port_of(r["src"] if self.host(r["src"]) == server else r["dst"])
+        return None
+
+    def delay_s(self, host: str, t: float) -> float:
+        delay = 0.0
+        for r in self.shapers:
+            if r["host"] == host and r["t"] <= t:
+                delay = (r.get("delay_ms") or 0) / 1000.0 if r.get("backend") else 0.0
+        return delay
+
+    def intro(self) -> list[str]:
+        film, recs = self.film, self.records
+        server, client = film.server(), film.client()
+        sockets = {r["host"]: r["local"] for r in reversed(recs) if r["kind"] == "state" and not model.is_listener(r)}
+        listened = any(r["kind"] == "state" and r["host"] == server and r["to"] == "LISTEN" for r in recs)
+        port = f" on port {self.port}" if self.port else ""
+        text = [f"# The run in plain words: {server} (server) and {client} (client)", ""]
+        text.append(f"**{server}** is the server: " + (f"its application listened{port}" if listened
+                    else "it was to accept the connection") + (f" ({sockets[server]})." if server in sockets else ".")
+                    + f" **{client}** is the client: it connected"
+                    + (f" from {sockets[client]}." if client in sockets else "."))
+        shaped = {}
+        for r in recs:
+            if r["kind"] == "shaper" and r.get("backend"):
+                shaped.setdefault(r["host"], (r.get("delay_ms") or 0, r.get("loss_pct") or 0, r["backend"]))
+        if shaped:
+            parts = [f"for {ms:g} ms" + (f", dropping {loss:g} % of them" if loss else "") + f" ({backend})"
+                     for ms, loss, backend in shaped.values()]
+            if len(shaped) == 2 and len(set(parts)) == 1:
+                held = f"Both hosts held every segment{port} {parts[0]} before it left"
+            else:
+                held = f"Each host held every segment{port} before it left: " + _and(
+                    [f"{h} {part}" for h, part in sorted(zip(shaped, parts))])
+            text.append(f"{held}. So the connection "
+                        "runs in slow motion; a segment's time below is when it left, after the delay, and its "
+                        "TCP sent it that much earlier.")
+        else:
+            text.append("No delay was applied.")
+        steps = sorted({r["index"] for r in recs if r["kind"] == "step"})
+        failed = [r["index"] for r in recs if r["kind"] == "step" and r["status"] == "failed"]
+        segments = [r for r in recs if r["kind"] == "packet" and not (r["dir"] == "in" and id(r) in self.pair)]
+        again = sum(1 for r in segments if self._analysis(r) & {"retransmission"})
+        last = recs[-1]["t"] if recs else 0.0
+        text += ["", f"The run took {last:.1f} s in {len(steps)} steps"
+                 + (f" (step {_and([str(i) for i in failed])} failed)" if failed else "")
+                 + f"; {len(segments)} segments crossed, {again} of them retransmissions. Times are seconds since "
+                 "the run started, on the controller's clock; No. is a packet's row in the film's packet list "
+                 "(one row per host's capture)."]
+        return text
+
+    # ---- segments ----------------------------------------------------------------------------
+    def _analysis(self, r: dict) -> set[str]:
+        other = self.pair.get(id(r))
+        return set(r.get("analysis", [])) | set(other.get("analysis", []) if other else [])
+
+    def _acked(self, p: dict) -> str:
+        """What an ACK acknowledges: the peer's latest segment that ends at its Ack."""
+        candidates = self.ends.get((p["dst"], p["src"], p.get("ack")), [])
+        before = bisect_left(candidates, self.index[id(p)])
+        if before:
+            r = self.records[candidates[before - 1]]
+            return f" that acknowledges {self.host(r['src'])}'s {self._noun(r, short=True)}"
+        return f" (Ack={p.get('ack')})"
+
+    def _noun(self, p: dict, short: bool = False) -> str:
+        flags = set(p.get("flags", []))
+        if "RST" in flags:
+            return "RST" if short else "a RST, which resets the connection"
+        if {"SYN", "ACK"} <= flags:
+            return "SYN+ACK" if short else "the SYN+ACK: it accepts the connection and acknowledges the SYN"
+        if "SYN" in flags:
+            return "SYN" if short else "a SYN: it asks for a connection"
+        data = f"{p['len']} bytes {_code(p.get('payload', ''))}" if p.get("len") else ""
+        if "FIN" in flags:
+            return "FIN" if short else (data + " and " if data else "") + f"a FIN: {self.host(p['src'])} has " \
+                "nothing more to send"
+        if data:
+            return data if short else data + (", with PSH: push them to the application" if "PSH" in flags else "")
+        return "ACK" if short else "an ACK" + self._acked(p)
+
+    def _answer(self, p: dict) -> str:
+        flags = set(p.get("flags", []))
+        if {"SYN", "ACK"} <= flags:
+            return "the ACK of its SYN+ACK"
+        if "SYN" in flags:
+            return "the SYN+ACK"
+        return "the ACK of its FIN" if "FIN" in flags else "the ACK of its data"
+
+    def _why_again(self, p: dict, sender: str, receiver: str) -> str:
+        names = self._analysis(p)
+        if "fast_retransmission" in names:
+            return (f" This is a fast retransmission: duplicate ACKs told {sender} that the segment was missing, "
+                    "before its timer ran out.")
+        why = f" This is a retransmission: {sender}'s retransmission timer ran out while it waited for " \
+              f"{self._answer(p)}"
+        rtt = self.delay_s(sender, p["t"]) + self.delay_s(receiver, p["t"])
+        if rtt:
+            why += f" (with the delay an answer needs at least {rtt:g} s to come back)"
+        if "spurious_retransmission" in names:
+            why += "; Wireshark calls it spurious: the first copy had arrived, the answer was still on its way"
+        return why + "."
+
+    def segment(self, r: dict) -> str | None:
+        other = self.pair.get(id(r))
+        if r["dir"] == "in" and other is not None:
+            return None  # told with its departure
+        src_host, dst_host = self.host(r["src"]), self.host(r["dst"])
+        again = "retransmission" in self._analysis(r)
+        noun = (f"the {self._noun(r, short=True)} again" if again else self._noun(r))
+        no = self.film.packet_no[self.index[id(r)]]
+        info = f"`{model.wireshark_info(r)}`"
+        if r["dir"] == "out" and other is not None:
+            text = (f"{src_host} sends {noun}; it arrives at {dst_host} {_later(other['t'] - r['t'])} "
+                    f"(No. {no} → No. {self.film.packet_no[self.index[id(other)]]}): {info}.")
+        elif r["dir"] == "out":
+            text = f"{src_host} sends {noun} (No. {no}), but {dst_host}'s capture never saw it arrive: {info}."
+        else:
+            text = f"{dst_host} receives {noun} from {src_host} (No. {no}); {src_host}'s capture did not see it " \
+                   f"leave: {info}."
+        if again:
+            text += self._why_again(r, src_host, dst_host)
+        elif "duplicate_ack" in self._analysis(r):
+            text += " Wireshark marks it a duplicate ACK: it acknowledges nothing new."
+        return f"{_s(r['t'])} — {text}"
+
+    # ---- states ------------------------------------------------------------------------------
+    def state(self, i: int, r: dict) -> str:
+        host, frm, to = r["host"], r["from"], r["to"]
+        tr = self.by_record.get(i)
+        if tr is not None and (tr.frm, tr.to) == (frm, to):
+            cause, because, pkt, index = tr.cause, tr.because, tr.packet, tr.step
+        else:
+            cause, because, pkt, index = model.record_cause(self.film, i)
+        what = f" (its listening socket, {r['local']})" if model.is_listener(r) else ""
+        how = self.actions.get(index) if cause == "call" else cause
+        meaning = WHY.get((frm, to)) or (_CLOSED_BY.get(how, _CLOSED_BY["unknown"]) if to == "CLOSED" else "")
+        if (frm, to) == ("SYN_SENT", "CLOSED") and cause == "packet":
+            meaning = "a RST arrived: the server refused the connection"
+        text = f"{_s(r['t'])} — **{host}: {frm} → {to}**{what}" + (f": {meaning}." if meaning else ".")
+        if frm == "LISTEN" and not model.is_listener(r):
+            text += " It is a new socket for this connection; the listening socket stays open beside it."
+        if cause == "packet":
+            p = self.film.packets[pkt - 1]
+            text += f" Cause: the {self._noun(self.records[p['record']], short=True)} from {self.host(p['source'])} " \
+                    f"(No. {pkt})."
+        elif cause == "timer":
+            text += f" Cause: {because}."
+        elif cause == "call":
+            text += f" Cause: {because.replace(': ', ', ', 1)}."
+        else:
+            text += " The trace does not show its cause."
+        if to == "TIME_WAIT":
+            timer = self._timewait_timer(host, r)
+            if timer:
+                text += f" netstat shows its countdown: `{timer}`."
+        return text + self._diagram(i, r, tr)
+
+    def _timewait_timer(self, host: str, r: dict) -> str | None:
+        for n in self.records[self.index[id(r)]:]:
+            if n["t"] > r["t"] + 2.0:
+                break  # netstat shows a change within a second
+            if n["kind"] == "netstat" and n["host"] == host:
+                for row in n.get("rows", []):
+                    if row.get("state") == "TIME_WAIT" and row.get("local") == r["local"]:
+                        return row.get("timer")
+        return None
+
+    def _diagram(self, i: int, r: dict, tr: model.Transition | None) -> str:
+        host = r["host"]
+        if tr is None:
+            shown = self.film.state_at(host, i)
+            return f" The diagram follows {host}'s {'' if model.is_listener(r) else 'other '}connection, which is " \
+                   f"{shown}."
+        note = "" if (tr.frm, tr.to) == (r["from"], r["to"]) else \
+            f" On the diagram {host} goes from {tr.frm} to {tr.to}."
+        other = next(h for h in self.film.hosts if h != host)
+        if self.film.state_at(other, i) == tr.to:
+            note += " Both sides are now CLOSED: the connection is over." if tr.to == "CLOSED" else \
+                f" Both sides are now {tr.to}."
+        return note
+
+    # ---- the rest ----------------------------------------------------------------------------
+    def kernel(self, r: dict) -> str:
+        where = f"{r.get('local')} ↔ {r.get('remote')}" + (f", in {r['state']}" if r.get("state") else "")
+        what = _KERNEL.get(r["event"], "an event of its TCP")
+        if r["event"] == "retransmit_skb" and r.get("state") == "SYN_SENT":
+            what += " (the SYN: no SYN+ACK has come yet)"
+        return f"{_s(r['t'])} — {r['host']}'s kernel reports `{r['event']}` ({where}): {what}."
+
+    def console(self, r: dict) -> str:
+        text = _code(r.get("text", ""))
+        if r.get("stream") == "stdin":
+            return f"{_s(r['t'])} — {r['host']}: {text} is typed into nc, which hands it to TCP to send."
+        if r.get("stream") == "stderr":
+            return f"{_s(r['t'])} — {r['host']}: nc reports {text} on stderr."
+        return f"{_s(r['t'])} — {r['host']}: nc prints {text}: the data has reached the application."
+
+    def shaper(self, r: dict) -> str | None:
+        now = (r.get("backend"), r.get("delay_ms") or 0, r.get("loss_pct") or 0)
+        if self.shaping.get(r["host"], (None, 0, 0)) == now:
+            return None  # nothing changed
+        self.shaping[r["host"]] = now
+        if not r.get("backend"):
+            return f"{_s(r['t'])} — {r['host']}: the delay is off."
+        loss = f", and drops {now[2]:g} % of them" if now[2] else ""
+        port = f" of port {self.port}" if self.port else ""
+        return f"{_s(r['t'])} — {r['host']} now holds every outgoing segment{port} for {now[1]:g} ms before it " \
+               f"leaves{loss} ({r['backend']})."
+
+    def heading(self, step: dict | None, section: list[tuple[int, dict]], end: dict | None) -> str:
+        if step is None:
+            return "## Before the first step"
+        hosts = step["target"].split(",")
+        act, who = step["action"], _and(hosts)
+        if act == "shape":
+            first = next((r for _, r in section if r["kind"] == "shaper"), None)
+            title = (f"the delay is switched on for {who}" if first and first.get("backend")
+                     else f"the delay is switched off for {who}")
+        elif act == "listen":
+            title = f"{who}'s application listens" + (f" on port {self.port}" if self.port else "")
+        elif act == "connect":
+            title = f"{who}'s application connects to {_and([h for h in self.film.hosts if h not in hosts])}"
+        elif act == "send":
+            typed = next((r["text"] for _, r in section if r["kind"] == "console" and r.get("stream") == "stdin"),
+                         None)
+            title = f"{who} sends " + (_code(typed) if typed is not None else "a line")
+        elif act in ("close", "abort"):
+            apps = _and([f"{h}'s" for h in hosts]) + (" application " if len(hosts) == 1 else " applications ")
+            title = apps + ({"close": "closes its socket", "abort": "aborts its connection"}[act] if len(hosts) == 1
+                            else {"close": "close their sockets", "abort": "abort their connections"}[act])
+        elif act == "wait":
+            title = "waiting"
+        else:
+            title = f"{act} on {who}"
+        phases = self._phases(section)
+        if phases:
+            title += " — " + _and(phases)
+        span = f"{step['t']:.3f} s" + (f" to {end['t']:.3f} s" if end else "")
+        failed = " — FAILED" if end and end["status"] == "failed" else ""
+        return f"## Step {step['index']}, {span}: {title}{failed}"
+
+    def _phases(self, section: list[tuple[int, dict]]) -> list[str]:
+        seen = set()
+        for _, r in section:
+            if r["kind"] == "state" and not model.is_listener(r):
+                if r["to"] in ("SYN_SENT", "SYN_RECEIVED") or r["from"] in ("SYN_SENT", "SYN_RECEIVED") \
+                        and r["to"] == "ESTABLISHED":
+                    seen.add("handshake")
+                if r["to"] in _CLOSING or r["from"] == "LAST_ACK":
+                    seen.add("close")
+                if (r["from"], r["to"]) == ("TIME_WAIT", "CLOSED"):
+                    seen.add("timewait")
+            elif r["kind"] == "packet" and r.get("len"):
+                seen.add("data")
+            if r["kind"] == "packet" and "RST" in r.get("flags", []) or r["kind"] == "kernel" and "reset" in r["event"]:
+                seen.add("reset")
+        return [words for key, words in _PHASES if key in seen]
+
+    def markdown(self) -> str:
+        sections: list[tuple[dict | None, list[tuple[int, dict]]]] = [(None, [])]
+        for i, r in enumerate(self.records):
+            if r["kind"] == "step" and r["status"] == "start":
+                sections.append((r, []))
+            else:
+                sections[-1][1].append((i, r))
+        out = self.intro()
+        for step, section in sections:
+            end = next((r for _, r in section if r["kind"] == "step" and r["status"] != "start"
+                        and r["index"] == step["index"]), None) if step else None
+            lines = []
+            for i, r in section:
+                kind = r["kind"]
+                if kind == "packet":
+                    lines.append(self.segment(r))
+                elif kind == "state":
+                    lines.append(self.state(i, r))
+                elif kind == "kernel":
+                    lines.append(self.kernel(r))
+                elif kind == "console":
+                    lines.append(self.console(r))
+                elif kind == "shaper":
+                    lines.append(self.shaper(r))
+                elif kind == "step" and r["status"] == "failed":
+                    lines.append(f"{_s(r['t'])} — **step {r['index']} ({r['action']}) failed**: "
+                                 f"{r.get('error') or 'no reason was recorded'}")
+            lines = [f"- {line}" for line in lines if line]
+            if step is None and not lines:
+                continue
+            out += ["", self.heading(step, section, end), ""] + (lines or ["- Nothing happened on the lab port."])
+        out += ["", "## Each side's path through the diagram", ""]
+        for host in self.film.hosts:
+            path = ["CLOSED"] + [tr.to for tr in self.film.transitions if tr.host == host]
+            out.append(f"- {host} ({self.film.roles[host]}): {' → '.join(path)}")
+        return "\n".join(out) + "\n"
+
+
+def render(records: list[dict]) -> str:
+    """story.md's text (Markdown) for the trace's records."""
+    return _Story(records).markdown()
+
+
+def write(run_dir: Path, records: list[dict]) -> Path:
+    path = Path(run_dir) / "story.md"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(render(records), encoding="utf-8")
+    tmp.replace(path)
+    return path
