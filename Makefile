@@ -10,20 +10,23 @@ SHELL := /bin/bash
 VENV := .venv
 PY := /usr/bin/python3
 # Debian packages the lab drives (and the ones Ansible's apt and pip modules need on the hosts).
-APT_PACKAGES := openssh-server netcat-openbsd iproute2 iptables tcpdump \
+APT_PACKAGES := openssh-server netcat-openbsd iproute2 iptables tcpdump librsvg2-bin \
                 python3-venv python3-pip python3-setuptools python3-apt
+# and the ones only the tests need: a browser for film.html, a terminal multiplexer for the replay
+APT_TEST_PACKAGES := chromium tmux
 STAMP := $(VENV)/.tcplab-installed
 INVENTORY ?= inventory/netns.yml
 PLAYBOOK_ARGS := -i $(INVENTORY) $(if $(DELAY),-e tcplab_delay=$(DELAY),) $(ARGS)
 
-.PHONY: deps apt film test down lint
+.PHONY: deps apt apt-test film test down lint
 
 deps: apt $(STAMP)
 
 # apt-get runs only when a package is missing, so a second `make` touches nothing.
-apt:
+apt apt-test: PACKAGES = $(if $(filter apt-test,$@),$(APT_TEST_PACKAGES),$(APT_PACKAGES))
+apt apt-test:
 	@missing=""; \
-	for p in $(APT_PACKAGES); do \
+	for p in $(PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -46,7 +49,7 @@ film: deps
 	if [ -n "$$run" ]; then echo "The run's files are in $$(cd "$$run" && pwd)/ (trace.jsonl, summary.txt, pcaps)"; fi; \
 	exit $$rc
 
-test: deps
+test: deps apt-test
 	$(VENV)/bin/pytest
 
 down: deps

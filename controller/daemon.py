@@ -27,7 +27,7 @@ import zmq.asyncio
 
 from controller import config as controller_config
 from controller import report, scenario
-from controller.film import ladder
+from controller.film.render import render_all
 from controller.fleet import Fleet
 from controller.run import Run, new_run_dir
 from controller.sequencer import Sequencer
@@ -268,9 +268,9 @@ class Controller:
                               for h in scn.hosts}}
             report.write(run_dir, info)
             try:  # the film's files come from the finished trace alone; a renderer's failure is not the run's
-                ladder.write(run_dir, load_trace(path))
+                render_all(run_dir, load_trace(path))
             except Exception as e:
-                log.error("render_failed", file="ladder.svg", error=repr(e))
+                log.error("render_failed", error=repr(e))
             log.info("run_finished", ok=ok, error=seq.error, trace=str(path))
             structlog.contextvars.unbind_contextvars("run")
         await self._reply(ident, "done", {"ok": ok, "error": seq.error, "dir": str(run_dir), "run": run.id})

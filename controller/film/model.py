@@ -6,8 +6,9 @@ The browser film, the terminal replay and story.md all read one :class:`Film`:
   one that connected (raspberrypi, red);
 - the packet list as Wireshark shows it (No., Time, Source, Destination, Protocol, Length, Info),
   one row per packet record, i.e. per host's capture;
-- each host's *connection state*, the one state the RFC 9293 diagram shows per side: the state of
-  its connection socket while it has one, else LISTEN while its listener is open, else CLOSED;
+- each host's *connection state*, the one state the RFC 9293 diagram shows per side: LISTEN or
+  CLOSED from its listener until it has a connection socket, then that socket's state (CLOSED once
+  it has gone, even while the listener stays open: the connection is what the film follows);
 - every state change with its cause: the packet that arrived, the application's call (the scenario
   step), or the timer;
 - the moments a viewer steps through: steps, shaping, packets, kernel events, state changes and
@@ -199,17 +200,24 @@ def _packet_rows(records: list[dict]) -> tuple[list[dict], dict[int, int]]:
     return rows, numbers
 
 
+def _latest_step(records: list[dict], i: int, host: str) -> dict | None:
+    """The latest step started on ``host`` at or before record ``i``."""
+    for j in range(i, -1, -1):
+        s = records[j]
+        if s["kind"] == "step" and s["status"] == "start" and host in s["target"].split(","):
+            return s
+    return None
+
+
 def _cause(records: list[dict], i: int, frm: str, to: str, numbers: dict[int, int],
            entered: dict[str, float]) -> tuple[str, str, int | None, int | None]:
     r = records[i]
     host = r["host"]
     calls = _BY_CALL.get((frm, to))
-    if calls:
-        for j in range(i, -1, -1):
-            s = records[j]
-            if s["kind"] == "step" and s["status"] == "start" and s["action"] in calls \
-                    and host in s["target"].split(","):
-                return "call", f"step {s['index']}: {CALL_WORDS[s['action']]}", None, s["index"]
+    if calls:  # the call of the host's latest step, if that step made it
+        step = _latest_step(records, i, host)
+        if step is not None and step["action"] in calls:
+            return "call", f"step {step['index']}: {CALL_WORDS[step['action']]}", None, step["index"]
     needs = _BY_PACKET.get((frm, to))
     if needs is None and to == "CLOSED":
         needs = {"RST"}
@@ -225,12 +233,9 @@ def _cause(records: list[dict], i: int, frm: str, to: str, numbers: dict[int, in
         return "timer", f"the TIME_WAIT timer (2 MSL, {TIME_WAIT_S:g} s on Linux) ran out after {waited:.1f} s", \
             None, None
     if to == "CLOSED":
-        for j in range(i, -1, -1):
-            s = records[j]
-            if s["kind"] == "step" and s["status"] == "start" and host in s["target"].split(","):
-                if s["action"] in ("close", "abort"):
-                    return "call", f"step {s['index']}: {CALL_WORDS[s['action']]}", None, s["index"]
-                break
+        step = _latest_step(records, i, host)
+        if step is not None and step["action"] in ("close", "abort"):
+            return "call", f"step {step['index']}: {CALL_WORDS[step['action']]}", None, step["index"]
     return "unknown", "not seen in the trace", None, None
 
 

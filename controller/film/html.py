@@ -1,0 +1,133 @@
+"""film.html: the seed's screen rebuilt from a trace, one self-contained file that works offline.
+
+Wireshark's packet list top left, the RFC 9293 state diagram top right (server blue, client red,
+green where both are), each host's console and netstat pane below, and the controls at the bottom.
+The page's script and style (controller/film/assets/) and the film's data are written into the file;
+nothing is fetched. The data is what :mod:`controller.film.model` makes of the trace, so the page
+never re-derives causes or states itself, only shows them at the viewer's position.
+
+The output depends on the trace alone (sorted keys, no time of rendering): rendering twice gives
+byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from pathlib import Path
+
+from controller.film import diagram
+from controller.film.model import LISTENER_REMOTE, Film, build, port_of
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+def _delay_ms(records: list[dict]) -> int:
+    return max((r.get("delay_ms") or 0 for r in records if r["kind"] == "shaper" and r.get("backend")), default=0)
+
+
+def _port(records: list[dict]) -> str | None:
+    for r in records:
+        if r["kind"] == "state":
+            return port_of(r["local"]) if r.get("remote") == LISTENER_REMOTE else port_of(r["remote"])
+    return None
+
+
+def _commands(film: Film) -> dict[str, list[dict]]:
+    """The command line each host's console shows when its step starts: nc -l PORT or nc ADDR PORT."""
+    port = _port(film.records) or "?"
+    server_ip = next((r["local"].rsplit(":", 1)[0] for r in film.records if r["kind"] == "state"
+                      and r["host"] == film.server() and r.get("remote") != LISTENER_REMOTE), None)
+    if server_ip is None:
+        server_ip = next((r["remote"].rsplit(":", 1)[0] for r in film.records if r["kind"] == "state"
+                          and r["host"] == film.client()), "?")
+    out: dict[str, list[dict]] = {h: [] for h in film.hosts}
+    for i, r in enumerate(film.records):
+        if r["kind"] == "step" and r["status"] == "start" and r["action"] in ("listen", "connect"):
+            text = f"nc -l {port}" if r["action"] == "listen" else f"nc {server_ip} {port}"
+            for h in r["target"].split(","):
+                if h in out:
+                    out[h].append({"t": r["t"], "record": i, "text": text})
+    return out
+
+
+def _moment(film: Film, i: int, transition_of: dict[int, int]) -> dict:
+    r = film.records[i]
+    m = {"t": r["t"], "record": i, "kind": r["kind"], "host": r["host"]}
+    if r["kind"] == "packet":
+        row = film.packets[film.packet_no[i] - 1]
+        m["packet"] = row["no"]
+        m["label"] = f"{r['host']} {'sent' if r['dir'] == 'out' else 'received'} #{row['no']}: {row['info']}"
+    elif r["kind"] == "state":
+        m["transition"] = transition_of.get(i)
+        what = "listener" if r.get("remote") == LISTENER_REMOTE else "socket"
+        m["label"] = f"{r['host']} {what}: {r['from']} → {r['to']}"
+    elif r["kind"] == "step":
+        m["step"] = r["index"]
+        m["label"] = f"step {r['index']}: {r['action']} on {r['target']}" + (
+            f" failed: {r['error']}" if r["status"] == "failed" else "")
+    elif r["kind"] == "console":
+        m["label"] = f"{r['host']} {'typed' if r.get('stream') == 'stdin' else 'printed'} {r['text']!r}"
+    elif r["kind"] == "shaper":
+        m["label"] = (f"{r['host']}: {r.get('delay_ms')} ms egress delay ({r['backend']})" if r.get("backend")
+                      else f"{r['host']}: shaping cleared")
+    elif r["kind"] == "kernel":
+        m["label"] = f"{r['host']} kernel: {r['event']} ({r.get('state') or '?'})"
+    return m
+
+
+def data(records: list[dict]) -> dict:
+    """Everything the page shows, as one JSON-able dict."""
+    film = build(records)
+    transition_of = {tr.record: n for n, tr in enumerate(film.transitions)}
+    steps = {}
+    for r in records:
+        if r["kind"] == "step":
+            s = steps.setdefault(r["index"], {"index": r["index"], "action": r["action"], "target": r["target"],
+                                              "t": r["t"], "status": "start"})
+            s["status"] = r["status"]
+            if r.get("error"):
+                s["error"] = r["error"]
+    return {
+        "hosts": film.hosts,
+        "roles": film.roles,
+        "port": _port(records),
+        "delay_ms": _delay_ms(records),
+        "t_end": max((r["t"] for r in records), default=0.0),
+        "packets": [{k: v for k, v in p.items() if k not in ("flags", "payload")} for p in film.packets],
+        "transitions": [tr.as_dict() for tr in film.transitions],
+        "moments": [_moment(film, i, transition_of) for i in film.moments],
+        "steps": [steps[k] for k in sorted(steps)],
+        "console": [{"t": r["t"], "record": i, "host": r["host"], "stream": r.get("stream"), "text": r["text"]}
+                    for i, r in enumerate(records) if r["kind"] == "console"],
+        "commands": _commands(film),
+        "netstat": {h: [{"t": r["t"], "rows": r["rows"]} for r in records if r["kind"] == "netstat"
+                        and r["host"] == h] for h in film.hosts},
+    }
+
+
+def _json_for_script(obj: dict) -> str:
+    # inside <script> nothing may read as "</script>" or open a comment
+    text = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def render(records: list[dict], title: str = "") -> str:
+    d = data(records)
+    server, client = d["hosts"]
+    heading = title or (f"{server} (server) ⇄ {client} (client), port {d['port']}, "
+                        f"{d['delay_ms'] / 1000:g} s egress delay")
+    page = (ASSETS / "film.html.in").read_text(encoding="utf-8")
+    return (page.replace("@TITLE@", escape(heading))
+            .replace("@STYLE@", (ASSETS / "film.css").read_text(encoding="utf-8"))
+            .replace("@DIAGRAM@", diagram.render())
+            .replace("@DATA@", _json_for_script(d))
+            .replace("@SCRIPT@", (ASSETS / "film.js").read_text(encoding="utf-8")))
+
+
+def write(run_dir: Path, records: list[dict]) -> Path:
+    path = Path(run_dir) / "film.html"
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(render(records), encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,72 @@
+"""Every film file of a run, from its trace.jsonl alone: what a finished run and ``tcplab render`` call.
+
+    ladder.svg   the two-column sequence diagram (controller/film/ladder.py)
+    ladder.png   the same picture as PNG, rasterized by librsvg's rsvg-convert
+    film.html    the seed's screen in a browser, offline (controller/film/html.py)
+    story.md     the run told in plain words (controller/film/story.py)
+
+Each file is written to a temporary name and renamed into place, so a reader never sees half a file
+and a failed renderer leaves the previous file, if any, untouched. Rendering the same trace again
+gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import structlog
+
+from controller.film import html, ladder, story
+from controller.trace import load
+
+log = structlog.get_logger("tcplab.film")
+
+PNG_ZOOM = "1.5"  # a readable size for slides: 1290 px wide
+
+
+class RenderError(Exception):
+    pass
+
+
+def png(svg: Path) -> Path:
+    """ladder.png next to ``svg``, rasterized by rsvg-convert (Debian: librsvg2-bin)."""
+    exe = shutil.which("rsvg-convert")
+    if exe is None:
+        raise RenderError("rsvg-convert is not installed (Debian/Ubuntu: apt-get install librsvg2-bin)")
+    out = svg.with_suffix(".png")
+    tmp = out.with_suffix(".png.tmp")
+    res = subprocess.run([exe, "--format=png", f"--zoom={PNG_ZOOM}", "--output", str(tmp), str(svg)],
+                         capture_output=True, text=True, timeout=120)
+    if res.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise RenderError(f"rsvg-convert failed on {svg.name}: {res.stderr.strip() or res.returncode}")
+    tmp.replace(out)
+    return out
+
+
+def render_all(run_dir: Path, records: list[dict] | None = None) -> tuple[list[Path], list[str]]:
+    """Write every film file of ``run_dir``; return the files written and one error line per file not written.
+
+    The renderers are independent: one failing (say, no rsvg-convert) does not stop the others.
+    """
+    run_dir = Path(run_dir)
+    if records is None:
+        records = load(run_dir / "trace.jsonl")
+    written: list[Path] = []
+    errors: list[str] = []
+    steps = (("ladder.svg", lambda: ladder.write(run_dir, records)),
+             ("ladder.png", lambda: png(run_dir / "ladder.svg")),
+             ("film.html", lambda: html.write(run_dir, records)),
+             ("story.md", lambda: story.write(run_dir, records)))
+    for name, make in steps:
+        if name == "ladder.png" and run_dir / "ladder.svg" not in written:
+            errors.append("ladder.png: not drawn, because ladder.svg was not")
+            continue
+        try:
+            written.append(make())
+        except (RenderError, ValueError, OSError, subprocess.SubprocessError) as e:
+            errors.append(f"{name}: {e}")
+            log.error("render_failed", file=name, error=str(e))
+    return written, errors

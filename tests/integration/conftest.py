@@ -1,0 +1,35 @@
+"""Fixtures shared by the integration tests that need one whole real run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.daemons import Lab
+from tests.netns import NetnsPair, require_root
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def seed_run(tmp_path_factory) -> Path:
+    """The directory of one real run of scenarios/seed.yml at 0.3 s, TIME_WAIT's expiry included (~65 s).
+
+    Made once per test session by a real controller and two real probes in fresh namespaces; the
+    film's tests (film.html in Chromium, story.md, replay, render) all read it.
+    """
+    require_root()
+    scenario = yaml.safe_load((REPO / "scenarios" / "seed.yml").read_text())
+    scenario.update(name="seed", delay=0.3)
+    root = tmp_path_factory.mktemp("seed-run")
+    with NetnsPair() as pair:
+        lab = Lab(pair, root)
+        try:
+            lab.start()
+            res, run_dir = lab.run_scenario(scenario, timeout=240)
+        finally:
+            lab.close()
+    assert res.returncode == 0, res.stderr + res.stdout
+    return run_dir

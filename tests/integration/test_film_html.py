@@ -1,0 +1,253 @@
+"""film.html of a real seed run, opened in Debian's headless Chromium and stepped through moment by moment.
+
+At every moment the page must agree with the trace, worked out here from the raw records (not from the
+film model the page is made from): each host's connection state and its colour in the RFC diagram
+(server blue, client red, green where both are), the transition just taken, the packet list's rows and
+current row, each netstat pane's rows and each console's lines. The page must log no error and fetch
+nothing. Screenshots of the handshake, the data exchange and TIME_WAIT are saved under the test's
+artifacts directory (printed, and kept in $TCPLAB_ARTIFACTS when that is set).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from controller.trace import load
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+LISTENER = "0.0.0.0:*"
+MOMENT_KINDS = {"step", "shaper", "packet", "kernel", "state", "console"}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed (make test installs it: apt-get install chromium)")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory) -> Path:
+    where = os.environ.get("TCPLAB_ARTIFACTS")
+    path = Path(where) if where else tmp_path_factory.mktemp("film-screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class Page:
+    """A film.html page; every request other than the file itself is refused and remembered."""
+
+    def __init__(self, browser, html: Path):
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        self.page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        self.page.on("console", lambda m: self.errors.append(f"{m.type}: {m.text}")
+                     if m.type in ("error", "warning") else None)
+        self.page.route("**/*", self._route)
+        self.url = html.as_uri()
+
+    def _route(self, route):
+        url = route.request.url
+        if url.split("#")[0] == self.url:
+            route.continue_()
+        else:
+            self.requests.append(url)
+            route.abort()
+
+    def open(self, fragment: str = "") -> "Page":
+        self.page.goto(self.url + fragment)
+        self.page.wait_for_selector("body[data-moment]")
+        return self
+
+    def moment(self) -> int:
+        return int(self.page.get_attribute("body", "data-moment"))
+
+    def view(self) -> dict:
+        """What the page shows, read from its DOM in one go."""
+        return self.page.evaluate("""() => {
+          const q = (s) => Array.from(document.querySelectorAll(s));
+          return {
+            states: q('#state-diagram .state').map(g => ({state: g.dataset.state, end: !!g.dataset.end,
+                       cls: ['server','client','both'].filter(c => g.classList.contains(c)), hosts: g.dataset.hosts})),
+            taken: q('#state-diagram .edge.taken').map(g => ({from: g.dataset.from, to: g.dataset.to,
+                       hosts: g.dataset.hosts})),
+            rows: q('#packet-rows tr:not(.future)').map(tr => ({no: +tr.dataset.no,
+                       cells: Array.from(tr.cells).map(td => td.textContent), current: tr.classList.contains('current'),
+                       grey: tr.classList.contains('retransmission')})),
+            netstat: {server: document.querySelector('#netstat-server pre').textContent,
+                      client: document.querySelector('#netstat-client pre').textContent},
+            console: {server: q('#console-server pre div').map(d => [d.className, d.textContent]),
+                      client: q('#console-client pre div').map(d => [d.className, d.textContent])},
+            cause: document.querySelector('#cause').textContent,
+          };
+        }""")
+
+
+def expected_state(records: list[dict], upto: int, host: str) -> tuple[str, str | None]:
+    """The host's connection state after record ``upto``, and the state it came from (None: none yet).
+
+    Its connection socket's latest state once it has one, else LISTEN while its listener is open.
+    """
+    conn = listen = None
+    history: list[str] = []
+    for r in records[: upto + 1]:
+        if r["kind"] != "state" or r["host"] != host:
+            continue
+        if r["remote"] == LISTENER:
+            listen = r["to"]
+        else:
+            conn = r["to"]
+        now = conn if conn is not None else ("LISTEN" if listen == "LISTEN" else "CLOSED")
+        if not history or history[-1] != now:
+            history.append(now)
+    if not history:
+        return "CLOSED", None
+    return history[-1], (history[-2] if len(history) > 1 else "CLOSED")
+
+
+def netstat_rows(records: list[dict], upto_t: float, host: str) -> list[dict]:
+    snap = [r for r in records if r["kind"] == "netstat" and r["host"] == host and r["t"] <= upto_t]
+    return snap[-1]["rows"] if snap else []
+
+
+@pytest.fixture(scope="module")
+def seed(seed_run):
+    records = load(seed_run / "trace.jsonl")
+    moments = [i for i, r in enumerate(records) if r["kind"] in MOMENT_KINDS
+               and not (r["kind"] == "step" and r["status"] == "ok")]
+    return seed_run, records, moments
+
+
+def test_stepping_through_the_seed_run_matches_the_trace(browser, seed, artifacts):
+    run_dir, records, moments = seed
+    page = Page(browser, run_dir / "film.html").open()
+    assert page.page.text_content("#moment").startswith(f"[0/{len(moments)}]")
+    roles = {"thinkpad": "server", "raspberrypi": "client"}
+    packets = [i for i, r in enumerate(records) if r["kind"] == "packet"]
+    shots = {}
+    for n, idx in enumerate(moments):
+        page.page.keyboard.press("ArrowRight")
+        assert page.moment() == n
+        v = page.view()
+        where = f"moment {n + 1} ({records[idx]})"
+
+        # the diagram: each host's state box in its colour, green when both are in one state
+        states = {h: expected_state(records, idx, h) for h in roles}
+        ss, cs = states["thinkpad"][0], states["raspberrypi"][0]
+        # CLOSED is drawn twice, as in the RFC: at the top, and at the bottom right for a connection that ended
+        box = {h: (st, st == "CLOSED" and came not in (None, "CLOSED", "LISTEN", "SYN_SENT"))
+               for h, (st, came) in states.items()}
+        coloured = {(s["state"], s["end"]): s["cls"] for s in v["states"] if s["cls"]}
+        if box["thinkpad"] == box["raspberrypi"]:
+            assert coloured == {box["thinkpad"]: ["both"]}, where
+        else:
+            assert coloured == {box["thinkpad"]: ["server"], box["raspberrypi"]: ["client"]}, (where, coloured)
+        # the transition each host took last is the highlighted edge (all of the seed's are in the RFC figure)
+        for host, (state, came_from) in states.items():
+            if came_from is not None:
+                assert {"from": came_from, "to": state} in [{"from": e["from"], "to": e["to"]} for e in v["taken"]
+                                                           if host in e["hosts"].split(",")], (where, v["taken"])
+                assert f"{host} ({roles[host]}): {came_from} → {state}" in v["cause"], where
+
+        # the packet list: every packet up to now, the newest one highlighted
+        seen = [i for i in packets if i <= idx]
+        assert [row["no"] for row in v["rows"]] == list(range(1, len(seen) + 1)), where
+        if seen:
+            last, row = records[seen[-1]], v["rows"][-1]
+            assert row["current"] and sum(r["current"] for r in v["rows"]) == 1, where
+            no, t, src, dst, proto, length, capture, info = row["cells"]
+            assert (float(t), src, dst, proto) == (pytest.approx(last["t"], abs=1e-6),
+                                                   last["src"].rsplit(":", 1)[0], last["dst"].rsplit(":", 1)[0], "TCP")
+            assert capture == f"{last['host']} {last['dir']}", where
+            assert f"[{', '.join(last['flags'])}]" in info and f"Seq={last['seq']}" in info, where
+            assert length == str(last["frame_len"]), where
+            retrans = "retransmission" in last.get("analysis", [])
+            assert row["grey"] == retrans and info.startswith("[TCP Retransmission]") == retrans, where
+
+        # netstat panes: the rows of the newest netstat record, each with its state
+        for host, role in roles.items():
+            lines = v["netstat"][role].splitlines()
+            want = netstat_rows(records, records[idx]["t"], host)
+            assert lines[0].startswith("Proto Recv-Q Send-Q") and len(lines) == 1 + len(want), (where, lines, want)
+            for line, r in zip(lines[1:], want):
+                assert line.split()[3:6] == [r["local"], r["foreign"], r["state"]], (where, line, r)
+
+        # consoles: the command, then what was typed and printed so far
+        for host, role in roles.items():
+            said = [(("typed" if r["stream"] == "stdin" else r["stream"]), r["text"])
+                    for r in records[: idx + 1] if r["kind"] == "console" and r["host"] == host]
+            shown = [tuple(d) for d in v["console"][role] if d[0] != "cmd"]
+            assert shown == said, where
+
+        if "handshake" not in shots and ss == cs == "ESTABLISHED":
+            shots["handshake"] = n
+        if "data" not in shots and records[idx]["kind"] == "console" and records[idx]["text"] == "Bye" \
+                and records[idx]["stream"] == "stdout":
+            shots["data"] = n
+        if "time_wait" not in shots and ss == "TIME_WAIT":
+            shots["time_wait"] = n
+        for name, at in shots.items():
+            if at == n:
+                page.page.screenshot(path=str(artifacts / f"film-{name}.png"))
+    assert set(shots) == {"handshake", "data", "time_wait"}
+    for name in shots:
+        assert (artifacts / f"film-{name}.png").stat().st_size > 20_000
+    print(f"screenshots: {artifacts}")
+    assert page.errors == [] and page.requests == []
+
+
+def test_the_url_fragment_keeps_the_position(browser, seed):
+    run_dir, records, moments = seed
+    fin_in = next(n for n, i in enumerate(moments) if records[i]["kind"] == "packet"
+                  and "FIN" in records[i]["flags"] and records[i]["dir"] == "in")
+    page = Page(browser, run_dir / "film.html").open(f"#m={fin_in + 1}")
+    assert page.moment() == fin_in
+    assert "FIN" in page.page.text_content("#moment")
+    page.page.keyboard.press("ArrowRight")
+    assert page.page.evaluate("location.hash") == f"#m={fin_in + 2}"
+    t = records[moments[fin_in]]["t"] + 0.0004
+    page.open(f"#t={t:.4f}")
+    assert page.moment() == max(n for n, i in enumerate(moments) if records[i]["t"] <= float(f"{t:.4f}"))
+    assert page.errors == [] and page.requests == []
+
+
+def test_play_pause_speed_and_slow_motion(browser, seed):
+    run_dir, records, moments = seed
+    page = Page(browser, run_dir / "film.html").open()
+    p = page.page
+    for _ in range(4):
+        p.keyboard.press("+")  # 1x -> 20x
+    assert p.input_value("#speed") == "20"
+    p.keyboard.press("s")
+    assert p.is_checked("#slow")
+    p.keyboard.press(" ")
+    p.wait_for_function("Number(document.body.dataset.moment) >= 5", timeout=10_000)
+    p.keyboard.press(" ")
+    stopped = page.moment()
+    p.wait_for_timeout(500)
+    assert page.moment() == stopped and p.text_content("#play") == "▶"
+    # slow motion stretches short gaps: at 20x it is at least 1 s / 20 per moment, so not past the handshake yet
+    assert records[moments[stopped]]["t"] < 3.0
+    p.keyboard.press("End")
+    assert page.moment() == len(moments) - 1
+    assert page.errors == [] and page.requests == []
+
+
+def test_film_html_is_self_contained(seed):
+    run_dir, _, _ = seed
+    text = (run_dir / "film.html").read_text()
+    assert "<script src" not in text and "<link" not in text and "@import" not in text
+    assert "https://" not in text and "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")

@@ -1,0 +1,89 @@
+"""Every film file from a real trace alone, byte-identical when rendered again (controller/film/render.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from controller.film import html
+from controller.film.render import render_all
+from controller.trace import load
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+TCPLAB = Path(sys.executable).parent / "tcplab"
+
+
+@pytest.fixture(params=["seed-0.3s", "seed-3s"])
+def run_dir(request, tmp_path) -> Path:
+    shutil.copy(DATA / f"{request.param}.trace.jsonl", tmp_path / "trace.jsonl")
+    return tmp_path
+
+
+def test_render_all_writes_every_file_and_again_byte_for_byte(run_dir):
+    written, errors = render_all(run_dir)
+    assert errors == []
+    names = {p.name for p in written}
+    assert names == {"ladder.svg", "ladder.png", "film.html", "story.md"}
+    first = {n: (run_dir / n).read_bytes() for n in names}
+    for n in names:
+        (run_dir / n).unlink()
+    res = subprocess.run([TCPLAB, "render", str(run_dir)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert {n: (run_dir / n).read_bytes() for n in names} == first
+    assert not list(run_dir.glob("*.tmp"))
+
+
+def test_ladder_png_is_the_svg_rasterized(run_dir):
+    render_all(run_dir)
+    png = (run_dir / "ladder.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])
+    svg = (run_dir / "ladder.svg").read_text()
+    svg_w, svg_h = (float(v) for v in re.search(r'width="([\d.]+)" height="([\d.]+)"', svg).groups())
+    assert (width, height) == (round(svg_w * 1.5), pytest.approx(round(svg_h * 1.5), abs=1))
+
+
+def test_film_html_embeds_the_film_data(run_dir):
+    records = load(run_dir / "trace.jsonl")
+    page = html.render(records)
+    blob = re.search(r'<script type="application/json" id="film-data">(.*?)</script>', page, re.S).group(1)
+    data = json.loads(blob)
+    assert data == json.loads(json.dumps(html.data(records)))
+    assert data["hosts"] == ["thinkpad", "raspberrypi"] and data["port"] == "9090"
+    assert len(data["packets"]) == sum(r["kind"] == "packet" for r in records)
+    assert data["netstat"]["thinkpad"] and data["commands"]["raspberrypi"][0]["text"] == "nc 10.90.0.1 9090"
+
+
+def test_text_from_the_wire_cannot_break_out_of_the_page(run_dir):
+    records = load(run_dir / "trace.jsonl")
+    hello = next(r for r in records if r["kind"] == "console")
+    hello["text"] = "</script><script>alert(1)</script><!--"
+    page = html.render(records)
+    assert "alert(1)</script>" not in page and page.count("</script>") == 2  # the data's and the code's
+    blob = re.search(r'id="film-data">(.*?)</script>', page, re.S).group(1)
+    assert any(c["text"] == hello["text"] for c in json.loads(blob)["console"])
+
+
+def test_render_bad_input_is_one_line_and_exit_2(tmp_path):
+    res = subprocess.run([TCPLAB, "render", str(tmp_path)], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "trace.jsonl does not exist" in res.stderr
+    (tmp_path / "trace.jsonl").write_text("{not json\n")
+    res = subprocess.run([TCPLAB, "render", str(tmp_path)], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "is not a trace" in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trace.jsonl"]  # nothing half-made left behind
+
+
+def test_a_trace_with_one_host_renders_nothing_and_says_why(tmp_path):
+    (tmp_path / "trace.jsonl").write_text(json.dumps({"t": 0.0, "host": "thinkpad", "kind": "state",
+                                                      "local": "0.0.0.0:9090", "remote": "0.0.0.0:*",
+                                                      "from": "CLOSED", "to": "LISTEN", "source": "tracepoint"}) + "\n")
+    res = subprocess.run([TCPLAB, "render", str(tmp_path)], capture_output=True, text=True)
+    assert res.returncode == 1 and "fewer than two hosts" in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trace.jsonl"]
