@@ -43,8 +43,22 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(VENV)/bin/pip install --quiet -e '.[control,test]'
 	touch $@
 
+# On a terminal, ansible-playbook writes to runs/film-<time>.log (its tail is shown if it fails) while
+# `tcplab watch` shows the run live; it stops when ansible-playbook ends, even before any run began.
+# Elsewhere (CI, a pipe) ansible-playbook prints as usual. Either way make exits with its status.
 film: deps
-	@rc=0; $(VENV)/bin/ansible-playbook $(PLAYBOOK_ARGS) lab.yml || rc=$$?; \
+	@rc=0; \
+	if [ -t 1 ]; then \
+	  mkdir -p runs; log=runs/film-$$(date +%Y%m%d-%H%M%S).log; \
+	  echo "ansible-playbook's output goes to $$log; the live view starts with the run"; \
+	  (trap - INT; exec $(VENV)/bin/ansible-playbook $(PLAYBOOK_ARGS) lab.yml >"$$log" 2>&1 </dev/null) & pid=$$!; \
+	  $(VENV)/bin/tcplab watch --runs runs --since-now --until-pid $$pid --scenario scenarios/seed.yml || true; \
+	  if kill -0 $$pid 2>/dev/null; then echo "waiting for ansible-playbook to finish ($$log)"; fi; \
+	  wait $$pid || rc=$$?; \
+	  if [ $$rc -ne 0 ]; then echo "ansible-playbook failed (exit $$rc); the end of $$log:"; tail -n 30 "$$log"; fi; \
+	else \
+	  $(VENV)/bin/ansible-playbook $(PLAYBOOK_ARGS) lab.yml || rc=$$?; \
+	fi; \
 	run=$$(ls -1dt runs/*/ 2>/dev/null | head -n1); \
 	if [ -n "$$run" ]; then echo "The run's files are in $$(cd "$$run" && pwd)/ (trace.jsonl, summary.txt, pcaps)"; fi; \
 	exit $$rc

@@ -5,6 +5,8 @@
     tcplab lab up|down|status [--json] [--home DIR]     (the embedded two-namespace testbed)
     tcplab film [ansible-playbook options...]           (lab.yml through ansible-runner)
     tcplab render RUN_DIR                               (the film's files again, from trace.jsonl alone)
+    tcplab replay RUN_DIR [--speed X] [--slow] [--max-gap S]   (the run played again in the terminal)
+    tcplab watch [--runs DIR] [--since-now] [--until-pid PID]  (the terminal film of a run being filmed)
 
 Exit codes: 0 success; 1 the run or the action failed; 2 bad input (a flag, a scenario file);
 3 the controller is not reachable.
@@ -133,6 +135,16 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from controller.film import playback
+    return playback.main(args.run_dir, args.speed, args.slow, args.max_gap)
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from controller.film import watch
+    return watch.main(args.runs, args.since_now, args.until_pid, args.steps, args.scenario)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["lab"]:
@@ -154,9 +166,24 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("film", help="run lab.yml (testbed, provisioning, film) through ansible-runner")
     render = sub.add_parser("render", help="make a run's film files again from its trace.jsonl alone")
     render.add_argument("run_dir", help="a run directory, e.g. runs/20261123-210231-seed")
+    replay = sub.add_parser("replay", help="play a run again in the terminal, moment by moment")
+    replay.add_argument("run_dir", help="a run directory, e.g. runs/20261123-210231-seed")
+    replay.add_argument("--speed", type=float, default=1.0, help="0.1 to 20; 1 is real time (default)")
+    replay.add_argument("--slow", action="store_true", help="slow motion: every moment stays at least 1 s")
+    replay.add_argument("--max-gap", type=float, default=3.0,
+                        help="a quiet stretch longer than this (TIME_WAIT's 60 s) is played in this many seconds; "
+                             "0 keeps every gap (default 3)")
+    watch = sub.add_parser("watch", help="the terminal film of the next run, live, until its trace.jsonl is written")
+    watch.add_argument("--runs", default="runs", help="the runs directory (default: runs)")
+    watch.add_argument("--since-now", action="store_true", help="only a run directory created after the watch began")
+    watch.add_argument("--until-pid", type=int, help="give up when this process ends (make film's ansible-playbook)")
+    watch.add_argument("--steps", type=int, help="the scenario's number of steps, for the progress bar")
+    watch.add_argument("--scenario", help="the scenario file, for the progress bar (used when the run's name matches)")
     args = parser.parse_args(argv)
     if args.command == "render":
         return _render(args)
+    if args.command in ("replay", "watch"):
+        return _replay(args) if args.command == "replay" else _watch(args)
     try:
         return _run(args) if args.command == "run" else _status(args)
     except Unreachable as e:
