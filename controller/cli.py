@@ -114,7 +114,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from controller.film import ladder
+    from controller.film.render import render_all
     from controller.trace import load
 
     run_dir = Path(args.run_dir)
@@ -127,12 +127,12 @@ def _render(args: argparse.Namespace) -> int:
     except ValueError as e:  # json.JSONDecodeError
         print(f"tcplab: {trace} is not a trace: {e}", file=sys.stderr)
         return 2
-    try:
-        print(ladder.write(run_dir, records))
-    except ValueError as e:
-        print(f"tcplab: cannot draw {run_dir}: {e}", file=sys.stderr)
-        return 1
-    return 0
+    written, errors = render_all(run_dir, records)
+    for path in written:
+        print(path)
+    for line in errors:
+        print(f"tcplab: cannot make {run_dir}/{line}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 def _replay(args: argparse.Namespace) -> int:
