@@ -60,7 +60,7 @@ film: deps
 	  $(VENV)/bin/ansible-playbook $(PLAYBOOK_ARGS) lab.yml || rc=$$?; \
 	fi; \
 	run=$$(ls -1dt runs/*/ 2>/dev/null | head -n1); \
-	if [ -n "$$run" ]; then echo "The run's files are in $$(cd "$$run" && pwd)/ (trace.jsonl, summary.txt, pcaps)"; fi; \
+	if [ -n "$$run" ]; then echo "The run's files are in $$(cd "$$run" && pwd)/ : open film.html in a browser, read story.md, or .venv/bin/tcplab replay it"; fi; \
 	exit $$rc
 
 test: deps apt-test
