@@ -47,7 +47,7 @@ from typing import Callable, Collection
 
 import structlog
 
-from probe import tcpstates
+from probe import pidfile, tcpstates
 from probe.tracefs_raw import Format, FormatError, parse_format, parse_page, sockaddr
 
 log = structlog.get_logger(__name__)
@@ -78,16 +78,6 @@ def timens_offset_ns() -> int:
     return 0
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep(root: Path = TRACEFS) -> list[str]:
     """Remove the ``tcplab-<host>-<pid>`` instances whose pid is dead; return their names.
 
@@ -100,7 +90,7 @@ def sweep(root: Path = TRACEFS) -> list[str]:
         return removed
     for name in names:
         m = INSTANCE_RE.match(name)
-        if not m or _pid_alive(int(m.group("pid"))):
+        if not m or pidfile.running(int(m.group("pid"))):
             continue
         try:
             os.rmdir(root / "instances" / name)

@@ -30,6 +30,20 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not ended (a zombie, ended but not reaped, has ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def alive(path: Path, marker: str) -> int | None:
     """The pid in ``path`` if that process is running and its command line contains ``marker``."""
     pid = read(path)

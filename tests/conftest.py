@@ -1,3 +1,6 @@
+import shutil
+from pathlib import Path
+
 import pytest
 
 from tests.netns import NetnsPair, require_root
@@ -9,3 +12,15 @@ def netns_pair():
     require_root()
     with NetnsPair() as pair:
         yield pair
+
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture
+def seed_data_run(tmp_path) -> Path:
+    """A run directory holding only the trace of a real seed run (tests/data/seed-0.3s.trace.jsonl)."""
+    d = tmp_path / "20261123-224913-seed"
+    d.mkdir()
+    shutil.copy(DATA / "seed-0.3s.trace.jsonl", d / "trace.jsonl")
+    return d

@@ -16,7 +16,7 @@ import json
 from html import escape
 from pathlib import Path
 
-from controller.film import diagram
+from controller.film import diagram, files
 from controller.film.model import LISTENER_REMOTE, Film, build, port_of
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -126,8 +126,4 @@ def render(records: list[dict], title: str = "") -> str:
 
 
 def write(run_dir: Path, records: list[dict]) -> Path:
-    path = Path(run_dir) / "film.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(render(records), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return files.write_text(Path(run_dir) / "film.html", render(records))

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from controller.film import files
 from controller.report import packet_info, segment_pairs
 
 GAP_S = 1.5          # longer quiet stretches are cut
@@ -144,8 +145,4 @@ def render(records: list[dict]) -> str:
 
 
 def write(run_dir: Path, records: list[dict]) -> Path:
-    path = Path(run_dir) / "ladder.svg"
-    tmp = path.with_suffix(".svg.tmp")
-    tmp.write_text(render(records), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return files.write_text(Path(run_dir) / "ladder.svg", render(records))

@@ -17,7 +17,7 @@ from bisect import bisect_left
 from collections import defaultdict
 from pathlib import Path
 
-from controller.film import model
+from controller.film import files, model
 from controller.report import WHY, segment_pairs
 
 _CLOSED_BY = {  # the end of a connection that did not go through the close handshake, by its cause
@@ -399,8 +399,4 @@ def render(records: list[dict]) -> str:
 
 
 def write(run_dir: Path, records: list[dict]) -> Path:
-    path = Path(run_dir) / "story.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(render(records), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return files.write_text(Path(run_dir) / "story.md", render(records))

@@ -19,7 +19,6 @@ timers count down while nothing new arrives.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import signal
 import sys
@@ -34,25 +33,11 @@ from rich.live import Live
 from controller import scenario as scenarios
 from controller.film import lines, model, term
 from controller.film.tracefile import NotATrace, PartialTrace, ordered, read_lines
+from probe import pidfile
 
 FRESH_S = 30.0
 POLL_S = 0.1
 log = structlog.get_logger(__name__)
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` still runs (a zombie, ended but not yet reaped, counts as ended)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def scenario_steps(run_dir: Path, scenario_name: str, steps: int) -> int | None:
@@ -97,7 +82,7 @@ class Watcher:
         self.skipped = 0
 
     def _pid_ended(self) -> bool:
-        return self.until_pid is not None and not alive(self.until_pid)
+        return self.until_pid is not None and not pidfile.running(self.until_pid)
 
     def _show(self, live: Live | None, frame: RenderableType, text: str = "") -> None:
         if live is not None:

@@ -22,10 +22,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SEED = REPO / "tests" / "data" / "seed-0.3s.trace.jsonl"
 _n = itertools.count()
 
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (make apt-test)")
+
+@pytest.fixture(autouse=True)
+def _tmux_installed():
+    if shutil.which("tmux") is None:  # a missing tool fails, it does not skip: make test installs it
+        pytest.fail("tmux is not installed (make apt-test installs it)")
 
 
 class Pane:
@@ -68,11 +71,8 @@ def replay_command(run_dir: Path, *args: str) -> str:
 
 
 @pytest.fixture
-def run_dir(tmp_path):
-    d = tmp_path / "20261123-224913-seed"
-    d.mkdir()
-    shutil.copy(SEED, d / "trace.jsonl")
-    return d
+def run_dir(seed_data_run):
+    return seed_data_run
 
 
 def state_line(screen: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -32,11 +31,8 @@ def film():
 
 
 @pytest.fixture
-def run_dir(tmp_path):
-    d = tmp_path / "20261123-224913-seed"
-    d.mkdir()
-    shutil.copy(SEED, d / "trace.jsonl")
-    return d
+def run_dir(seed_data_run):
+    return seed_data_run
 
 
 def text(renderable, width: int = 120) -> str:
