@@ -10,6 +10,7 @@ Rows (each is also a script of its own with more options):
 - event path    bench.event_path     events/s probe -> trace; baseline bare pyzmq PUSH/PULL
 - clock         bench.clock          offset estimate error under a known 5000 s offset;
                                       baselines the single-ping and pre-run-only estimates
+- film render   bench.film_render    each film file from a 42,000-record trace; baseline parsing it
 
 Needs root (namespaces, tracefs). Nothing here runs in CI: the machines are shared and noisy.
 """
@@ -27,6 +28,7 @@ ROWS = [
      ["bench.capture", "--sink", "batch", "--seconds", "1", "50000"]),
     ("event path", ["bench.event_path"], ["bench.event_path", "--events", "5000"]),
     ("clock", ["bench.clock"], ["bench.clock", "--runs", "2"]),
+    ("film render", ["bench.film_render"], ["bench.film_render", "--segments", "2000"]),
 ]
 
 

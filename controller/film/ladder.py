@@ -15,6 +15,7 @@ only, so rendering twice gives byte-identical files.
 
 from __future__ import annotations
 
+import bisect
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -52,12 +53,16 @@ class _Timescale:
             self.knots.append((t, y))
             last = t
         self.height = (self.knots[-1][1] if self.knots else TOP) + BOTTOM
+        self._times = [k[0] for k in self.knots]
 
     def y(self, t: float) -> float:
-        for (t0, y0), (t1, y1) in zip(self.knots, self.knots[1:]):
-            if t0 <= t <= t1:
-                return y0 if t1 == t0 else y0 + (y1 - y0) * (t - t0) / (t1 - t0)
-        return self.knots[-1][1] if self.knots and t > self.knots[-1][0] else float(TOP)
+        i = bisect.bisect_left(self._times, t)  # the first knot at or after t
+        if i == len(self.knots):
+            return self.knots[-1][1] if self.knots else float(TOP)
+        if i == 0:
+            return self.knots[0][1] if self.knots[0][0] == t else float(TOP)
+        (t0, y0), (t1, y1) = self.knots[i - 1], self.knots[i]
+        return y0 + (y1 - y0) * (t - t0) / (t1 - t0)
 
 
 def _f(v: float) -> str:
