@@ -13,6 +13,7 @@ byte-identical files.
 from __future__ import annotations
 
 import json
+import re
 from html import escape
 from pathlib import Path
 
@@ -27,20 +28,24 @@ def _delay_ms(records: list[dict]) -> int:
 
 
 def _port(records: list[dict]) -> str | None:
+    """The lab port: the listener's, else the port a client connected to."""
     for r in records:
-        if r["kind"] == "state":
-            return port_of(r["local"]) if r.get("remote") == LISTENER_REMOTE else port_of(r["remote"])
+        if r["kind"] == "state" and r.get("remote") == LISTENER_REMOTE:
+            return port_of(r["local"])
+    for r in records:
+        if r["kind"] == "state" and r["to"] == "SYN_SENT":
+            return port_of(r["remote"])
     return None
 
 
 def _commands(film: Film) -> dict[str, list[dict]]:
     """The command line each host's console shows when its step starts: nc -l PORT or nc ADDR PORT."""
     port = _port(film.records) or "?"
-    server_ip = next((r["local"].rsplit(":", 1)[0] for r in film.records if r["kind"] == "state"
-                      and r["host"] == film.server() and r.get("remote") != LISTENER_REMOTE), None)
+    server_ip = next((r["remote"].rsplit(":", 1)[0] for r in film.records if r["kind"] == "state"
+                      and r["host"] == film.client() and r["to"] == "SYN_SENT"), None)
     if server_ip is None:
-        server_ip = next((r["remote"].rsplit(":", 1)[0] for r in film.records if r["kind"] == "state"
-                          and r["host"] == film.client()), "?")
+        server_ip = next((r["local"].rsplit(":", 1)[0] for r in film.records if r["kind"] == "state"
+                          and r["host"] == film.server() and r.get("remote") != LISTENER_REMOTE), "?")
     out: dict[str, list[dict]] = {h: [] for h in film.hosts}
     for i, r in enumerate(film.records):
         if r["kind"] == "step" and r["status"] == "start" and r["action"] in ("listen", "connect"):
@@ -65,7 +70,7 @@ def _moment(film: Film, i: int, transition_of: dict[int, int]) -> dict:
     elif r["kind"] == "step":
         m["step"] = r["index"]
         m["label"] = f"step {r['index']}: {r['action']} on {r['target']}" + (
-            f" failed: {r['error']}" if r["status"] == "failed" else "")
+            f" failed: {r.get('error') or 'no reason given'}" if r["status"] == "failed" else "")
     elif r["kind"] == "console":
         m["label"] = f"{r['host']} {'typed' if r.get('stream') == 'stdin' else 'printed'} {r['text']!r}"
     elif r["kind"] == "shaper":
@@ -117,12 +122,12 @@ def render(records: list[dict], title: str = "") -> str:
     server, client = d["hosts"]
     heading = title or (f"{server} (server) ⇄ {client} (client), port {d['port']}, "
                         f"{d['delay_ms'] / 1000:g} s egress delay")
+    parts = {"TITLE": escape(heading), "STYLE": (ASSETS / "film.css").read_text(encoding="utf-8"),
+             "DIAGRAM": diagram.render(), "DATA": _json_for_script(d),
+             "SCRIPT": (ASSETS / "film.js").read_text(encoding="utf-8")}
     page = (ASSETS / "film.html.in").read_text(encoding="utf-8")
-    return (page.replace("@TITLE@", escape(heading))
-            .replace("@STYLE@", (ASSETS / "film.css").read_text(encoding="utf-8"))
-            .replace("@DIAGRAM@", diagram.render())
-            .replace("@DATA@", _json_for_script(d))
-            .replace("@SCRIPT@", (ASSETS / "film.js").read_text(encoding="utf-8")))
+    # one pass: text from the trace that happens to read "@SCRIPT@" is not a placeholder
+    return re.sub(r"@(TITLE|STYLE|DIAGRAM|DATA|SCRIPT)@", lambda m: parts[m.group(1)], page)
 
 
 def write(run_dir: Path, records: list[dict]) -> Path:

@@ -172,6 +172,8 @@ class Film:
 
 
 def _roles(records: list[dict]) -> tuple[list[str], dict[str, str]]:
+    """[server, client]: by the scenario's steps (listen, connect), else by the sockets (a listener or a
+    SYN_RECEIVED socket makes a server, a SYN_SENT one a client), else in the order the hosts appear."""
     hosts: list[str] = []
     for r in records:
         if r["host"] != "controller" and r["kind"] in ("packet", "state", "console", "netstat") \
@@ -179,9 +181,18 @@ def _roles(records: list[dict]) -> tuple[list[str], dict[str, str]]:
             hosts.append(r["host"])
     if len(hosts) < 2:
         raise ValueError("the trace has fewer than two hosts: nothing to film")
-    server = next((r["host"] for r in records if r["kind"] == "state" and r["to"] in ("LISTEN", "SYN_RECEIVED")),
-                  hosts[0])
-    client = next((h for h in hosts if h != server), hosts[1])
+
+    def first(match) -> str | None:
+        return next((h for r in records if match(r) for h in r.get("target", r["host"]).split(",") if h in hosts),
+                    None)
+
+    server = first(lambda r: r["kind"] == "step" and r["action"] == "listen")
+    client = first(lambda r: r["kind"] == "step" and r["action"] == "connect")
+    server = server or first(lambda r: r["kind"] == "state" and r["to"] in ("LISTEN", "SYN_RECEIVED")
+                             and r["host"] != client)
+    client = client or first(lambda r: r["kind"] == "state" and r["to"] == "SYN_SENT" and r["host"] != server)
+    server = server or next((h for h in hosts if h != client), hosts[0])
+    client = client if client and client != server else next(h for h in hosts if h != server)
     return [server, client], {server: "server", client: "client"}
 
 
@@ -232,18 +243,22 @@ def _cause(records: list[dict], i: int, frm: str, to: str, numbers: dict[int, in
         waited = r["t"] - entered.get("TIME_WAIT", r["t"])
         return "timer", f"the TIME_WAIT timer (2 MSL, {TIME_WAIT_S:g} s on Linux) ran out after {waited:.1f} s", \
             None, None
-    if to == "CLOSED":
+    if to == "CLOSED":  # no RST seen: an abort, or a close of a socket that had no connection yet
         step = _latest_step(records, i, host)
-        if step is not None and step["action"] in ("close", "abort"):
+        if step is not None and (step["action"] == "abort"
+                                 or (step["action"] == "close" and frm in ("LISTEN", "SYN_SENT", "SYN_RECEIVED"))):
             return "call", f"step {step['index']}: {CALL_WORDS[step['action']]}", None, step["index"]
     return "unknown", "not seen in the trace", None, None
 
 
 def _transitions(records: list[dict], hosts: list[str], numbers: dict[int, int]) -> list[Transition]:
-    """Each host's connection-state changes.
+    """Each host's connection-state changes, the states the RFC diagram shows for that side.
 
     Before the host has a connection socket the diagram follows its listener (CLOSED, LISTEN); from
-    then on it follows the connection socket (a later one once the earlier one is CLOSED).
+    then on it follows the connection socket. A new connection socket takes over once the one
+    followed is in TIME_WAIT or CLOSED (a client that reconnects; a server that accepts again): the
+    diagram jumps to the new socket's state, a transition from that socket's own ``from``. A
+    connection reset in SYN_RECEIVED while the listener is open goes back to LISTEN, as in the RFC.
     """
     out: list[Transition] = []
     for host in hosts:
@@ -252,19 +267,26 @@ def _transitions(records: list[dict], hosts: list[str], numbers: dict[int, int])
         for i, r in enumerate(records):
             if r["kind"] != "state" or r["host"] != host:
                 continue
+            frm = shown
             if is_listener(r):
                 listener = r["to"]
-            elif conn is None or conn[1] == "CLOSED" or conn[0] == (r["local"], r["remote"]):
+            elif conn is None or conn[0] == (r["local"], r["remote"]):
                 conn = ((r["local"], r["remote"]), r["to"])
+            elif conn[1] in ("TIME_WAIT", "CLOSED"):
+                conn, frm = ((r["local"], r["remote"]), r["to"]), r["from"]
             else:
                 continue  # a second connection while the first is open: the diagram shows the first
             now = conn[1] if conn else ("LISTEN" if listener == "LISTEN" else "CLOSED")
-            if now == shown:
+            if now == "CLOSED" and r.get("from") == "SYN_RECEIVED" and listener == "LISTEN" and not is_listener(r):
+                now = "LISTEN"
+            if now == shown and frm == shown:
                 continue
-            cause, because, pkt, step = _cause(records, i, shown, now, numbers, entered)
+            cause, because, pkt, step = _cause(records, i, frm, now, numbers, entered)
+            if frm != shown:
+                because = f"a new connection ({r['local']} ↔ {r['remote']}): {because}"
             entered[now] = r["t"]
-            out.append(Transition(host, r["t"], shown, now, i, cause, because, pkt, step,
-                                  RFC_TRANSITIONS.get((shown, now))))
+            out.append(Transition(host, r["t"], frm, now, i, cause, because, pkt, step,
+                                  RFC_TRANSITIONS.get((frm, now))))
             shown = now
     out.sort(key=lambda tr: tr.record)
     return out

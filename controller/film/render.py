@@ -69,4 +69,7 @@ def render_all(run_dir: Path, records: list[dict] | None = None) -> tuple[list[P
         except (RenderError, ValueError, OSError, subprocess.SubprocessError) as e:
             errors.append(f"{name}: {e}")
             log.error("render_failed", file=name, error=str(e))
+        except Exception as e:  # a renderer's bug: the other files are still made, and the bug is named
+            errors.append(f"{name}: {type(e).__name__}: {e}")
+            log.exception("render_crashed", file=name)
     return written, errors

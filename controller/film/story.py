@@ -13,6 +13,7 @@ so rendering twice gives the same text.
 from __future__ import annotations
 
 import json
+import re
 from bisect import bisect_left
 from collections import defaultdict
 from pathlib import Path
@@ -50,7 +51,10 @@ def _later(dt: float) -> str:
 def _code(text: str) -> str:
     """``text`` as a Markdown code span, quoted as JSON (so a newline shows as \\n)."""
     text = json.dumps(text, ensure_ascii=False)
-    return f"`` {text} ``" if "`" in text else f"`{text}`"
+    if "`" not in text:
+        return f"`{text}`"
+    fence = "`" * (max(len(run) for run in re.findall(r"`+", text)) + 1)  # longer than any run inside
+    return f"{fence} {text} {fence}"
 
 
 def _and(names: list[str]) -> str:
@@ -72,9 +76,11 @@ class _Story:
             self.pair[id(o)], self.pair[id(i)] = i, o
         self.index = {id(r): n for n, r in enumerate(records)}
         self.host_of = {}
-        for r in records:
+        for r in records:  # each host's own addresses: its packets' and its sockets'
             if r["kind"] == "packet":
                 self.host_of[r["src" if r["dir"] == "out" else "dst"].rsplit(":", 1)[0]] = r["host"]
+            elif r["kind"] == "state" and not model.is_listener(r):
+                self.host_of.setdefault(r["local"].rsplit(":", 1)[0], r["host"])
         self.shaping: dict[str, tuple] = {}
         self.shapers = [r for r in records if r["kind"] == "shaper"]
         self.actions = {r["index"]: r["action"] for r in records if r["kind"] == "step"}

@@ -35,7 +35,9 @@ def ordered(records: list[dict]) -> list[dict]:
     return sorted(records, key=sort_key)
 
 
-def read_lines(path: Path) -> list[dict]:
+def read_lines(path: Path, partial: bool = False) -> list[dict]:
+    """The records of a trace file. ``partial``: a crashed run's trace.partial.jsonl, whose last line
+    may have been cut short mid-write; such a line (no newline at its end) is left out."""
     out = []
     with open(path, encoding="utf-8") as f:
         for n, text in enumerate(f, 1):
@@ -44,6 +46,8 @@ def read_lines(path: Path) -> list[dict]:
             try:
                 rec = json.loads(text)
             except json.JSONDecodeError as e:
+                if partial and not text.endswith("\n"):
+                    break
                 raise NotATrace(f"{path} is not a trace: line {n}: {e.msg}") from e
             out.append(check(rec, f"{path} line {n}"))
     if not out:
@@ -59,11 +63,11 @@ def open_run(path: Path) -> tuple[list[dict], str, bool]:
         if trace.is_file():
             return read_lines(trace), path.name, True
         if partial.is_file():
-            return ordered(read_lines(partial)), path.name, False
+            return ordered(read_lines(partial, partial=True)), path.name, False
         raise NotATrace(f"{path} has no trace.jsonl (is it a run directory?)")
     if path.is_file():
-        records = read_lines(path)
         finished = path.name != "trace.partial.jsonl"
+        records = read_lines(path, partial=not finished)
         return (records if finished else ordered(records)), path.parent.name, finished
     raise NotATrace(f"{path} does not exist")
 

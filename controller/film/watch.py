@@ -80,6 +80,7 @@ class Watcher:
         self.printed: set[int] = set()
         self.message = ""
         self.skipped = 0
+        self._film: model.Film | None = None  # the film of the records drawn last
 
     def _pid_ended(self) -> bool:
         return self.until_pid is not None and not pidfile.running(self.until_pid)
@@ -123,6 +124,7 @@ class Watcher:
 
     def _follow(self, run_dir: Path, live: Live | None) -> int:
         partial, records, offset = PartialTrace(run_dir / "trace.partial.jsonl"), [], None
+        in_order: list[dict] = []
         total = self.total
         if self.scenario is not None:
             total = max(total or 0, scenario_steps(run_dir, *self.scenario) or 0) or None
@@ -131,13 +133,14 @@ class Watcher:
                 done = (run_dir / "trace.jsonl").is_file()
                 ended = self._pid_ended()        # looked at before the last read, so nothing is missed
                 new = partial.read()
-                if new:
+                if new:  # sorted and filmed again only when something came: a long run stays cheap
                     records += new
+                    in_order = ordered(records)
                     seen = time.time() - max(r["t"] for r in new)
                     offset = seen if offset is None else min(offset, seen)
                 if done:
                     if self.plain and new:
-                        self._draw(run_dir, ordered(records), None, total, None, "")
+                        self._draw(run_dir, in_order, None, total, None, "")
                     return self._finish(run_dir, live, total)
                 if not run_dir.is_dir():
                     self.message = f"tcplab watch: {run_dir} vanished"
@@ -146,7 +149,7 @@ class Watcher:
                     self.message = f"tcplab watch: process {self.until_pid} ended; {run_dir} has no trace.jsonl"
                     return 1
                 now = None if offset is None else time.time() - offset
-                self._draw(run_dir, ordered(records), now, total, live, "live")
+                self._draw(run_dir, in_order, now, total, live, "live")
                 self.stop.wait(POLL_S)
             self.message = "tcplab watch: stopped"
             return 1
@@ -157,7 +160,9 @@ class Watcher:
     def _draw(self, run_dir: Path, records: list[dict], now: float | None, total: int | None,
               live: Live | None, note: str) -> model.Film | None:
         try:
-            film = model.build(records)
+            if self._film is None or self._film.records is not records:
+                self._film = model.build(records)
+            film = self._film
         except (ValueError, KeyError):
             self._show(live, term.waiting(f"{run_dir.name}: waiting for both hosts' records …", run_dir.name))
             return None

@@ -75,3 +75,63 @@ def test_fewer_than_two_hosts_is_an_error():
     with pytest.raises(ValueError, match="fewer than two hosts"):
         model.build([{"t": 0.0, "host": "thinkpad", "kind": "state", "local": "0.0.0.0:9090",
                       "remote": "0.0.0.0:*", "from": "CLOSED", "to": "LISTEN"}])
+
+
+def state(t, host, local, remote, frm, to):
+    return {"t": t, "host": host, "kind": "state", "local": local, "remote": remote, "from": frm, "to": to,
+            "source": "tracepoint"}
+
+
+def test_a_new_connection_takes_over_from_one_in_time_wait():
+    records = [r for r in load(SEED) if not (r["kind"] == "state" and r["host"] == "thinkpad" and r["t"] > 60)]
+    # the listener stays open; the client reconnects from another port while thinkpad is in TIME_WAIT
+    records = [r for r in records if not (r["kind"] == "state" and r["to"] == "CLOSED" and r["remote"] == "0.0.0.0:*")]
+    c, s = "10.90.0.2:53460", "10.90.0.1:9090"
+    records += [state(10.0, "raspberrypi", c, s, "CLOSED", "SYN_SENT"),
+                state(10.3, "thinkpad", s, c, "LISTEN", "SYN_RECEIVED"),
+                state(10.6, "raspberrypi", c, s, "SYN_SENT", "ESTABLISHED"),
+                state(10.9, "thinkpad", s, c, "SYN_RECEIVED", "ESTABLISHED"),
+                state(64.6, "thinkpad", s, "10.90.0.2:53458", "TIME_WAIT", "CLOSED")]
+    records.sort(key=lambda r: r["t"])
+    film = model.build(records)
+    server = [(t.frm, t.to) for t in film.transitions if t.host == "thinkpad"]
+    assert server[-2:] == [("LISTEN", "SYN_RECEIVED"), ("SYN_RECEIVED", "ESTABLISHED")]  # the old TIME_WAIT's end is not shown
+    client = [(t.frm, t.to) for t in film.transitions if t.host == "raspberrypi"]
+    assert client[-2:] == [("CLOSED", "SYN_SENT"), ("SYN_SENT", "ESTABLISHED")]
+    assert film.state_at("thinkpad", len(records) - 1) == "ESTABLISHED"
+    new = next(t for t in film.transitions if t.host == "thinkpad" and t.t == 10.3)  # shown: TIME_WAIT until then
+    assert new.because.startswith("a new connection (10.90.0.1:9090 ↔ 10.90.0.2:53460)") and new.rfc
+
+
+def test_roles_come_from_the_steps_even_when_the_client_speaks_first():
+    records = [{"t": 0.0, "host": "raspberrypi", "kind": "netstat", "rows": []},
+               {"t": 0.1, "host": "controller", "kind": "step", "index": 1, "action": "connect",
+                "target": "raspberrypi", "status": "start"},
+               state(0.2, "raspberrypi", "10.90.0.2:40000", "10.90.0.1:9090", "CLOSED", "SYN_SENT"),
+               {"t": 0.3, "host": "thinkpad", "kind": "netstat", "rows": []},
+               state(0.5, "raspberrypi", "10.90.0.2:40000", "10.90.0.1:9090", "SYN_SENT", "CLOSED")]
+    film = model.build(records)
+    assert film.roles == {"thinkpad": "server", "raspberrypi": "client"}
+    refused = film.transitions[-1]
+    assert (refused.frm, refused.to, refused.cause) == ("SYN_SENT", "CLOSED", "unknown")  # no RST was captured
+
+
+def test_a_lost_capture_is_not_blamed_on_the_application():
+    records = [r for r in load(SEED) if not (r["kind"] == "packet" and r["host"] == "raspberrypi")]
+    film = model.build(records)
+    last = next(t for t in film.transitions if t.host == "raspberrypi" and t.to == "CLOSED")
+    assert (last.frm, last.cause) == ("LAST_ACK", "unknown")
+
+
+def test_a_reset_in_syn_received_goes_back_to_listen():
+    s, c = "10.90.0.1:9090", "10.90.0.2:40000"
+    records = [{"t": 0.0, "host": "controller", "kind": "step", "index": 1, "action": "listen",
+                "target": "thinkpad", "status": "start"},
+               state(0.1, "thinkpad", "0.0.0.0:9090", "0.0.0.0:*", "CLOSED", "LISTEN"),
+               state(0.2, "raspberrypi", c, s, "CLOSED", "SYN_SENT"),
+               state(0.3, "thinkpad", s, c, "LISTEN", "SYN_RECEIVED"),
+               {"t": 0.4, "host": "thinkpad", "kind": "packet", "dir": "in", "src": c, "dst": s, "flags": ["RST"],
+                "seq": 1, "ack": 0, "len": 0, "payload": "", "win": 0},
+               state(0.5, "thinkpad", s, c, "SYN_RECEIVED", "CLOSED")]
+    back = model.build(records).transitions[-1]
+    assert (back.frm, back.to, back.cause, back.rfc) == ("SYN_RECEIVED", "LISTEN", "packet", "rcv RST")

@@ -87,3 +87,23 @@ def test_a_trace_with_one_host_renders_nothing_and_says_why(tmp_path):
     res = subprocess.run([TCPLAB, "render", str(tmp_path)], capture_output=True, text=True)
     assert res.returncode == 1 and "fewer than two hosts" in res.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["trace.jsonl"]
+
+
+def test_placeholder_text_in_the_trace_stays_text(run_dir):
+    records = load(run_dir / "trace.jsonl")
+    next(r for r in records if r["kind"] == "console")["text"] = "@SCRIPT@ @DATA@"
+    page = html.render(records)
+    blob = re.search(r'id="film-data">(.*?)</script>', page, re.S).group(1)
+    assert any(c["text"] == "@SCRIPT@ @DATA@" for c in json.loads(blob)["console"])
+
+
+def test_one_renderer_crashing_leaves_the_others(run_dir, monkeypatch):
+    from controller.film import story
+
+    def broken(records):  # a bug we cannot cause with a real trace: the others must still be written
+        raise KeyError("error")
+
+    monkeypatch.setattr(story, "render", broken)
+    written, errors = render_all(run_dir)
+    assert {p.name for p in written} == {"ladder.svg", "ladder.png", "film.html"}
+    assert errors == ["story.md: KeyError: 'error'"]

@@ -202,3 +202,14 @@ def test_a_simultaneous_close_goes_through_closing(seed):
     assert "after 60.1 s" in end and "Both sides are now CLOSED" in end
     path = "CLOSED → SYN_SENT → ESTABLISHED → FIN_WAIT1 → CLOSING → TIME_WAIT → CLOSED"
     assert f"- raspberrypi (client): {path}" in text
+
+
+def test_a_host_whose_capture_saw_nothing_is_still_named_by_its_sockets(seed):
+    records = [r for r in seed if not (r["kind"] == "packet" and r["host"] == "raspberrypi")]
+    text = story.render(records)
+    assert "10.90.0.2's" not in text and "from 10.90.0.2 " not in text
+    assert "but raspberrypi's capture never saw it arrive" in text
+
+
+def test_backticks_in_a_payload_stay_inside_their_code_span():
+    assert story._code("a``b") == '``` "a``b" ```'

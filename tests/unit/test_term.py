@@ -227,3 +227,16 @@ def test_ctrl_c_exits_130(run_dir):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_crashed_runs_partial_trace_cut_mid_line_replays(run_dir):
+    from controller.film.tracefile import open_run
+
+    text = (run_dir / "trace.jsonl").read_text()
+    (run_dir / "trace.jsonl").unlink()
+    (run_dir / "trace.partial.jsonl").write_text(text[: len(text) - 40])  # the last line half-written
+    records, run_id, finished = open_run(run_dir)
+    assert not finished and len(records) == text.count("\n") - 1
+    res = subprocess.run([sys.executable, "-m", "controller.cli", "replay", str(run_dir), "--speed", "20",
+                          "--max-gap", "0.1"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr

@@ -16,6 +16,8 @@
   const fmt = (t) => t.toFixed(3);
 
   let cur = -1, now = 0, playing = false, speed = 1, slow = false, filmPos = 0, lastTick = null, shown = null;
+  let visiblePackets = 0;  // rows 0 .. visiblePackets-1 are shown (packets are in record order)
+  const consoleShown = {};
 
   // ---- time axes: piecewise linear maps from trace time to an axis where each gap is reshaped ----
   const knotTimes = Array.from(new Set([0].concat(M.map((m) => m.t), [D.t_end]))).sort((a, b) => a - b);
@@ -32,10 +34,29 @@
     const span = xs[hi] - xs[lo];
     return span ? ys[lo] + (ys[hi] - ys[lo]) * (x - xs[lo]) / span : ys[lo];
   }
-  const realAxis = axis((g) => g);
-  const slowAxis = axis((g) => Math.max(g, SLOW_MIN_GAP_S));
   const scrubAxis = axis((g) => Math.min(g, SCRUB_MAX_GAP_S));
-  const playAxis = () => (slow ? slowAxis : realAxis);
+  // Playing runs along knots, one per moment (plus the start and the end), so moments at one time
+  // each get a slot of their own in slow motion; knot k >= 1 is moment k - 1.
+  const playT = [0].concat(M.map((m) => m.t), [D.t_end]);
+  function playAxis() {
+    const f = [0];
+    for (let k = 1; k < playT.length; k++) {
+      const gap = playT[k] - playT[k - 1];
+      f.push(f[k - 1] + (slow ? Math.max(gap, SLOW_MIN_GAP_S) : gap));
+    }
+    return f;
+  }
+  let playF = null;
+  function knotAt(f) {  // the last knot at or before film time f
+    let lo = 0, hi = playF.length;
+    while (hi - lo > 1) { const mid = (lo + hi) >> 1; if (playF[mid] <= f) lo = mid; else hi = mid; }
+    return lo;
+  }
+  function filmPosOf(i, t) {  // moment i at trace time t -> film time
+    const k = i + 1, next = Math.min(k + 1, playT.length - 1);
+    const span = playT[next] - playT[k];
+    return playF[k] + (span > 0 ? Math.min(1, Math.max(0, (t - playT[k]) / span)) * (playF[next] - playF[k]) : 0);
+  }
 
   function momentAt(t) {  // the last moment at or before t
     let lo = -1, hi = M.length;
@@ -48,7 +69,7 @@
   const rows = D.packets.map((p) => {
     const tr = document.createElement("tr");
     tr.dataset.no = p.no;
-    tr.className = ROLE[p.host] + (p.retransmission ? " retransmission" : "");
+    tr.className = ROLE[p.host] + (p.retransmission ? " retransmission" : "") + " future";
     const length = p.length === null || p.length === undefined ? "" : String(p.length);
     for (const [cls, text] of [["no", p.no], ["time", p.t.toFixed(6)], ["src", p.source], ["dst", p.destination],
       ["proto", p.protocol], ["len", length], ["capture", p.host + (p.dir === "out" ? " out" : " in")],
@@ -141,16 +162,15 @@
   }
 
   function renderPackets(rec) {
-    let current = null;
-    D.packets.forEach((p, i) => {
-      const future = p.record > rec;
-      rows[i].classList.toggle("future", future);
-      rows[i].classList.remove("current");
-      if (!future) current = i;
-    });
-    if (current !== null) {
-      rows[current].classList.add("current");
-      rows[current].scrollIntoView({ block: "nearest" });
+    let lo = 0, hi = D.packets.length;  // how many packets have happened by record rec
+    while (lo < hi) { const mid = (lo + hi) >> 1; if (D.packets[mid].record <= rec) lo = mid + 1; else hi = mid; }
+    const was = visiblePackets;
+    if (was > 0) rows[was - 1].classList.remove("current");
+    for (let i = Math.min(was, lo); i < Math.max(was, lo); i++) rows[i].classList.toggle("future", i >= lo);
+    visiblePackets = lo;
+    if (lo > 0) {
+      rows[lo - 1].classList.add("current");
+      rows[lo - 1].scrollIntoView({ block: "nearest" });
     }
   }
 
@@ -162,6 +182,8 @@
         if (c.host === h && c.record <= rec) lines.push({ record: c.record, text: c.text, cls: c.stream === "stdin" ? "typed" : c.stream });
       }
       lines.sort((a, b) => a.record - b.record);
+      if (consoleShown[h] === lines.length) continue;
+      consoleShown[h] = lines.length;
       const pre = pane[h].console;
       pre.textContent = "";
       for (const l of lines) {
@@ -185,8 +207,9 @@
   function renderNetstat() {
     for (const h of HOSTS) {
       const snaps = D.netstat[h] || [];
-      let snap = null;
-      for (const s of snaps) { if (s.t <= now) snap = s; else break; }
+      let lo = -1, hi = snaps.length;  // the last snapshot at or before now
+      while (hi - lo > 1) { const mid = (lo + hi) >> 1; if (snaps[mid].t <= now) lo = mid; else hi = mid; }
+      const snap = lo >= 0 ? snaps[lo] : null;
       const out = ["Proto Recv-Q Send-Q Local Address           Foreign Address         State       Timer"];
       if (snap) {
         for (const r of snap.rows) {
@@ -217,7 +240,7 @@
 
   // ---- position, URL fragment ----
   function setHash() {
-    const frag = cur >= 0 && Math.abs(M[cur].t - now) < 1e-9 ? `#m=${cur + 1}` : `#t=${fmt(now)}`;
+    const frag = cur >= 0 && Math.abs(M[cur].t - now) < 1e-9 ? `#m=${cur + 1}` : `#t=${now.toFixed(9)}`;
     if (location.hash !== frag) history.replaceState(null, "", frag);
   }
   function goMoment(i) {
@@ -244,10 +267,11 @@
     if (!playing) return;
     if (lastTick !== null) {
       filmPos += (ts - lastTick) / 1000 * speed;
-      const axisNow = playAxis();
-      now = Math.min(D.t_end, interp(axisNow, knotTimes, filmPos));
-      cur = momentAt(now);
-      if (now >= D.t_end) { playing = false; setHash(); }
+      const k = knotAt(filmPos), next = Math.min(k + 1, playT.length - 1);
+      const span = playF[next] - playF[k];
+      cur = Math.min(M.length - 1, k - 1);
+      now = Math.min(D.t_end, playT[k] + (span > 0 ? (filmPos - playF[k]) / span : 0) * (playT[next] - playT[k]));
+      if (filmPos >= playF[playF.length - 1]) { playing = false; now = D.t_end; setHash(); }
       render();
     }
     lastTick = ts;
@@ -257,7 +281,8 @@
     if (on && now >= D.t_end) goMoment(-1);
     playing = on;
     lastTick = null;
-    filmPos = interp(knotTimes, playAxis(), now);
+    playF = playAxis();
+    filmPos = filmPosOf(cur, now);
     if (playing) requestAnimationFrame(tick); else setHash();
     render();
   }
@@ -272,7 +297,8 @@
   function setSlow(on) {
     slow = on;
     $("slow").checked = on;
-    filmPos = interp(knotTimes, playAxis(), now);
+    playF = playAxis();
+    filmPos = filmPosOf(cur, now);
   }
 
   $("play").addEventListener("click", () => play(!playing));
@@ -281,8 +307,9 @@
   $("speed").addEventListener("change", (e) => setSpeed(parseFloat(e.target.value)));
   $("slow").addEventListener("change", (e) => setSlow(e.target.checked));
   $("scrub").addEventListener("input", (e) => { play(false); goTime(interp(scrubAxis, knotTimes, parseFloat(e.target.value))); });
-  window.addEventListener("hashchange", fromHash);
+  window.addEventListener("hashchange", () => { if (playing) play(false); fromHash(); });
   document.addEventListener("keydown", (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey) return;  // the browser's own shortcuts (zoom, save)
     if (e.target && (e.target.tagName === "SELECT" || e.target.tagName === "INPUT") && e.key !== " ") return;
     const keys = {
       " ": () => play(!playing),
