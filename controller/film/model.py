@@ -74,6 +74,9 @@ _BY_CALL = {
     ("LISTEN", "CLOSED"): ("close", "abort"),
     ("SYN_SENT", "CLOSED"): ("close", "abort"),
 }
+# transitions only the application's call makes (no segment, no timer)
+_ONLY_BY_CALL = {("ESTABLISHED", "FIN_WAIT1"), ("CLOSE_WAIT", "LAST_ACK"), ("SYN_RECEIVED", "FIN_WAIT1"),
+                 ("LISTEN", "CLOSED")}
 CALL_WORDS = {"listen": "the application listens (nc -l)", "connect": "the application connects (nc)",
               "close": "the application closes its socket", "abort": "the application aborts (RST)"}
 TIME_WAIT_S = 60.0
@@ -229,6 +232,9 @@ def _cause(records: list[dict], i: int, frm: str, to: str, numbers: dict[int, in
         step = _latest_step(records, i, host)
         if step is not None and step["action"] in calls:
             return "call", f"step {step['index']}: {CALL_WORDS[step['action']]}", None, step["index"]
+        if (frm, to) in _ONLY_BY_CALL:  # nothing else makes it: the application did, unasked
+            return "call", "the application closed its socket on its own (no scenario step asked it to)", \
+                None, None
     needs = _BY_PACKET.get((frm, to))
     if needs is None and to == "CLOSED":
         needs = {"RST"}

@@ -123,16 +123,22 @@ def netstat_rows(records: list[dict], upto_t: float, host: str) -> list[dict]:
     return snap[-1]["rows"] if snap else []
 
 
+def moments_of(records: list[dict]) -> list[int]:
+    """The records a viewer steps through: all but netstat records and steps' ends."""
+    return [i for i, r in enumerate(records) if r["kind"] in MOMENT_KINDS
+            and not (r["kind"] == "step" and r["status"] == "ok")]
+
+
 @pytest.fixture(scope="module")
 def seed(seed_run):
     records = load(seed_run / "trace.jsonl")
-    moments = [i for i, r in enumerate(records) if r["kind"] in MOMENT_KINDS
-               and not (r["kind"] == "step" and r["status"] == "ok")]
-    return seed_run, records, moments
+    return seed_run, records, moments_of(records)
 
 
-def test_stepping_through_the_seed_run_matches_the_trace(browser, seed, artifacts):
-    run_dir, records, moments = seed
+def step_through(browser, run_dir: Path, records: list[dict], moments: list[int], artifacts: Path | None = None,
+                 prefix: str = "film") -> dict[str, int]:
+    """Press → through every moment of ``run_dir/film.html`` and check the page against the trace at each;
+    with ``artifacts``, save screenshots of the handshake, the data and TIME_WAIT. Returns where those were."""
     page = Page(browser, run_dir / "film.html").open()
     assert page.page.text_content("#moment").startswith(f"[0/{len(moments)}]")
     roles = {"thinkpad": "server", "raspberrypi": "client"}
@@ -197,16 +203,22 @@ def test_stepping_through_the_seed_run_matches_the_trace(browser, seed, artifact
         if "data" not in shots and records[idx]["kind"] == "console" and records[idx]["text"] == "Bye" \
                 and records[idx]["stream"] == "stdout":
             shots["data"] = n
-        if "time_wait" not in shots and ss == "TIME_WAIT":
+        if "time_wait" not in shots and "TIME_WAIT" in (ss, cs):
             shots["time_wait"] = n
         for name, at in shots.items():
-            if at == n:
-                page.page.screenshot(path=str(artifacts / f"film-{name}.png"))
+            if at == n and artifacts is not None:
+                page.page.screenshot(path=str(artifacts / f"{prefix}-{name}.png"))
+    assert page.errors == [] and page.requests == []
+    return shots
+
+
+def test_stepping_through_the_seed_run_matches_the_trace(browser, seed, artifacts):
+    run_dir, records, moments = seed
+    shots = step_through(browser, run_dir, records, moments, artifacts)
     assert set(shots) == {"handshake", "data", "time_wait"}
     for name in shots:
         assert (artifacts / f"film-{name}.png").stat().st_size > 20_000
     print(f"screenshots: {artifacts}")
-    assert page.errors == [] and page.requests == []
 
 
 def test_the_url_fragment_keeps_the_position(browser, seed):
