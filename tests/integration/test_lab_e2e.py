@@ -87,4 +87,7 @@ def test_lab_playbook_films_the_seed_and_leaves_nothing(tmp_path):
     assert {h["shaper_backend"] for h in info["hosts"].values()} == {"nfqueue"}  # this kernel has no netem
     for host in ("thinkpad", "raspberrypi"):
         assert (run_dir / f"{host}.pcap").stat().st_size > 24 * 10
+    # the film, made by the controller the playbook provisioned (film.html's content: test_film_html)
+    for name in ("film.html", "story.md", "ladder.svg", "ladder.png"):
+        assert (run_dir / name).stat().st_size > 1000, name
     assert leftovers(home) == []
