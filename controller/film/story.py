@@ -12,59 +12,13 @@ so rendering twice gives the same text.
 
 from __future__ import annotations
 
-import json
-import re
 from bisect import bisect_left
 from collections import defaultdict
 from pathlib import Path
 
 from controller.film import files, model
+from controller.film.words import CLOSED_BY, CLOSING, KERNEL, PHASES, and_list, code, later, seq_end, stamp
 from controller.report import WHY, segment_pairs
-
-_CLOSED_BY = {  # the end of a connection that did not go through the close handshake, by its cause
-    "packet": "a RST arrived: the peer reset the connection, which ends at once, without the close handshake",
-    "abort": "the application aborted: a RST goes out and the connection ends at once, without the close "
-             "handshake",
-    "close": "the application closed its socket before a connection was made",
-    "unknown": "the connection is gone",
-}
-_KERNEL = {
-    "retransmit_skb": "a segment it sent was not acknowledged in time: the kernel sends it again",
-    "retransmit_synack": "no ACK has come for its SYN+ACK yet: the kernel sends the SYN+ACK again",
-    "send_reset": "the kernel sends a RST: the connection is reset",
-    "receive_reset": "a RST arrived: the kernel resets the connection",
-}
-_PHASES = (("handshake", "the three-way handshake"), ("data", "data"), ("close", "closing the connection"),
-           ("timewait", "TIME_WAIT runs out"), ("reset", "a reset"))
-_CLOSING = {"FIN_WAIT1", "FIN_WAIT2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT"}
-
-
-def _s(t: float) -> str:
-    return f"**{t:.3f} s**"
-
-
-def _later(dt: float) -> str:
-    ms = dt * 1000
-    return "less than 0.1 ms later" if ms < 0.05 else f"{ms:.1f} ms later" if ms < 1000 else f"{dt:.3f} s later"
-
-
-def _code(text: str) -> str:
-    """``text`` as a Markdown code span, quoted as JSON (so a newline shows as \\n)."""
-    text = json.dumps(text, ensure_ascii=False)
-    if "`" not in text:
-        return f"`{text}`"
-    fence = "`" * (max(len(run) for run in re.findall(r"`+", text)) + 1)  # longer than any run inside
-    return f"{fence} {text} {fence}"
-
-
-def _and(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
-def _end(p: dict) -> int:
-    """The sequence number just after the segment (SYN and FIN count one)."""
-    return p.get("seq", 0) + p.get("len", 0) + len({"SYN", "FIN"} & set(p.get("flags", [])))
-
 
 class _Story:
     def __init__(self, records: list[dict]):
@@ -87,8 +41,8 @@ class _Story:
         # segments that take sequence space (SYN, FIN, data), by (src, dst, end): what an Ack can acknowledge
         self.ends: dict[tuple, list[int]] = defaultdict(list)
         for n, r in enumerate(records):
-            if r["kind"] == "packet" and _end(r) > r.get("seq", 0) and (r["dir"] == "out" or id(r) not in self.pair):
-                self.ends[r["src"], r["dst"], _end(r)].append(n)
+            if r["kind"] == "packet" and seq_end(r) > r.get("seq", 0) and (r["dir"] == "out" or id(r) not in self.pair):
+                self.ends[r["src"], r["dst"], seq_end(r)].append(n)
         self.port = self._port()
 
     def host(self, addr: str) -> str:
@@ -134,7 +88,7 @@ class _Story:
             if len(shaped) == 2 and len(set(parts)) == 1:
                 held = f"Both hosts held every segment{port} {parts[0]} before it left"
             else:
-                held = f"Each host held every segment{port} before it left: " + _and(
+                held = f"Each host held every segment{port} before it left: " + and_list(
                     [f"{h} {part}" for h, part in sorted(zip(shaped, parts))])
             text.append(f"{held}. So the connection "
                         "runs in slow motion; a segment's time below is when it left, after the delay, and its "
@@ -147,7 +101,7 @@ class _Story:
         again = sum(1 for r in segments if self._analysis(r) & {"retransmission"})
         last = recs[-1]["t"] if recs else 0.0
         text += ["", f"The run took {last:.1f} s in {len(steps)} steps"
-                 + (f" (step {_and([str(i) for i in failed])} failed)" if failed else "")
+                 + (f" (step {and_list([str(i) for i in failed])} failed)" if failed else "")
                  + f"; {len(segments)} segments crossed, {again} of them retransmissions. Times are seconds since "
                  "the run started, on the controller's clock; No. is a packet's row in the film's packet list "
                  "(one row per host's capture)."]
@@ -175,7 +129,7 @@ class _Story:
             return "SYN+ACK" if short else "the SYN+ACK: it accepts the connection and acknowledges the SYN"
         if "SYN" in flags:
             return "SYN" if short else "a SYN: it asks for a connection"
-        data = f"{p['len']} bytes {_code(p.get('payload', ''))}" if p.get("len") else ""
+        data = f"{p['len']} bytes {code(p.get('payload', ''))}" if p.get("len") else ""
         if "FIN" in flags:
             return "FIN" if short else (data + " and " if data else "") + f"a FIN: {self.host(p['src'])} has " \
                 "nothing more to send"
@@ -215,7 +169,7 @@ class _Story:
         no = self.film.packet_no[self.index[id(r)]]
         info = f"`{model.wireshark_info(r)}`"
         if r["dir"] == "out" and other is not None:
-            text = (f"{src_host} sends {noun}; it arrives at {dst_host} {_later(other['t'] - r['t'])} "
+            text = (f"{src_host} sends {noun}; it arrives at {dst_host} {later(other['t'] - r['t'])} "
                     f"(No. {no} → No. {self.film.packet_no[self.index[id(other)]]}): {info}.")
         elif r["dir"] == "out":
             text = f"{src_host} sends {noun} (No. {no}), but {dst_host}'s capture never saw it arrive: {info}."
@@ -226,7 +180,7 @@ class _Story:
             text += self._why_again(r, src_host, dst_host)
         elif "duplicate_ack" in self._analysis(r):
             text += " Wireshark marks it a duplicate ACK: it acknowledges nothing new."
-        return f"{_s(r['t'])} — {text}"
+        return f"{stamp(r['t'])} — {text}"
 
     # ---- states ------------------------------------------------------------------------------
     def state(self, i: int, r: dict) -> str:
@@ -238,10 +192,10 @@ class _Story:
             cause, because, pkt, index = model.record_cause(self.film, i)
         what = f" (its listening socket, {r['local']})" if model.is_listener(r) else ""
         how = self.actions.get(index) if cause == "call" else cause
-        meaning = WHY.get((frm, to)) or (_CLOSED_BY.get(how, _CLOSED_BY["unknown"]) if to == "CLOSED" else "")
+        meaning = WHY.get((frm, to)) or (CLOSED_BY.get(how, CLOSED_BY["unknown"]) if to == "CLOSED" else "")
         if (frm, to) == ("SYN_SENT", "CLOSED") and cause == "packet":
             meaning = "a RST arrived: the server refused the connection"
-        text = f"{_s(r['t'])} — **{host}: {frm} → {to}**{what}" + (f": {meaning}." if meaning else ".")
+        text = f"{stamp(r['t'])} — **{host}: {frm} → {to}**{what}" + (f": {meaning}." if meaning else ".")
         if frm == "LISTEN" and not model.is_listener(r):
             text += " It is a new socket for this connection; the listening socket stays open beside it."
         if cause == "packet":
@@ -287,18 +241,18 @@ class _Story:
     # ---- the rest ----------------------------------------------------------------------------
     def kernel(self, r: dict) -> str:
         where = f"{r.get('local')} ↔ {r.get('remote')}" + (f", in {r['state']}" if r.get("state") else "")
-        what = _KERNEL.get(r["event"], "an event of its TCP")
+        what = KERNEL.get(r["event"], "an event of its TCP")
         if r["event"] == "retransmit_skb" and r.get("state") == "SYN_SENT":
             what += " (the SYN: no SYN+ACK has come yet)"
-        return f"{_s(r['t'])} — {r['host']}'s kernel reports `{r['event']}` ({where}): {what}."
+        return f"{stamp(r['t'])} — {r['host']}'s kernel reports `{r['event']}` ({where}): {what}."
 
     def console(self, r: dict) -> str:
-        text = _code(r.get("text", ""))
+        text = code(r.get("text", ""))
         if r.get("stream") == "stdin":
-            return f"{_s(r['t'])} — {r['host']}: {text} is typed into nc, which hands it to TCP to send."
+            return f"{stamp(r['t'])} — {r['host']}: {text} is typed into nc, which hands it to TCP to send."
         if r.get("stream") == "stderr":
-            return f"{_s(r['t'])} — {r['host']}: nc reports {text} on stderr."
-        return f"{_s(r['t'])} — {r['host']}: nc prints {text}: the data has reached the application."
+            return f"{stamp(r['t'])} — {r['host']}: nc reports {text} on stderr."
+        return f"{stamp(r['t'])} — {r['host']}: nc prints {text}: the data has reached the application."
 
     def shaper(self, r: dict) -> str | None:
         now = (r.get("backend"), r.get("delay_ms") or 0, r.get("loss_pct") or 0)
@@ -306,17 +260,17 @@ class _Story:
             return None  # nothing changed
         self.shaping[r["host"]] = now
         if not r.get("backend"):
-            return f"{_s(r['t'])} — {r['host']}: the delay is off."
+            return f"{stamp(r['t'])} — {r['host']}: the delay is off."
         loss = f", and drops {now[2]:g} % of them" if now[2] else ""
         port = f" of port {self.port}" if self.port else ""
-        return f"{_s(r['t'])} — {r['host']} now holds every outgoing segment{port} for {now[1]:g} ms before it " \
+        return f"{stamp(r['t'])} — {r['host']} now holds every outgoing segment{port} for {now[1]:g} ms before it " \
                f"leaves{loss} ({r['backend']})."
 
     def heading(self, step: dict | None, section: list[tuple[int, dict]], end: dict | None) -> str:
         if step is None:
             return "## Before the first step"
         hosts = step["target"].split(",")
-        act, who = step["action"], _and(hosts)
+        act, who = step["action"], and_list(hosts)
         if act == "shape":
             first = next((r for _, r in section if r["kind"] == "shaper"), None)
             title = (f"the delay is switched on for {who}" if first and first.get("backend")
@@ -324,13 +278,13 @@ class _Story:
         elif act == "listen":
             title = f"{who}'s application listens" + (f" on port {self.port}" if self.port else "")
         elif act == "connect":
-            title = f"{who}'s application connects to {_and([h for h in self.film.hosts if h not in hosts])}"
+            title = f"{who}'s application connects to {and_list([h for h in self.film.hosts if h not in hosts])}"
         elif act == "send":
             typed = next((r["text"] for _, r in section if r["kind"] == "console" and r.get("stream") == "stdin"),
                          None)
-            title = f"{who} sends " + (_code(typed) if typed is not None else "a line")
+            title = f"{who} sends " + (code(typed) if typed is not None else "a line")
         elif act in ("close", "abort"):
-            apps = _and([f"{h}'s" for h in hosts]) + (" application " if len(hosts) == 1 else " applications ")
+            apps = and_list([f"{h}'s" for h in hosts]) + (" application " if len(hosts) == 1 else " applications ")
             title = apps + ({"close": "closes its socket", "abort": "aborts its connection"}[act] if len(hosts) == 1
                             else {"close": "close their sockets", "abort": "abort their connections"}[act])
         elif act == "wait":
@@ -339,7 +293,7 @@ class _Story:
             title = f"{act} on {who}"
         phases = self._phases(section)
         if phases:
-            title += " — " + _and(phases)
+            title += " — " + and_list(phases)
         span = f"{step['t']:.3f} s" + (f" to {end['t']:.3f} s" if end else "")
         failed = " — FAILED" if end and end["status"] == "failed" else ""
         return f"## Step {step['index']}, {span}: {title}{failed}"
@@ -351,7 +305,7 @@ class _Story:
                 if r["to"] in ("SYN_SENT", "SYN_RECEIVED") or r["from"] in ("SYN_SENT", "SYN_RECEIVED") \
                         and r["to"] == "ESTABLISHED":
                     seen.add("handshake")
-                if r["to"] in _CLOSING or r["from"] == "LAST_ACK":
+                if r["to"] in CLOSING or r["from"] == "LAST_ACK":
                     seen.add("close")
                 if (r["from"], r["to"]) == ("TIME_WAIT", "CLOSED"):
                     seen.add("timewait")
@@ -359,7 +313,7 @@ class _Story:
                 seen.add("data")
             if r["kind"] == "packet" and "RST" in r.get("flags", []) or r["kind"] == "kernel" and "reset" in r["event"]:
                 seen.add("reset")
-        return [words for key, words in _PHASES if key in seen]
+        return [words for key, words in PHASES if key in seen]
 
     def markdown(self) -> str:
         sections: list[tuple[dict | None, list[tuple[int, dict]]]] = [(None, [])]
@@ -386,7 +340,7 @@ class _Story:
                 elif kind == "shaper":
                     lines.append(self.shaper(r))
                 elif kind == "step" and r["status"] == "failed":
-                    lines.append(f"{_s(r['t'])} — **step {r['index']} ({r['action']}) failed**: "
+                    lines.append(f"{stamp(r['t'])} — **step {r['index']} ({r['action']}) failed**: "
                                  f"{r.get('error') or 'no reason was recorded'}")
             lines = [f"- {line}" for line in lines if line]
             if step is None and not lines:

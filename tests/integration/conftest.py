@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from tests.daemons import Lab
 from tests.netns import NetnsPair, require_root
 
 REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +35,17 @@ def seed_run(tmp_path_factory) -> Path:
             lab.close()
     assert res.returncode == 0, res.stderr + res.stdout
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium, headless, driven by playwright (no browser download)."""
+    from playwright import sync_api  # a test dependency (pyproject's test extra): missing is a failure
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed (make test installs it: apt-get install chromium)")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            yield b
+        finally:
+            b.close()

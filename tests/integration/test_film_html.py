@@ -11,7 +11,6 @@ artifacts directory (printed, and kept in $TCPLAB_ARTIFACTS when that is set).
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -20,22 +19,8 @@ from controller.trace import load
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LISTENER = "0.0.0.0:*"
 MOMENT_KINDS = {"step", "shaper", "packet", "kernel", "state", "console"}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed (make test installs it: apt-get install chromium)")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import yaml
 from controller.film import model
 from controller.trace import load
 from tests.daemons import Lab
-from tests.integration.test_film_html import browser, moments_of, step_through  # noqa: F401 (fixture)
+from tests.integration.test_film_html import moments_of, step_through
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +57,7 @@ def test_the_film_knows_who_closed_first(client_first_run):
             assert f"**{r['host']}: {r['from']} → {r['to']}**" in story, r
 
 
-def test_film_html_agrees_with_the_trace_at_every_moment(browser, client_first_run, tmp_path):  # noqa: F811
+def test_film_html_agrees_with_the_trace_at_every_moment(browser, client_first_run, tmp_path):
     records = load(client_first_run / "trace.jsonl")
     shots = step_through(browser, client_first_run, records, moments_of(records), tmp_path, prefix="client-first")
     assert {"handshake", "data", "time_wait"} <= set(shots)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.film import story
+from controller.film import story, words
 from controller.trace import load, sort_key
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -212,4 +212,4 @@ def test_a_host_whose_capture_saw_nothing_is_still_named_by_its_sockets(seed):
 
 
 def test_backticks_in_a_payload_stay_inside_their_code_span():
-    assert story._code("a``b") == '``` "a``b" ```'
+    assert words.code("a``b") == '``` "a``b" ```'

@@ -1,0 +1,51 @@
+"""The words story.md is written with: what each kernel event, phase and end of a connection means,
+and how times, delays, payloads and sequence numbers are written (Markdown)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+CLOSED_BY = {  # the end of a connection that did not go through the close handshake, by its cause
+    "packet": "a RST arrived: the peer reset the connection, which ends at once, without the close handshake",
+    "abort": "the application aborted: a RST goes out and the connection ends at once, without the close "
+             "handshake",
+    "close": "the application closed its socket before a connection was made",
+    "unknown": "the connection is gone",
+}
+KERNEL = {
+    "retransmit_skb": "a segment it sent was not acknowledged in time: the kernel sends it again",
+    "retransmit_synack": "no ACK has come for its SYN+ACK yet: the kernel sends the SYN+ACK again",
+    "send_reset": "the kernel sends a RST: the connection is reset",
+    "receive_reset": "a RST arrived: the kernel resets the connection",
+}
+PHASES = (("handshake", "the three-way handshake"), ("data", "data"), ("close", "closing the connection"),
+           ("timewait", "TIME_WAIT runs out"), ("reset", "a reset"))
+CLOSING = {"FIN_WAIT1", "FIN_WAIT2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT"}
+
+
+def stamp(t: float) -> str:
+    return f"**{t:.3f} s**"
+
+
+def later(dt: float) -> str:
+    ms = dt * 1000
+    return "less than 0.1 ms later" if ms < 0.05 else f"{ms:.1f} ms later" if ms < 1000 else f"{dt:.3f} s later"
+
+
+def code(text: str) -> str:
+    """``text`` as a Markdown code span, quoted as JSON (so a newline shows as \\n)."""
+    text = json.dumps(text, ensure_ascii=False)
+    if "`" not in text:
+        return f"`{text}`"
+    fence = "`" * (max(len(run) for run in re.findall(r"`+", text)) + 1)  # longer than any run inside
+    return f"{fence} {text} {fence}"
+
+
+def and_list(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def seq_end(p: dict) -> int:
+    """The sequence number just after the segment (SYN and FIN count one)."""
+    return p.get("seq", 0) + p.get("len", 0) + len({"SYN", "FIN"} & set(p.get("flags", [])))
