@@ -4,8 +4,8 @@ At every moment the page must agree with the trace, worked out here from the raw
 film model the page is made from): each host's connection state and its colour in the RFC diagram
 (server blue, client red, green where both are), the transition just taken, the packet list's rows and
 current row, each netstat pane's rows and each console's lines. The page must log no error and fetch
-nothing. Screenshots of the handshake, the data exchange and TIME_WAIT are saved under the test's
-artifacts directory (printed, and kept in $TCPLAB_ARTIFACTS when that is set).
+nothing. Screenshots of the handshake, the data exchange and TIME_WAIT are saved in test-artifacts/
+(film-handshake.png, film-data.png, film-time_wait.png), or in $TCPLAB_ARTIFACTS when that is set.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ MOMENT_KINDS = {"step", "shaper", "packet", "kernel", "state", "console"}
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory) -> Path:
-    where = os.environ.get("TCPLAB_ARTIFACTS")
-    path = Path(where) if where else tmp_path_factory.mktemp("film-screenshots")
+def artifacts() -> Path:
+    """Where the screenshots are kept: $TCPLAB_ARTIFACTS, else test-artifacts/ in the checkout (git ignores it)."""
+    path = Path(os.environ.get("TCPLAB_ARTIFACTS") or Path(__file__).resolve().parents[2] / "test-artifacts")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
