@@ -11,6 +11,7 @@ nothing. Screenshots of the handshake, the data exchange and TIME_WAIT are saved
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -264,3 +265,19 @@ def test_film_html_is_self_contained(seed):
     text = (run_dir / "film.html").read_text()
     assert "<script src" not in text and "<link" not in text and "@import" not in text
     assert "https://" not in text and "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+
+
+def test_netstat_timers_count_down_between_netstat_records(browser, seed):
+    run_dir, records, _ = seed
+    tw = next(r for r in records if r["kind"] == "netstat" and any(x["timer"].startswith("timewait") for x in r["rows"]))
+    page = Page(browser, run_dir / "film.html")
+    for later in (0.25, 0.5, 0.75):
+        now = tw["t"] + later
+        page.open(f"#t={now:.9f}")
+        snap = [r for r in records if r["kind"] == "netstat" and r["host"] == tw["host"] and r["t"] <= now][-1]
+        row = next(x for x in snap["rows"] if x["timer"].startswith("timewait"))
+        left = float(row["timer"].split("(")[1].split("/")[0]) - (now - snap["t"])
+        shown = page.page.text_content("#netstat-server pre")
+        got = float(re.search(r"timewait \(([0-9.]+)/", shown).group(1))
+        assert abs(got - left) <= 0.006, (now, got, left)
+    assert page.errors == [] and page.requests == []
