@@ -14,7 +14,10 @@ CLOSED_BY = {  # the end of a connection that did not go through the close hands
     "unknown": "the connection is gone",
 }
 KERNEL = {
-    "retransmit_skb": "a segment it sent was not acknowledged in time: the kernel sends it again",
+    # what the kernel reports, not what left the host: with the lab's delay the wire can carry fewer
+    # copies than these events (the retransmissions in the packet list are the copies that left)
+    "retransmit_skb": "a segment it sent was not acknowledged in time: the kernel retransmits it (the "
+                      "copies that left the host are the packet list's retransmissions)",
     "retransmit_synack": "no ACK has come for its SYN+ACK yet: the kernel sends the SYN+ACK again",
     "send_reset": "the kernel sends a RST: the connection is reset",
     "receive_reset": "a RST arrived: the kernel resets the connection",
