@@ -37,9 +37,13 @@ def seed_run(tmp_path_factory) -> Path:
     return run_dir
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's chromium, headless, driven by playwright (no browser download)."""
+    """Debian's chromium, headless, driven by playwright (no browser download).
+
+    Per module, not per session: playwright's sync API keeps an asyncio loop running in the main
+    thread while it is open, and pyroute2's synchronous classes (later tests) refuse to run there.
+    """
     from playwright import sync_api  # a test dependency (pyproject's test extra): missing is a failure
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is not installed (make test installs it: apt-get install chromium)")
