@@ -255,8 +255,8 @@
     render();
     setHash();
   }
-  function fromHash() {
-    const m = /^#(m|t)=([0-9.]+)$/.exec(location.hash);
+  function fromHash(hash) {
+    const m = /^#(m|t)=([0-9.]+)$/.exec(hash);
     if (!m) return false;
     if (m[1] === "m") goMoment(parseInt(m[2], 10) - 1); else goTime(parseFloat(m[2]));
     return true;
@@ -307,7 +307,11 @@
   $("speed").addEventListener("change", (e) => setSpeed(parseFloat(e.target.value)));
   $("slow").addEventListener("change", (e) => setSlow(e.target.checked));
   $("scrub").addEventListener("input", (e) => { play(false); goTime(interp(scrubAxis, knotTimes, parseFloat(e.target.value))); });
-  window.addEventListener("hashchange", () => { if (playing) play(false); fromHash(); });
+  window.addEventListener("hashchange", () => {
+    const hash = location.hash;  // read first: stopping would write the position it is leaving
+    playing = false;
+    fromHash(hash);
+  });
   document.addEventListener("keydown", (e) => {
     if (e.ctrlKey || e.metaKey || e.altKey) return;  // the browser's own shortcuts (zoom, save)
     if (e.target && (e.target.tagName === "SELECT" || e.target.tagName === "INPUT") && e.key !== " ") return;
@@ -323,5 +327,5 @@
     if (keys[e.key]) { e.preventDefault(); keys[e.key](); }
   });
 
-  if (!fromHash()) render();
+  if (!fromHash(location.hash)) render();
 })();
