@@ -107,3 +107,20 @@ class Lab:
                                  timeout=30)
         subprocess.run([VENV_BIN / "tcplab-controller", "stop", "--config", self.controller_cfg],
                        capture_output=True, timeout=30)
+
+
+def run_in_fresh_lab(root: Path, scenario: dict, timeout: float = 240) -> Path:
+    """Run ``scenario`` once on a fresh pair of namespaces with a real controller and probes; the run
+    directory. Everything is stopped and the namespaces deleted before returning; a failed run fails."""
+    from tests.netns import NetnsPair, require_root
+
+    require_root()
+    with NetnsPair() as pair:
+        lab = Lab(pair, root)
+        try:
+            lab.start()
+            res, run_dir = lab.run_scenario(scenario, timeout=timeout)
+        finally:
+            lab.close()
+    assert res.returncode == 0, res.stderr + res.stdout
+    return run_dir

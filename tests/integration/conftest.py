@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.daemons import Lab
-from tests.netns import NetnsPair, require_root
+from tests.daemons import run_in_fresh_lab
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -22,19 +21,9 @@ def seed_run(tmp_path_factory) -> Path:
     Made once per test session by a real controller and two real probes in fresh namespaces; the
     film's tests (film.html in Chromium, story.md, replay, render) all read it.
     """
-    require_root()
     scenario = yaml.safe_load((REPO / "scenarios" / "seed.yml").read_text())
     scenario.update(name="seed", delay=0.3)
-    root = tmp_path_factory.mktemp("seed-run")
-    with NetnsPair() as pair:
-        lab = Lab(pair, root)
-        try:
-            lab.start()
-            res, run_dir = lab.run_scenario(scenario, timeout=240)
-        finally:
-            lab.close()
-    assert res.returncode == 0, res.stderr + res.stdout
-    return run_dir
+    return run_in_fresh_lab(tmp_path_factory.mktemp("seed-run"), scenario)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 from controller.report import segment_pairs
 from controller.trace import load
 from tests import tshark
-from tests.daemons import HOSTS, Lab
+from tests.daemons import HOSTS, run_in_fresh_lab
 
 pytestmark = pytest.mark.integration
 
@@ -34,19 +34,7 @@ DELAYED = {
 def run_dir(tmp_path_factory):
     """One delayed run shared by the tests of this module (it takes ~25 s)."""
     tshark.require_tshark()
-    from tests.netns import NetnsPair, require_root
-
-    require_root()
-    root = tmp_path_factory.mktemp("analysis-run")
-    with NetnsPair() as pair:
-        lab = Lab(pair, root)
-        try:
-            lab.start()
-            res, _ = lab.run_scenario(DELAYED, timeout=240)
-            assert res.returncode == 0, res.stderr + res.stdout
-        finally:
-            lab.close()
-    return next((root / "runs").iterdir())
+    return run_in_fresh_lab(tmp_path_factory.mktemp("analysis-run"), DELAYED)
 
 
 def packets(recs, host=None):

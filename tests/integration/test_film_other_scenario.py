@@ -14,7 +14,7 @@ import yaml
 
 from controller.film import model
 from controller.trace import load
-from tests.daemons import Lab
+from tests.daemons import run_in_fresh_lab
 from tests.integration.test_film_html import moments_of, step_through
 
 pytestmark = pytest.mark.integration
@@ -24,23 +24,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def client_first_run(tmp_path_factory):
-    from tests.netns import NetnsPair, require_root
-
-    require_root()
     scenario = yaml.safe_load((REPO / "scenarios" / "client-closes-first.yml").read_text())
     # TIME_WAIT's 60 s are the seed run's to wait out; here the run ends with the client in it
     scenario["steps"] = [s for s in scenario["steps"] if s["action"] != "wait"]
     scenario.update(delay=0.3)
-    root = tmp_path_factory.mktemp("client-first")
-    with NetnsPair() as pair:
-        lab = Lab(pair, root)
-        try:
-            lab.start()
-            res, run_dir = lab.run_scenario(scenario, timeout=120)
-        finally:
-            lab.close()
-    assert res.returncode == 0, res.stderr + res.stdout
-    return run_dir
+    return run_in_fresh_lab(tmp_path_factory.mktemp("client-first"), scenario, timeout=120)
 
 
 def test_the_film_knows_who_closed_first(client_first_run):
