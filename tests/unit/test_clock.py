@@ -5,6 +5,7 @@ import random
 import pytest
 
 from controller.clock import ClockEstimate, Exchange, best_per_window, causal_shift, fit
+from tests.records import packet
 
 S = 1_000_000_000
 US = 1_000
@@ -87,12 +88,9 @@ def test_the_best_exchange_of_each_window_is_kept():
 
 
 def test_the_causal_correction_reports_its_bound():
-    def seg(t, host, d, src, flags):
-        return {"t": t, "host": host, "kind": "packet", "dir": d, "src": src, "dst": "x", "flags": flags,
-                "seq": 0, "ack": 0, "len": 0}
     a, b = "10.90.0.1:9090", "10.90.0.2:4000"
-    recs = [seg(1.000, "raspberrypi", "out", b, ["SYN"]), seg(1.0001, "thinkpad", "in", b, ["SYN"]),
-            seg(1.500, "thinkpad", "out", a, ["SYN", "ACK"]), seg(1.5003, "raspberrypi", "in", a, ["SYN", "ACK"])]
+    recs = [packet(1.000, "raspberrypi", "out", b, ["SYN"]), packet(1.0001, "thinkpad", "in", b, ["SYN"]),
+            packet(1.500, "thinkpad", "out", a, ["SYN", "ACK"]), packet(1.5003, "raspberrypi", "in", a, ["SYN", "ACK"])]
     fix = causal_shift(recs, "thinkpad", "raspberrypi", bound_s=200e-6)
     # the packets allow a shift in [-300 us, +100 us]; the pings +-200 us: [-200 us, +100 us]
     assert fix["pairs"] == 2 and fix["shift_s"] == 0.0

@@ -2,6 +2,7 @@ import pytest
 
 from controller.clock import ClockEstimate
 from controller.fleet import Fleet
+from tests.records import packet
 
 
 def test_min_rtt_sample_wins_and_maps_times():
@@ -43,12 +44,9 @@ def test_a_restarted_probe_starts_counting_again():
 def test_causal_shift_moves_a_clock_only_as_far_as_the_packets_demand():
     from controller.clock import causal_shift
 
-    def seg(t, host, d, src, flags):
-        return {"t": t, "host": host, "kind": "packet", "dir": d, "src": src, "dst": "x", "flags": flags,
-                "seq": 0, "ack": 0, "len": 0}
     a, b = "10.90.0.1:9090", "10.90.0.2:4000"
-    recs = [seg(1.000, "raspberrypi", "out", b, ["SYN"]), seg(0.990, "thinkpad", "in", b, ["SYN"]),
-            seg(1.500, "thinkpad", "out", a, ["SYN", "ACK"]), seg(1.530, "raspberrypi", "in", a, ["SYN", "ACK"])]
+    recs = [packet(1.000, "raspberrypi", "out", b, ["SYN"]), packet(0.990, "thinkpad", "in", b, ["SYN"]),
+            packet(1.500, "thinkpad", "out", a, ["SYN", "ACK"]), packet(1.530, "raspberrypi", "in", a, ["SYN", "ACK"])]
     fix = causal_shift(recs, "thinkpad", "raspberrypi")
     # raspberrypi's SYN left at 1.000 but arrived at 0.990: raspberrypi must move back >= 10 ms,
     # and the SYN-ACK (1.500 -> 1.530) allows at most 30 ms back
