@@ -7,6 +7,9 @@
     tcplab render RUN_DIR                               (the film's files again, from trace.jsonl alone)
     tcplab replay RUN_DIR [--speed X] [--slow] [--max-gap S]   (the run played again in the terminal)
     tcplab watch [--runs DIR] [--since-now] [--until-pid PID]  (the terminal film of a run being filmed)
+    tcplab diff RUN_A RUN_B [--json]                    (what differs between two runs, step by step)
+    tcplab doctor [-i INVENTORY] [--json]               (what each lab host's kernel offers the lab)
+    tcplab --version
 
 Exit codes: 0 success; 1 the run or the action failed; 2 bad input (a flag, a scenario file);
 3 the controller is not reachable.
@@ -145,14 +148,32 @@ def _watch(args: argparse.Namespace) -> int:
     return watch.main(args.runs, args.since_now, args.until_pid, args.steps, args.scenario)
 
 
+# Subcommands with a command line of their own: the module's main(argv) parses the rest.
+DELEGATED = {
+    "lab": "controller.testbed.cli",
+    "film": "controller.playbook",
+    "diff": "controller.diff",
+    "doctor": "controller.doctor",
+}
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+    try:
+        return dist_version("tcplab")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["lab"]:
-        from controller.testbed.cli import main as lab_main
-        return lab_main(argv[1:])
-    if argv[:1] == ["film"]:
-        from controller.playbook import main as film_main
-        return film_main(argv[1:])
+    if argv[:1] in (["--version"], ["-V"]):
+        print(f"tcplab {version()}")
+        return 0
+    if argv[:1] and argv[0] in DELEGATED:
+        import importlib
+        return importlib.import_module(DELEGATED[argv[0]]).main(argv[1:])
     parser = argparse.ArgumentParser(prog="tcplab", description="Film a TCP connection in slow motion.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a scenario on the running controller")
@@ -164,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--controller-home", default=str(DEFAULT_HOME), help="the controller's home directory")
     sub.add_parser("lab", help="the embedded testbed: lab up|down|status")
     sub.add_parser("film", help="run lab.yml (testbed, provisioning, film) through ansible-runner")
+    sub.add_parser("diff", help="compare two runs step by step: states, segments, kernel events")
+    sub.add_parser("doctor", help="what each lab host's kernel offers: shaping backends, tracepoints, clock")
+    parser.add_argument("--version", "-V", action="store_true", help="print tcplab's version")
     render = sub.add_parser("render", help="make a run's film files again from its trace.jsonl alone")
     render.add_argument("run_dir", help="a run directory, e.g. runs/20261123-210231-seed")
     replay = sub.add_parser("replay", help="play a run again in the terminal, moment by moment")
