@@ -30,7 +30,7 @@ from controller import report, scenario
 from controller.film.render import render_all
 from controller.fleet import Fleet
 from controller.run import Run, new_run_dir
-from controller.sequencer import Sequencer
+from controller.sequencer import Sequencer, refusal
 from controller.trace import load as load_trace
 from probe import logs, pidfile, wire
 
@@ -78,6 +78,10 @@ class Controller:
     def lab_ip(self, host: str) -> str | None:
         link = self.fleet.probes.get(host)
         return link.lab_ip if link else None
+
+    def lab_port(self, host: str) -> int | None:
+        link = self.fleet.probes.get(host)
+        return link.hello.get("port") if link else None
 
     def connected(self, host: str) -> bool:
         link = self.fleet.probes.get(host)
@@ -233,6 +237,11 @@ class Controller:
         except (scenario.ScenarioError, TypeError, ValueError) as e:
             await self._reply(ident, "done", {"ok": False, "error": str(e)})
             return
+        refused = refusal(scn, self)
+        if refused:  # before a run directory, a step or a command: nothing has started
+            log.warning("run_refused", scenario=scn.name, error=refused)
+            await self._reply(ident, "done", {"ok": False, "error": refused})
+            return
         for host in scn.hosts:
             if self.connected(host):
                 await self.sync_clock(host)
@@ -259,7 +268,7 @@ class Controller:
             path = run.trace.finish()
             run.close()
             info = {"run_id": run.id, "ok": ok, "error": seq.error, "failed_step": seq.failed_step,
-                    "scenario": scn.to_dict(), "delay_s": scn.delay, "started_unix": started,
+                    "scenario": scn.to_dict(), "delay_s": scn.delay, "port": seq.port, "started_unix": started,
                     "duration_s": round(time.time() - started, 3),
                     "hosts": {h: {"lab_ip": self.lab_ip(h), "shaper_backend": run.backends.get(h),
                                   "packets": run.packets.get(h, 0),

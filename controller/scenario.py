@@ -3,7 +3,7 @@
 A scenario is YAML::
 
     name: seed
-    port: 9090              # the lab port (informational; probes are configured with it)
+    port: 9090              # optional: the lab port this scenario was written for
     delay: 3.0              # seconds of egress delay on the lab port while shaping is on
     steps:
       - action: shape       # shape | listen | connect | send | close | abort | wait
@@ -27,6 +27,12 @@ An expectation is ``HOST STATE`` (HOST's connection reaches STATE after the step
 refers to the listening socket, every other state to a connection socket) or
 ``HOST prints TEXT`` (a line TEXT appears on HOST's nc console). A step fails when its
 expectations are not all met within ``timeout`` seconds (default: 10 s + 5 x delay).
+
+The lab port has one source: each probe's configuration (``tcplab_lab_port`` in the inventory,
+``port:`` in probe.yml), on which the probe listens, shapes and captures, and which it reports in
+its hello. A scenario without ``port`` runs on that port. A scenario with ``port`` states the port
+it was written for; the sequencer refuses to start it (before any step) when a probe's port
+differs (:func:`port_conflict`), so a client can never connect to a port nobody shapes or captures.
 """
 
 from __future__ import annotations
@@ -80,7 +86,7 @@ class Scenario:
     name: str
     steps: tuple[Step, ...]
     delay: float = 3.0
-    port: int = 9090
+    port: int | None = None   # None: the probes' port
     description: str = ""
     hosts: tuple[str, ...] = field(default=())
 
@@ -111,6 +117,22 @@ def _step_dict(s: Step) -> dict:
     if s.expect:
         d["expect"] = [str(e) for e in s.expect]
     return d
+
+
+def port_conflict(scn: Scenario, ports: dict[str, int | None], source: str | None = None) -> str | None:
+    """Why the scenario cannot run on probes configured with ``ports`` (host -> the port its hello
+    reported), or None. The probes must agree on one port, and a scenario's own ``port`` must be it."""
+    where = source or f"scenario {scn.name}"
+    unknown = sorted(h for h, p in ports.items() if not isinstance(p, int))
+    if unknown:
+        return f"{', '.join(unknown)} did not report its lab port in its hello (an older probe?)"
+    for host, port in ports.items():
+        if scn.port is not None and port != scn.port:
+            return (f"{where} has port {scn.port} but {host} listens, shapes and captures on port {port} "
+                    "(tcplab_lab_port in the inventory): make them equal, or leave port out of the scenario")
+    if len(set(ports.values())) > 1:
+        return "the probes disagree on the lab port: " + ", ".join(f"{h} {p}" for h, p in sorted(ports.items()))
+    return None
 
 
 def load(path: str | Path) -> Scenario:
@@ -199,8 +221,8 @@ def parse(data: object, source: str = "scenario") -> Scenario:
     if not isinstance(name, str) or not wire.HOST_RE.match(name):
         raise ScenarioError(f"{source}: 'name' must be a simple word (letters, digits, - _ .), got {name!r}")
     delay = _number(data.get("delay", 3.0), f"{source}: delay", 0, MAX_DELAY_S)
-    port = data.get("port", 9090)
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+    port = data.get("port")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
         raise ScenarioError(f"{source}: port must be 1..65535, got {port!r}")
     steps_raw = data.get("steps")
     if not isinstance(steps_raw, list) or not steps_raw:

@@ -6,6 +6,11 @@ timeout passes; then a ``step`` record ``ok`` or ``failed`` with an error naming
 step and what was observed instead. The first failed step ends the run. Whatever happened, the
 sequencer then ends every nc and clears every host's shaping, and waits for a ``sync`` from each
 probe so that all their events are in before the trace is closed.
+
+Before the first step it checks the lab port (controller.scenario.port_conflict): every probe
+reports the port it listens, shapes and captures on in its hello, and a scenario whose ``port``
+differs is refused with one line naming both ports; nothing is sent to a probe then. A connect
+goes to that one port, so the inventory's ``tcplab_lab_port`` is the port's single source.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Awaitable, Callable, Protocol
 import structlog
 
 from controller.run import Run
-from controller.scenario import Scenario, Step
+from controller.scenario import Scenario, Step, port_conflict
 
 log = structlog.get_logger("controller.sequencer")
 
@@ -31,7 +36,22 @@ class Bus(Protocol):
 
     def lab_ip(self, host: str) -> str | None: ...
     def connected(self, host: str) -> bool: ...
+    def lab_port(self, host: str) -> int | None: ...   # the port the probe's hello reported
     async def command(self, host: str, action: str, args: dict, timeout: float) -> dict: ...
+
+
+def refusal(scn: Scenario, bus: Bus) -> str | None:
+    """Why the scenario cannot start on these probes (one line), or None: a host not connected, or a
+    lab port that is not the probes' (the controller asks before it makes a run directory)."""
+    missing = [h for h in scn.hosts if not bus.connected(h)]
+    if missing:
+        return f"not connected to the controller: {', '.join(missing)}"
+    return port_conflict(scn, {h: bus.lab_port(h) for h in scn.hosts})
+
+
+def run_port(scn: Scenario, bus: Bus) -> int | None:
+    """The lab port of a run that :func:`refusal` let through: the probes' (which equals the scenario's)."""
+    return next((bus.lab_port(h) for h in scn.hosts), scn.port)
 
 
 class Sequencer:
@@ -43,17 +63,19 @@ class Sequencer:
         self.progress = progress
         self.error: str | None = None
         self.failed_step: int | None = None
+        self.port: int | None = scenario.port   # the lab port the run uses, once checked
 
     async def _report(self, **body) -> None:
         if self.progress is not None:
             await self.progress(body)
 
     async def execute(self) -> bool:
-        missing = [h for h in self.scenario.hosts if not self.bus.connected(h)]
-        if missing:
-            self.error = f"not connected to the controller: {', '.join(missing)}"
+        self.error = refusal(self.scenario, self.bus)
+        if self.error:
+            log.warning("run_refused", error=self.error)
             await self._report(event="run_failed", error=self.error)
             return False
+        self.port = run_port(self.scenario, self.bus)
         try:
             for step in self.scenario.steps:
                 await self._step(step)
@@ -106,7 +128,7 @@ class Sequencer:
             if not ip:
                 raise StepFailed(f"step {step.index} (connect on {step.target}): {step.to} is not connected, "
                                  "so its address is unknown")
-            return {"ip": ip, "port": self.scenario.port}
+            return {"ip": ip, "port": self.port}
         if step.action == "send":
             return {"text": step.text}
         return {}

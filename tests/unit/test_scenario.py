@@ -75,3 +75,16 @@ def test_expectation_spellings():
     s = scenario.parse(steps({"action": "wait", "expect": ["a syn_recv", "b prints Hello world", "a TCP_CLOSE"]}))
     e = s.steps[0].expect
     assert (e[0].state, e[1].text, e[2].state) == ("SYN_RECEIVED", "Hello world", "CLOSED")
+
+
+def test_the_lab_port_is_the_probes_unless_the_scenario_names_another():
+    doc = {"name": "x", "steps": [{"action": "listen", "host": "thinkpad"}]}
+    free = scenario.parse(doc)
+    assert free.port is None and scenario.parse(free.to_dict()).port is None
+    assert scenario.port_conflict(free, {"thinkpad": 9191}) is None
+    pinned = scenario.parse({**doc, "port": 9090}, source="scenarios/x.yml")
+    assert scenario.port_conflict(pinned, {"thinkpad": 9090}) is None
+    why = scenario.port_conflict(pinned, {"thinkpad": 9091}, source="scenarios/x.yml")
+    assert why.startswith("scenarios/x.yml has port 9090 but thinkpad listens, shapes and captures on port 9091")
+    assert "disagree" in scenario.port_conflict(free, {"thinkpad": 9090, "raspberrypi": 9091})
+    assert "did not report" in scenario.port_conflict(free, {"thinkpad": None})
