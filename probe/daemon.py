@@ -191,8 +191,10 @@ class Probe:
     async def execute(self, action: str, args: dict) -> dict:
         if action == "shape":
             if args.get("clear"):
-                await self._shaper(self.shaper.clear)
-                self.emit({"kind": "shaper", "backend": None, "delay_ms": 0, "loss_pct": 0})
+                was = self.shaper.backend
+                counters = await self._shaper(self.shaper.clear)
+                self.emit({"kind": "shaper", "backend": None, "delay_ms": 0, "loss_pct": 0,
+                           "cleared": was, "counters": counters})
                 return {"backend": None}
             delay_ms, loss = int(round(args.get("delay_ms", 0))), args.get("loss_pct", 0)
             backend = await self._shaper(self.shaper.apply, delay_ms=delay_ms, loss_pct=loss)

@@ -45,8 +45,8 @@ def handle(shaper: Shaper, req: dict) -> dict:
             backend = shaper.apply(req["delay_ms"], req.get("loss_pct", 0))
         return {"backend": backend, "events": [{k: str(v) for k, v in e.items()} for e in events]}
     if op == "clear":
-        shaper.clear()
-        return {"backend": shaper.backend}
+        counters = shaper.clear()
+        return {"backend": shaper.backend, "counters": counters}
     if op == "sweep":
         return {"removed": sweep(shaper.ifname, shaper.port)}
     if op == "stats":

@@ -74,11 +74,20 @@ class Shaper:
         log.info("shaper_backend_chosen", backend=impl.name, reason=reason, ifname=self.ifname, port=self.port)
         return impl.name
 
-    def clear(self) -> None:
-        """Remove everything this shaper made; safe to call any number of times."""
+    def clear(self) -> dict:
+        """Remove everything this shaper made; safe to call any number of times. Returns the
+        backend's counters read just before (``shaped_packets``: the lab port's packets that went
+        through the delay; netem also ``all_packets``, everything the interface sent), or {}."""
         impl, self._impl = self._impl, None
-        if impl is not None:
-            impl.clear()
+        if impl is None:
+            return {}
+        try:
+            counters = impl.counters()
+        except Exception as e:  # counters are evidence, not a reason to leave the delay on
+            log.warning("shaper_counters_unreadable", backend=impl.name, error=str(e))
+            counters = {}
+        impl.clear()
+        return counters
 
     def __enter__(self) -> "Shaper":
         return self

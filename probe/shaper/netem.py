@@ -125,6 +125,17 @@ class NetemBackend:
             log.info("netem_cleared", ifname=self.ifname, port=self.port)
         return removed
 
+    def counters(self) -> dict:
+        """What went through the layout so far, as ``tc -s qdisc`` counts it: the root prio 1: saw
+        every packet the interface sent, netem 20: (band 1:2) only the lab port's."""
+        with _ipr() as ipr:
+            stats = qdisc_stats(ipr, _index(ipr, self.ifname))
+        root, lab = stats.get(PRIO_HANDLE, {}), stats.get(NETEM_HANDLE, {})
+        return {"all_packets": root.get("packets", 0), "all_bytes": root.get("bytes", 0),
+                "shaped_packets": lab.get("packets", 0), "shaped_bytes": lab.get("bytes", 0),
+                "shaped_drops": lab.get("drops", 0)}
+
+
     def _ensure(self, ipr: IPRoute, index: int, req: TcRequest) -> bool:
         """Run one request like ensure(); True when it created our root qdisc."""
         try:
@@ -172,6 +183,15 @@ def read_port_filters(ipr: IPRoute, index: int, parent: int = PRIO_HANDLE) -> di
         if len(keys) == 1:
             found[f["handle"]] = keys[0]
     return found
+
+
+def qdisc_stats(ipr: IPRoute, index: int) -> dict[int, dict]:
+    """{handle: {packets, bytes, drops}} of every qdisc on the interface (``tc -s qdisc show``)."""
+    out = {}
+    for q in ipr.get_qdiscs(index=index):
+        st = q.get_attr("TCA_STATS") or {}
+        out[q["handle"]] = {k: int(st.get(k, 0)) for k in ("packets", "bytes", "drops")}
+    return out
 
 
 def is_ours(ipr: IPRoute, index: int, need_netem: bool = True) -> bool:

@@ -44,6 +44,12 @@ class NfqueueBackend:
         log.info("nfqueue_applied", ifname=self.ifname, port=self.port, queue_num=self.queue_num,
                  delay_ms=delay_ms, loss_pct=loss_pct)
 
+    def counters(self) -> dict:
+        """What the delay line did so far: packets queued to it (only the lab port's reach it)."""
+        counts = dict(self.line.counts) if self.line is not None else {}
+        return {"shaped_packets": counts.get("queued", 0), "shaped_drops": counts.get("dropped", 0),
+                **{k: v for k, v in counts.items() if k not in ("queued", "dropped")}}
+
     def clear(self) -> bool:
         removed = self.rule.remove()
         if self.line is not None:

@@ -161,8 +161,14 @@ def test_fallback_delays_only_the_port_both_ways(netns_pair, agents, listeners):
     assert connects(b, a.ip, OTHER)[0] < 0.05
 
     for s in (sa, sb):
-        assert s.call("clear")["backend"] is None
-        s.call("clear")  # idempotent
+        cleared = s.call("clear")
+        assert cleared["backend"] is None
+        # what went through the delay line: at least each connect's SYN (b) or SYN-ACK (a), and
+        # a's 100 % loss dropped its SYN-ACKs (b had no loss)
+        counters = cleared["counters"]
+        assert counters["shaped_packets"] >= 3, cleared
+        assert (counters["shaped_drops"] >= 1) == (s is sa), cleared
+        assert s.call("clear")["counters"] == {}  # idempotent, nothing left to count
     assert connects(b, a.ip, PORT)[0] < 0.05
     assert_clean(a)
     assert_clean(b)
