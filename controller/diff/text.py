@@ -79,7 +79,7 @@ def render(diff: RunDiff, everything: bool = False) -> str:
                 out.append(f"    {side.upper()}'s error: {step.error}")
         if rows:
             width = _width(rows)
-            out.append(f"  {'':<8} {'':<14} {'A':<{width + 16}} | B")
+            out.append(f"    {'':<8} {'':<14} {'A':<{width + 16}} | B")
             out += ["  " + row_text(r, width, diff.tolerance_s) for r in rows]
         else:
             out.append(f"  the same: {len(s.rows)} item{'s' if len(s.rows) != 1 else ''}"
