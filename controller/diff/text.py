@@ -44,7 +44,8 @@ def row_text(r: Row, width: int, tol: float) -> str:
 def _step_heading(s: StepDiff) -> str:
     d = s.a or s.b
     title = "before the first step" if s.index == 0 else f"Step {s.index} {d.action} on {d.target}"
-    status = {x: (getattr(s, x).status or "-") if getattr(s, x) else "absent" for x in ("a", "b")}
+    status = {x: {"start": "not finished", "": "-"}.get(getattr(s, x).status, getattr(s, x).status)
+              if getattr(s, x) else "absent" for x in ("a", "b")}
     if s.a and s.b and (s.a.action, s.a.target) != (s.b.action, s.b.target):
         title += f" (B: {s.b.action} on {s.b.target})"
     line = f"{title}: A {status['a']}, B {status['b']}" if s.index else title

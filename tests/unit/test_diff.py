@@ -218,3 +218,12 @@ def test_the_command_line_exit_codes(tmp_path):
     bad = run(FAST, SLOW, "--time-tolerance", "-1")
     assert bad.returncode == 2 and "--time-tolerance" in bad.stderr
     assert run(FAST).returncode == 2
+
+
+def test_a_run_cut_short_has_its_missing_steps_reported(capsys, tmp_path):
+    cut = write_run(tmp_path, "cut", load(SLOW)[:80])  # ends inside step 5 (a crashed controller's trace)
+    code, out, _ = diff(capsys, SLOW, cut)
+    assert code == 1
+    assert "! Step 5 send on client: A ok, B not finished" in out and "! Step 9 shape on server,client: A ok, B absent" in out
+    code, report = as_json(capsys, SLOW, cut)
+    assert report["counts"]["step"] == 5 and "only_b" not in report["counts"]
