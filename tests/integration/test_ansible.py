@@ -1,5 +1,6 @@
 """Ansible: every inventory parses and lab.yml passes --syntax-check against it; the testbed play
-is idempotent on the real embedded lab (a second run reports nothing changed).
+is idempotent on the real embedded lab (a second run reports nothing changed); ``lab.yml --check`` on
+a fresh control node, with an inventory kept outside inventory/, fails nothing and changes nothing.
 
 Nothing here reaches the vagrant or physical targets: for them only --syntax-check and
 ansible-inventory run, which read files and never connect.
@@ -78,7 +79,7 @@ def test_testbed_play_is_idempotent(tmp_path: Path) -> None:
 
         second = ansible("ansible-playbook", "playbooks/testbed.yml", "-e", extra)
         assert second.returncode == 0, second.stdout + second.stderr
-        assert recap(second.stdout)["localhost"] == {"ok": 2, "changed": 0, "unreachable": 0, "failed": 0}
+        assert recap(second.stdout)["localhost"] == {"ok": 3, "changed": 0, "unreachable": 0, "failed": 0}
 
         # the same play through ansible-runner (what `tcplab film` uses): still nothing changes
         from controller.playbook import run_lab
@@ -100,3 +101,29 @@ def test_testbed_play_is_idempotent(tmp_path: Path) -> None:
     # nothing this test started is still running (other tests may build their own testbed meanwhile)
     left = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
     assert home not in left
+
+
+@pytest.mark.integration
+def test_check_mode_on_a_fresh_control_node_fails_nothing_and_changes_nothing(tmp_path: Path) -> None:
+    """No lab, no tcplab home, no wheelhouse, and the inventory outside inventory/ (the shared settings
+    are the tcplab role's defaults, so they do not depend on where the inventory lives)."""
+    require_root()
+    elsewhere = tmp_path / "my-inventories"
+    elsewhere.mkdir()
+    (elsewhere / "netns.yml").write_text((REPO / "inventory" / "netns.yml").read_text())
+    home, wheels, runs = tmp_path / "home", tmp_path / "wheelhouse", tmp_path / "runs"
+    extra = json.dumps({"tcplab_home": str(home), "tcplab_wheelhouse": str(wheels), "tcplab_runs_dir": str(runs),
+                        "tcplab_testbed_command": TESTBED_COMMAND, "tcplab_delay": 0.3})
+    netns_before = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    r = ansible("ansible-playbook", "-i", str(elsewhere / "netns.yml"), "lab.yml", "--check", "-e", extra)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    stats = recap(r.stdout)
+    assert stats["localhost"]["ok"] >= 10 and not any(s["failed"] or s["unreachable"] for s in stats.values())
+    # the lab hosts were not there to reach, and were skipped rather than failed
+    assert all(stats.get(h, {}).get("ok", 0) == 0 for h in ("thinkpad", "raspberrypi")), stats
+    assert "PLAY [Provision a probe on every lab host]" in r.stdout
+    # nothing was made: no home, no wheels, no runs, no namespaces, no daemon
+    assert not home.exists() and not wheels.exists() and not runs.exists()
+    assert subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout == netns_before
+    left = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    assert str(home) not in left

@@ -1,0 +1,115 @@
+"""The roles assume nothing about the embedded target: ``lab.yml`` with ``inventory/physical.yml``
+(a laptop's wlp5s0 and a Pi's wlan0), its addresses, interfaces and users overridden with ``-e`` to
+point at the namespaces, builds the netns testbed, provisions, films and keeps the lab; a second
+provisioning run through ansible-runner (what ``tcplab film`` uses) changes nothing; the teardown play
+then stops everything it started, with the roles' own variables.
+
+One lab is built for the module (about 2 minutes): run it under the lab lock,
+``flock /tmp/tcplab-dev/lab.lock .venv/bin/pytest tests/integration/test_ansible_physical.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from structlog.testing import capture_logs
+
+from tests.integration.test_ansible import TESTBED_COMMAND, ansible, recap
+from tests.netns import require_root
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+INVENTORY = "inventory/physical.yml"
+# Every value physical.yml asks a user to edit, pointed at the embedded lab's namespaces.
+POINT_AT_NAMESPACES = {
+    "tcplab_laptop_address": "10.90.0.1", "tcplab_laptop_iface": "eth0", "tcplab_laptop_user": "root",
+    "tcplab_pi_address": "10.90.0.2", "tcplab_pi_iface": "eth0", "tcplab_pi_user": "root",
+    "tcplab_become": False, "tcplab_controller_ip": "10.90.0.254",
+    # the namespaces are x86 and have no route to a mirror or to PyPI
+    "tcplab_probe_install_from": "wheelhouse", "tcplab_probe_apt_update_cache": False,
+    # and the first play builds them
+    "tcplab_testbed": "netns",
+}
+
+
+def overrides(home: Path, runs: Path) -> dict:
+    return {
+        **POINT_AT_NAMESPACES,
+        # the testbed's own key pair and known_hosts (`tcplab lab up` writes them)
+        "ansible_ssh_private_key_file": f"{home}/testbed/id_ed25519",
+        "ansible_ssh_common_args": (f"-o UserKnownHostsFile={home}/testbed/known_hosts "
+                                    "-o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"),
+        "tcplab_home": str(home), "tcplab_runs_dir": str(runs),
+        "tcplab_testbed_command": TESTBED_COMMAND,
+        "tcplab_delay": 0.3, "tcplab_keep_lab": True,
+    }
+
+
+def _lab_is_up() -> bool:
+    return "tcplab-thinkpad" in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory):
+    require_root()
+    if _lab_is_up():
+        pytest.skip("an embedded testbed is already up (someone else's): not touching it")
+    d = tmp_path_factory.mktemp("physical")
+    home, runs = d / "home", d / "runs"
+    extra = overrides(home, runs)
+    try:
+        first = ansible("ansible-playbook", "-i", INVENTORY, "lab.yml", "-e", json.dumps(extra), timeout=600)
+        yield {"home": home, "runs": runs, "extra": extra, "first": first, "dir": d}
+    finally:
+        subprocess.run([*TESTBED_COMMAND, "down", "--json"], cwd=REPO, capture_output=True, text=True,
+                       env={**os.environ, "TCPLAB_HOME": str(home)}, timeout=120)
+
+
+def test_physical_inventory_with_overrides_films_on_the_namespaces(lab: dict) -> None:
+    first = lab["first"]
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    stats = recap(first.stdout)
+    assert set(stats) == {"localhost", "thinkpad", "raspberrypi"}
+    assert not any(s["failed"] or s["unreachable"] for s in stats.values()), stats
+    # the overrides reached the roles: each probe's configuration names the namespace's interface
+    for host, ip in (("thinkpad", "10.90.0.1"), ("raspberrypi", "10.90.0.2")):
+        cfg = yaml.safe_load((lab["home"] / "hosts" / host / "probe.yml").read_text())
+        assert (cfg["lab_iface"], cfg["lab_ip"]) == ("eth0", ip)
+        assert cfg["controller"] == "tcp://10.90.0.254:5555"
+    # and the film play shows this run's own directory and summary
+    (run_dir,) = [p for p in lab["runs"].iterdir() if p.is_dir()]
+    assert f"run directory: {run_dir}" in first.stdout
+    assert (run_dir / "summary.txt").read_text().splitlines()[0] in first.stdout
+
+
+def test_a_second_provisioning_run_changes_nothing(lab: dict) -> None:
+    assert lab["first"].returncode == 0, "the first run failed: see the test above"
+    from controller.playbook import run_lab
+    with capture_logs() as logs:
+        rc = run_lab(playbook="playbooks/provision.yml", inventory=INVENTORY, extravars=lab["extra"],
+                     private_data_dir=lab["dir"] / "runner")
+    assert rc == 0, [e for e in logs if e["event"] in ("task_failed", "host_unreachable")]
+    changed = [(e["host"], e["task"]) for e in logs if e["event"] == "task_ok" and e["changed"]]
+    assert not changed, changed
+    (stats,) = [e for e in logs if e["event"] == "playbook_recap"]
+    assert set(stats["ok"]) == {"localhost", "thinkpad", "raspberrypi"}
+    assert not any(stats["changed"].values()) and not stats["failures"] and not stats["unreachable"]
+
+
+def test_teardown_stops_what_the_roles_started(lab: dict) -> None:
+    home = lab["home"]
+    extra = {**lab["extra"], "tcplab_keep_lab": False}
+    r = ansible("ansible-playbook", "-i", INVENTORY, "playbooks/teardown.yml", "-e", json.dumps(extra))
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    stats = recap(r.stdout)
+    assert stats["localhost"]["changed"] >= 1 and not any(s["failed"] for s in stats.values()), stats
+    assert not _lab_is_up()
+    # no probe, controller or sshd of this lab is still running
+    left = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    assert str(home) not in left, left
