@@ -1,0 +1,20 @@
+"""What each lab host installs, prepared on the control node (the probe's install path).
+
+The control node builds the project's wheel once (``project``) and, for every *install set* a lab
+host needs (``targets``: its CPU, its python, its Debian release, online or offline), one archive
+(``bundle``) holding the dependencies' wheels from PyPI (``pypi``) and, where PyPI has no wheel for
+that CPU or the host has no internet, Debian's packages with their closure as a local apt repository
+(``debian``). A host unpacks and installs its archive with ``hostinstall`` (stdlib only, run by the
+host's own python): no index, no internet, no compiler.
+
+    python -m controller.wheelhouse wheel   --repo . --wheelhouse .cache/wheelhouse
+    python -m controller.wheelhouse prepare --repo . --wheelhouse .cache/wheelhouse \\
+        --set aarch64-py3.11-bookworm --set armv7l-py3.11-bookworm-offline --apt netcat-openbsd
+
+Both print one JSON object (``changed``, paths) for Ansible; nothing is rebuilt when its
+fingerprint matches the last build's.
+"""
+
+
+class WheelhouseError(Exception):
+    """The root of every error this package raises: the message is one line, meant for the user."""

@@ -1,0 +1,138 @@
+"""The project's own wheel: built from exactly the files its fingerprint covers, one kept.
+
+The fingerprint hashes the path and content of every file that can go into the wheel: pyproject.toml,
+the README (the wheel's METADATA carries it) and every file under the packages (``probe``,
+``controller``), not only ``*.py``: package data such as ``controller/film/assets/*.js`` counts too.
+The wheel is built from a copy of those files alone, so what is hashed is what is shipped (an in-tree
+build would also pick up a stale ``build/lib`` left by an earlier build). ``SOURCE_DATE_EPOCH`` is
+fixed, so the same sources give the same bytes.
+
+The wheelhouse keeps one project wheel, the one just built, with its fingerprint beside it in
+``project.json``: whoever installs names that file, never "the first tcplab-*.whl found".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from email.parser import Parser
+from pathlib import Path
+
+import structlog
+
+from controller.wheelhouse import WheelhouseError
+
+log = structlog.get_logger("tcplab.wheelhouse")
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGES = ("probe", "controller")
+TOP_FILES = ("pyproject.toml", "README.md")
+_SKIP_DIRS = {"__pycache__"}
+_SKIP_SUFFIXES = (".pyc", ".pyo")
+
+
+@dataclass(frozen=True)
+class ProjectWheel:
+    path: Path
+    fingerprint: str
+    sha256: str
+
+    def requires(self) -> list[str]:
+        """The wheel's Requires-Dist lines: what the probe needs, with their markers."""
+        with zipfile.ZipFile(self.path) as z:
+            meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+            msg = Parser().parsestr(z.read(meta).decode())
+        return list(msg.get_all("Requires-Dist") or [])
+
+
+def source_files(repo: Path) -> list[Path]:
+    """Every file that may go into the wheel, relative to ``repo``, sorted."""
+    files = [Path(f) for f in TOP_FILES if (repo / f).is_file()]
+    for pkg in PACKAGES:
+        for p in (repo / pkg).rglob("*"):
+            rel = p.relative_to(repo)
+            if p.is_file() and not _SKIP_DIRS.intersection(rel.parts) and not p.name.endswith(_SKIP_SUFFIXES):
+                files.append(rel)
+    return sorted(files)
+
+
+def fingerprint(repo: Path, files: list[Path] | None = None) -> str:
+    h = hashlib.sha256()
+    for rel in files if files is not None else source_files(repo):
+        h.update(str(rel).encode() + b"\0")
+        h.update(hashlib.sha256((repo / rel).read_bytes()).digest())
+    return h.hexdigest()
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def current(wheelhouse: Path) -> ProjectWheel | None:
+    """The wheel the last build left, if it is still there."""
+    try:
+        rec = json.loads((wheelhouse / "project" / "project.json").read_text())
+        path = wheelhouse / "project" / rec["wheel"]
+        if path.is_file():
+            return ProjectWheel(path, rec["fingerprint"], rec["sha256"])
+    except (OSError, ValueError, KeyError):
+        pass
+    return None
+
+
+def ensure_wheel(repo: Path, wheelhouse: Path, check: bool = False) -> tuple[ProjectWheel | None, bool]:
+    """The project's wheel for the sources as they are now, and whether it had to be built.
+    ``check``: build nothing, return (the current wheel or None, whether it would be built)."""
+    files = source_files(repo)
+    fp = fingerprint(repo, files)
+    have = current(wheelhouse)
+    if have and have.fingerprint == fp:
+        return have, False
+    if check:
+        return None, True
+    outdir = wheelhouse / "project"
+    outdir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tcplab-wheel-", dir=wheelhouse) as tmp:
+        src, dist = Path(tmp) / "src", Path(tmp) / "dist"
+        for rel in files:
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(repo / rel, src / rel)
+        _pip_wheel(src, dist)
+        built = sorted(dist.glob("*.whl"))
+        if len(built) != 1:
+            raise WheelhouseError(f"pip wheel made {len(built)} wheels of the project, expected 1")
+        for old in outdir.glob("*.whl"):
+            old.unlink()
+        wheel = outdir / built[0].name
+        shutil.move(str(built[0]), wheel)
+    pw = ProjectWheel(wheel, fp, sha256_of(wheel))
+    tmp_rec = outdir / "project.json.tmp"
+    tmp_rec.write_text(json.dumps({"wheel": wheel.name, "fingerprint": fp, "sha256": pw.sha256}) + "\n")
+    tmp_rec.replace(outdir / "project.json")
+    log.info("project_wheel_built", wheel=wheel.name, files=len(files), fingerprint=fp[:12])
+    return pw, True
+
+
+def _pip_wheel(src: Path, dist: Path) -> None:
+    cmd = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dist), str(src)]
+    env = {**_clean_env(), "SOURCE_DATE_EPOCH": "315532800"}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        raise WheelhouseError(f"pip wheel of the project failed (exit {r.returncode}): {last}")
+
+
+def _clean_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
