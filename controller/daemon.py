@@ -271,6 +271,7 @@ class Controller:
                     "scenario": scn.to_dict(), "delay_s": scn.delay, "port": seq.port, "started_unix": started,
                     "duration_s": round(time.time() - started, 3),
                     "hosts": {h: {"lab_ip": self.lab_ip(h), "shaper_backend": run.backends.get(h),
+                                  "shaper_counters": run.shaper_counters.get(h),
                                   "packets": run.packets.get(h, 0),
                                   "capture": run.capture_stats.get(h),
                                   "clock": alignment.get(h, {})}

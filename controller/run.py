@@ -23,7 +23,7 @@ _FIELDS = {
     "packet": ("dir", "src", "dst", "flags", "seq", "ack", "len", "payload", "win", "frame_len"),
     "console": ("text", "stream"),
     "netstat": ("rows",),
-    "shaper": ("backend", "delay_ms", "loss_pct"),
+    "shaper": ("backend", "delay_ms", "loss_pct", "cleared", "counters"),
     "kernel": ("event", "local", "remote", "state"),
 }
 
@@ -54,6 +54,7 @@ class Run:
         self.captures = Captures(run_dir, hosts)  # <host>.pcapng, the analysis, merged.pcapng
         self.changed = asyncio.Condition()
         self.backends: dict[str, str | None] = {}
+        self.shaper_counters: dict[str, dict] = {}  # what went through each host's delay, read at its clear
         self.packets = {h: 0 for h in hosts}
         self.capture_stats: dict[str, dict] = {}
         self._stamped: list[tuple[dict, int]] = []  # (record, probe t_ns): mapped again at the end
@@ -85,6 +86,8 @@ class Run:
             self.packets[host] += 1
         elif kind == "shaper" and body.get("backend"):  # a later clear keeps the record of what was used
             self.backends[host] = body["backend"]
+        elif kind == "shaper" and isinstance(body.get("counters"), dict) and body["counters"]:
+            self.shaper_counters[host] = body["counters"]
         await self.add(rec)
 
     async def add(self, rec: dict) -> None:
