@@ -13,7 +13,11 @@ instances ``tcplab-*-<pid>`` whose pid is dead.
 Why ``trace_pipe_raw`` (binary, one file per CPU) rather than the text ``trace_pipe``: the text prints
 microseconds only, and ``inet_sock_set_state`` prints no socket address, while ``CLOSE->SYN_SENT``
 is traced before the kernel picks the local port (``sport=0``): only the raw record's ``skaddr`` links
-it to the socket's later events. The raw pages are decoded by :mod:`probe.tracefs_raw`.
+it to the socket's later events. The raw pages are decoded by :mod:`probe.tracefs_raw`, with the
+page layout read from ``events/header_page`` and each event's fields from its own ``format`` (read by
+name: 6.1's ``tcp_retransmit_skb`` has no ``err``; a 32-bit kernel's ``skaddr`` is 4 bytes). A kernel
+event whose format lacks a field the decoder needs is left out (``tracepoint_unusable``); without
+the state tracepoint's fields the instance is not used at all (:class:`KStatesError`).
 
 Times: tracefs ``mono`` is CLOCK_MONOTONIC of the kernel, without any time-namespace offset; the
 monotonic offset of /proc/self/timens_offsets is added so ``t_ns`` is on the probe's own
@@ -39,7 +43,6 @@ import os
 import re
 import select
 import socket
-import struct
 import threading
 import time
 from pathlib import Path
@@ -48,7 +51,8 @@ from typing import Callable, Collection
 import structlog
 
 from probe import pidfile, tcpstates
-from probe.tracefs_raw import Format, FormatError, parse_format, parse_page, sockaddr
+from probe.tracefs_raw import (HEADER_64, STATE_EVENT, TCP_EVENTS, Format, FormatError, PageHeader,
+                               parse_format, parse_header_page, parse_page, sockaddr)
 
 log = structlog.get_logger(__name__)
 
@@ -56,9 +60,7 @@ TRACEFS = Path("/sys/kernel/tracing")
 # Where tracefs is mounted; only the default place is mounted when missing. Tests point it at a
 # directory without tracefs to run a probe on inet_diag alone.
 ROOT_ENV = "TCPLAB_TRACEFS"
-STATE_EVENT = "sock/inet_sock_set_state"
-KERNEL_EVENTS = {"tcp/tcp_retransmit_skb": "retransmit_skb", "tcp/tcp_retransmit_synack": "retransmit_synack",
-                 "tcp/tcp_send_reset": "send_reset", "tcp/tcp_receive_reset": "receive_reset"}
+KERNEL_EVENTS = {event: kind for event, (kind, _) in TCP_EVENTS.items() if event != STATE_EVENT}
 INSTANCE_RE = re.compile(r"^tcplab-(?P<host>.+)-(?P<pid>\d+)$")
 UNDECIDED_NS = 500_000_000  # how long a listener's event waits for its task to be known as ours
 BUFFER_KB = 1024  # per CPU: ~14,000 state records between two reads
@@ -131,6 +133,9 @@ class KernelStates:
         self._kinds: dict[int, str] = {}
         self._sk_owned: dict[int, int] = {}  # skaddr -> the time from which that socket is ours
         self._page = 4096
+        self._header: PageHeader = HEADER_64
+        self._type_field = (0, 2)  # common_type: where every record says which event it is
+        self._pid_field = (4, 4)
         self._undecided: list[tuple[int, bytes]] = []
         self._lock = threading.Lock()  # the reader thread and a sync/close may read at once
 
@@ -166,7 +171,11 @@ class KernelStates:
             self._page = int((self.path / "buffer_subbuf_size_kb").read_text()) * 1024
         except (OSError, ValueError):
             self._page = os.sysconf("SC_PAGESIZE")
-        for event in (STATE_EVENT, *KERNEL_EVENTS):
+        try:
+            self._header = parse_header_page((self.root / "events" / "header_page").read_text())
+        except (OSError, FormatError) as e:
+            raise KStatesError(errno.EINVAL, f"cannot read {self.root}/events/header_page: {e}") from e
+        for event, (kind, needed) in TCP_EVENTS.items():
             d = self.path / "events" / event
             try:
                 text = (d / "format").read_text()
@@ -176,8 +185,15 @@ class KernelStates:
                 ev_id, fmt = parse_format(text, event)
             except FormatError as e:
                 raise KStatesError(errno.EINVAL, str(e)) from e
+            missing = fmt.missing(needed)
+            if missing and kind == "state":
+                raise KStatesError(errno.EINVAL, f"tracepoint {event} has no field {', '.join(missing)}")
+            if missing:
+                log.warning("tracepoint_unusable", tracepoint=event, missing=missing)
+                continue
+            self._type_field, self._pid_field = fmt.fields["common_type"], fmt.fields["common_pid"]
             self._formats[ev_id] = fmt
-            self._kinds[ev_id] = KERNEL_EVENTS.get(event, "state")
+            self._kinds[ev_id] = kind
             self._write(f"events/{event}/filter", self.filter_of(fmt))
             self._write(f"events/{event}/enable", "1")
         for cpu in sorted(os.listdir(self.path / "per_cpu")):
@@ -269,7 +285,7 @@ class KernelStates:
                     raise
                 if not page:
                     break
-                recs, missed = parse_page(page)
+                recs, missed = parse_page(page, self._header)
                 if missed:
                     self.missed_pages += 1
                     log.warning("tracefs_events_lost", instance=self.name)
@@ -290,13 +306,14 @@ class KernelStates:
 
     def decode(self, ts: int, data: bytes) -> dict | None:
         """One raw record as an event of this host, or None (another host's, or another port)."""
-        if len(data) < 8:
+        (type_off, type_size), (pid_off, pid_size) = self._type_field, self._pid_field
+        if len(data) < max(type_off + type_size, pid_off + pid_size):
             return None
-        ev_id, = struct.unpack_from("<H", data, 0)
+        ev_id = int.from_bytes(data[type_off:type_off + type_size], "little")
         fmt = self._formats.get(ev_id)
         if fmt is None:
             return None
-        pid, = struct.unpack_from("<i", data, 4)
+        pid = fmt.u(data, "common_pid")
         t_ns = ts + self.offset_ns
         kind = self._kinds[ev_id]
         if kind == "send_reset" and "sport" not in fmt.fields:
@@ -306,7 +323,7 @@ class KernelStates:
         else:
             local = (fmt.ip(data, "saddr"), fmt.u(data, "sport"))
             remote = (fmt.ip(data, "daddr"), fmt.u(data, "dport"))
-        sk = fmt.u(data, "skaddr") if "skaddr" in fmt.fields else 0
+        sk = fmt.get(data, "skaddr", 0)
         ours = self._ours(local[0], sk, pid, ts)
         if ours is None and ts + UNDECIDED_NS > time.monotonic_ns() - self.offset_ns:
             self._undecided.append((ts, data))
@@ -321,7 +338,7 @@ class KernelStates:
             return {"kind": "tracepoint", **body, "from": tcpstates.name(old), "to": tcpstates.name(new),
                     "sk": sk, "pid": pid}
         body["sk"] = sk
-        state = fmt.u(data, "state") if "state" in fmt.fields else None
+        state = fmt.get(data, "state")
         if kind == "retransmit_synack":
             state = 3
         return {"kind": "kernel", "event": kind, **body,
