@@ -85,7 +85,8 @@ def test_physical_inventory_with_overrides_films_on_the_namespaces(lab: dict) ->
     # and the film play shows this run's own directory and summary
     (run_dir,) = [p for p in lab["runs"].iterdir() if p.is_dir()]
     assert f"run directory: {run_dir}" in first.stdout
-    assert (run_dir / "summary.txt").read_text().splitlines()[0] in first.stdout
+    assert (run_dir / "summary.txt").read_text().startswith(f"tcplab run {run_dir.name}: OK")
+    assert f"tcplab run {run_dir.name}: OK" in first.stdout
 
 
 def test_a_second_provisioning_run_changes_nothing(lab: dict) -> None:
