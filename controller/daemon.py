@@ -29,6 +29,7 @@ from controller import config as controller_config
 from controller import report, scenario
 from controller.film.render import render_all
 from controller.fleet import Fleet
+from controller.readiness import cannot_shape
 from controller.run import Run, new_run_dir
 from controller.sequencer import Sequencer, refusal
 from controller.trace import load as load_trace
@@ -237,7 +238,7 @@ class Controller:
         except (scenario.ScenarioError, TypeError, ValueError) as e:
             await self._reply(ident, "done", {"ok": False, "error": str(e)})
             return
-        refused = refusal(scn, self)
+        refused = refusal(scn, self) or cannot_shape(scn, {h: p.hello for h, p in self.fleet.probes.items()})
         if refused:  # before a run directory, a step or a command: nothing has started
             log.warning("run_refused", scenario=scn.name, error=refused)
             await self._reply(ident, "done", {"ok": False, "error": refused})

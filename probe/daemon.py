@@ -28,7 +28,7 @@ from functools import partial
 import structlog
 
 from probe import config as probe_config
-from probe import logs, pidfile, wire
+from probe import logs, pidfile, readiness, wire
 from probe.capture import Capture
 from probe.endpoint import Endpoint
 from probe.endpoint import sweep as sweep_endpoints
@@ -257,6 +257,8 @@ class Probe:
                                on_packets=self._packets, on_stats=self._capture_stats)
         await asyncio.to_thread(self.capture.start)
         await asyncio.to_thread(self._open_kstates)
+        # which backend will shape, or why none can: in the hello, so the controller refuses the run first
+        self.transport.hello_body["shaping"] = await asyncio.to_thread(readiness.check, self.cfg.port)
         self.transport.connect()
         await self.transport.hello()
         tasks = [asyncio.create_task(c) for c in (

@@ -2,8 +2,8 @@
 
 Standard library only, so it runs on a host where nothing is installed yet (``playbooks/doctor.yml``
 copies ``probe/{__init__,doctor,capabilities,tracefs_raw}.py`` to the host and runs it; ``tcplab doctor``
-renders the reports). The probe asks the same question at start (:func:`shaping_now`) and says in its
-hello which backend it will use, or why it cannot shape.
+renders the reports). The probe asks the same question at start (:mod:`probe.readiness`) and says in
+its hello which backend it will use, or why it cannot shape.
 
 The checks that touch the kernel run in a child under ``unshare --net --mount --propagation private``
 (``--inner``): a throwaway network namespace where the seed's tc layout and the NFQUEUE rule are built
@@ -132,9 +132,11 @@ def run_inner(port: int) -> dict:
             sys.executable, "-m", "probe.doctor", "--inner", "--port", str(port)]
     try:
         res = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+        if res.returncode != 0:  # e.g. a sandbox (systemd's RestrictNamespaces=) refuses the namespaces
+            raise OSError((res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1])
         return {"isolated": True, **json.loads(res.stdout)}
     except (OSError, subprocess.TimeoutExpired, ValueError) as e:
-        detail = f"the isolated check failed: {e}"
+        detail = f"no throwaway namespace ({e})"
         return {"isolated": False, "detail": detail, "tc": {"tried": False, "detail": detail},
                 "nfqueue_rule": {"tried": False, "ok": None, "detail": detail},
                 "queue_bind": {"ok": None, "detail": detail}, "tracefs": tracefs(may_mount=False)}
@@ -147,7 +149,7 @@ def kernel(port: int) -> dict:
     modules = {kind: capabilities.module_status(mod, release) for kind, mod in capabilities.MODULES.items()}
     return {"release": release, "machine": platform.machine(), "isolated_checks": iso.get("isolated", False),
             "isolated_detail": iso.get("detail", ""), "modules": modules,
-            "xt_nfqueue_registered": "NFQUEUE" in capabilities.xt_targets(),
+            "xt_nfqueue_registered": "NFQUEUE" in capabilities.xt_targets(), "iptables": shutil.which("iptables"),
             "tc": iso["tc"], "nfqueue_rule": iso["nfqueue_rule"], "queue_bind": iso["queue_bind"],
             "tracefs": iso["tracefs"], "inet_diag": capabilities.inet_diag(),
             "capture": capabilities.packet_capture()}
@@ -160,17 +162,18 @@ def _available(status: str) -> bool:
 def shaping(k: dict, tools_required: bool) -> dict:
     """Which backend shaping will use, and why not the others.
 
-    ``tools_required``: the probe's question (tc/iptables must be there now); the doctor before
-    provisioning lets the kernel's module files answer for a tool that is not installed yet."""
+    ``tools_required``: the probe's question (``iptables`` must be there now: the NFQUEUE rule goes in
+    through it); the doctor before provisioning lets the kernel answer for a tool not installed yet.
+    Where ``tc`` is missing the module files answer for netem either way (the probe speaks netlink)."""
     tc, mods = k["tc"], k["modules"]
     if tc.get("tried"):
         netem_ok = bool(tc.get("layout"))
         why_not_netem = "; ".join(f"{kind}: {tc[kind]['detail']}" for kind in LIVE
                                   if tc.get(kind) and tc[kind]["ok"] is False) or "the seed's tc layout failed"
     else:
-        netem_ok = not tools_required and all(_available(mods[kind]) for kind in LIVE)
-        why_not_netem = tc.get("detail") if tools_required else ", ".join(
-            f"{capabilities.MODULES[kind]} {mods[kind]}" for kind in LIVE if not _available(mods[kind]))
+        netem_ok = all(_available(mods[kind]) for kind in LIVE)
+        why_not_netem = f"{tc.get('detail')}, and the module files do not show " + ", ".join(
+            capabilities.MODULES[kind] for kind in LIVE if not _available(mods[kind]))
     if netem_ok:
         return {"backend": "netem", "tested": bool(tc.get("tried")), "why_not": {}}
     rule, bind = k["nfqueue_rule"], k["queue_bind"]
@@ -178,8 +181,8 @@ def shaping(k: dict, tools_required: bool) -> dict:
     if rule.get("tried"):
         if not rule["ok"]:
             reasons.append(f"NFQUEUE rule: {rule['detail']}")
-    elif tools_required:
-        reasons.append(f"NFQUEUE rule: {rule['detail']}")
+    elif tools_required and not k.get("iptables"):
+        reasons.append("NFQUEUE rule: iptables not installed")
     elif not (k["xt_nfqueue_registered"] or _available(mods["nfqueue_target"])):
         reasons.append(f"NFQUEUE target: xt_NFQUEUE {mods['nfqueue_target']}")
     if bind.get("ok") is False:
@@ -224,21 +227,6 @@ def report(port: int, wanted: tuple[str, ...] = PACKAGES) -> dict:
     cl = clock()
     return {"doctor": 1, "hostname": platform.node(), "python": platform.python_version(), "kernel": k,
             "clock": cl, "packages": pk, "verdict": verdict(k, pk["missing"], cl)}
-
-
-def shaping_now(port: int) -> dict:
-    """The probe's question at start: which backend will shape, with the tools installed now.
-
-    ``{"backend": "netem"|"nfqueue"|None, "reason": str}``; nfqueue also needs fnfqueue importable."""
-    k = kernel(port)
-    shape = shaping(k, tools_required=True)
-    if shape["backend"] == "nfqueue":
-        try:
-            import fnfqueue  # noqa: F401
-        except ImportError as e:
-            shape = {**shape, "backend": None, "why_not": {**shape["why_not"], "nfqueue": f"fnfqueue: {e}"}}
-    reason = "; ".join(f"{b}: {why}" for b, why in shape["why_not"].items())
-    return {"backend": shape["backend"], "reason": reason or "kernel has prio, netem and u32"}
 
 
 def main(argv: list[str] | None = None) -> int:

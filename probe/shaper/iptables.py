@@ -58,7 +58,10 @@ class QueueRule:
 
 
 def remove_chain(chain: str) -> bool:
-    """Delete every jump to ``chain`` from OUTPUT, flush and delete it. False if absent."""
+    """Delete every jump to ``chain`` from OUTPUT, flush and delete it. False if absent (also when
+    iptables is not installed: then no chain of ours can exist)."""
+    if shutil.which("iptables") is None:
+        return False
     while _ok("-D", HOOK, "-j", chain):
         pass
     if not _ok("-F", chain):
@@ -68,7 +71,9 @@ def remove_chain(chain: str) -> bool:
 
 
 def our_chains() -> list[str]:
-    """Names of the TCPLAB-SHAPE-* chains in the mangle table (any port)."""
+    """Names of the TCPLAB-SHAPE-* chains in the mangle table (any port); none without iptables."""
+    if shutil.which("iptables-save") is None:
+        return []
     out = _iptables_save()
     return [line[1:].split()[0] for line in out.splitlines() if line.startswith(":" + CHAIN_PREFIX)]
 

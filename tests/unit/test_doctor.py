@@ -15,6 +15,8 @@ import pytest
 
 from controller import doctor
 from controller.doctor_table import render
+from controller.readiness import cannot_shape
+from controller.scenario import parse
 from probe import doctor as host_doctor
 from probe.hostinfo import parse_chrony, parse_timedatectl
 
@@ -68,8 +70,17 @@ def test_before_provisioning_the_module_files_answer_for_a_missing_tc(report):
     k["tc"] = {"tried": False, "detail": "tc not installed (iproute2)"}
     k["modules"].update(prio="loadable", netem="loadable", u32="builtin")
     assert host_doctor.shaping(k, tools_required=False)["backend"] == "netem"
-    # the probe asks with the tools it has now: no tc, so not netem
-    assert host_doctor.shaping(k, tools_required=True)["backend"] == "nfqueue"
+    # the probe shapes through netlink, not tc: the module files answer for it too
+    assert host_doctor.shaping(k, tools_required=True)["backend"] == "netem"
+
+
+def test_the_probe_needs_iptables_now_the_doctor_does_not(report):
+    k = copy.deepcopy(report["kernel"])
+    k["nfqueue_rule"] = {"tried": False, "ok": None, "detail": "iptables not installed"}
+    k["iptables"] = None
+    assert host_doctor.shaping(k, tools_required=False)["backend"] == "nfqueue"  # the target is registered
+    now = host_doctor.shaping(k, tools_required=True)
+    assert now["backend"] is None and now["why_not"]["nfqueue"] == "NFQUEUE rule: iptables not installed"
 
 
 def test_missing_packages_and_an_unsynchronised_clock_are_warnings(report):
@@ -122,3 +133,28 @@ def test_an_inventory_without_lab_hosts_is_bad_input(tmp_path):
     r = subprocess.run([sys.executable, "-m", "controller.cli", "doctor", "-i", str(inv)], cwd=REPO,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "has no host in group lab" in r.stderr
+
+
+def test_the_controller_refuses_a_scenario_that_shapes_a_host_that_cannot():
+    scn = parse({"name": "s", "steps": [{"action": "shape", "host": ["a", "b"]},
+                                        {"action": "listen", "host": "c"}]}, source="s")
+    fine = {"shaping": {"backend": "nfqueue", "reason": "netem: prio unknown"}}
+    cannot = {"shaping": {"backend": None, "reason": "nfqueue: NFQUEUE rule: iptables not installed"}}
+    assert cannot_shape(scn, {"a": fine, "b": fine, "c": cannot}) is None  # c is never shaped
+    assert cannot_shape(scn, {"a": fine, "b": cannot}) == \
+        "scenario s shapes a host that cannot: b cannot shape (nfqueue: NFQUEUE rule: iptables not installed)"
+    assert cannot_shape(scn, {"a": {}, "b": {"pid": 1}}) is None  # older probes say nothing: let through
+
+
+def test_in_a_sandbox_without_namespaces_the_probe_trusts_the_kernels_own_lists(report):
+    """systemd's RestrictNamespaces= (the probe's unit) refuses unshare: nothing is tried, and the
+    registered NFQUEUE target with iptables on PATH is enough."""
+    k = copy.deepcopy(report["kernel"])
+    why = "no throwaway namespace (unshare: unshare failed: Operation not permitted)"
+    k["tc"] = {"tried": False, "detail": why}
+    k["nfqueue_rule"] = {"tried": False, "ok": None, "detail": why}
+    k["queue_bind"] = {"ok": None, "detail": why}
+    k["iptables"] = "/usr/sbin/iptables"
+    assert host_doctor.shaping(k, tools_required=True)["backend"] == "nfqueue"
+    k["modules"].update(prio="loadable", netem="loadable", u32="loaded")
+    assert host_doctor.shaping(k, tools_required=True)["backend"] == "netem"

@@ -1,0 +1,35 @@
+"""Can the probes of a scenario shape? Asked before a run starts, from what each probe's hello said.
+
+A probe checks at start which shaping backend it will use (probe/readiness.py) and says
+``shaping: {"backend": ..., "reason": ...}`` in its hello. A scenario that shapes a host whose backend
+is None is refused with one line naming the host and the reason, before a run directory, a step or a
+command: a host that cannot shape is not found out by a command error in the middle of a run. A probe
+whose hello says nothing about shaping (an older one) is let through: its shaper still answers.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from controller.scenario import Scenario
+
+
+def shaped_hosts(scn: Scenario) -> list[str]:
+    """The hosts some step of the scenario shapes (a clear only removes shaping)."""
+    hosts: list[str] = []
+    for step in scn.steps:
+        if step.action == "shape" and not step.clear:
+            hosts += [h for h in (step.hosts or scn.hosts) if h not in hosts]
+    return hosts
+
+
+def cannot_shape(scn: Scenario, hellos: Mapping[str, Mapping]) -> str | None:
+    """Why the scenario cannot run (hosts that cannot shape, each with its reason), or None."""
+    bad = []
+    for host in shaped_hosts(scn):
+        shaping = (hellos.get(host) or {}).get("shaping")
+        if isinstance(shaping, Mapping) and "backend" in shaping and shaping["backend"] is None:
+            bad.append(f"{host} cannot shape ({shaping.get('reason') or 'no reason given'})")
+    if not bad:
+        return None
+    return f"scenario {scn.name} shapes a host that cannot: " + "; ".join(bad)
