@@ -1,7 +1,7 @@
 """The probe's systemd unit, rendered by Ansible from the role's template, rated by systemd itself.
 
 ``systemd-analyze security --offline=true`` rates a unit file without a running systemd (PID 1 here
-is not systemd). The template rated 9.6 UNSAFE before it was sandboxed; it rates 2.3 OK now, and
+is not systemd). The template rated 9.6 UNSAFE before it was sandboxed; it rates 2.4 OK now, and
 ``--threshold`` fails the test if a change loosens it. The checks below also pin what the probe
 needs, so that a tighter sandbox cannot take it away unnoticed (the unit runs for real in the
 Vagrant VMs: `make test-vagrant`).
@@ -21,8 +21,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 TEMPLATE = REPO / "playbooks" / "roles" / "probe" / "templates" / "tcplab-probe.service.j2"
-# systemd-analyze's overall exposure, in tenths (9.6 -> 96); measured 23 (2.3 OK) on systemd 252.
-MAX_EXPOSURE = 23
+# systemd-analyze's overall exposure, in tenths (9.6 -> 96); measured 24 (2.4 OK) on systemd 252
+# (2.3 with ~@resources, which libzmq cannot run under: see the template).
+MAX_EXPOSURE = 24
 
 
 @pytest.fixture(scope="module")
