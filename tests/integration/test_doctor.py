@@ -90,6 +90,18 @@ def test_tcplab_doctor_reports_both_hosts_of_the_embedded_lab(tmp_path):
         assert lines[0].split() == ["host", "raspberrypi", "thinkpad"]
         assert [line.split()[2:] for line in lines if line.startswith("shaping backend")] == [["nfqueue", "nfqueue"]]
 
+        # the physical inventory (a laptop and a Pi), its user-edited values pointed at the namespaces
+        physical = {"tcplab_laptop_address": "10.90.0.1", "tcplab_laptop_user": "root",
+                    "tcplab_pi_address": "10.90.0.2", "tcplab_pi_user": "root", "tcplab_become": False,
+                    "tcplab_home": str(home), "ansible_ssh_private_key_file": f"{home}/testbed/id_ed25519",
+                    "ansible_ssh_common_args": f"-o UserKnownHostsFile={home}/testbed/known_hosts "
+                                               "-o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"}
+        r = subprocess.run([*DOCTOR, "--json", "-i", "inventory/physical.yml", "-e", json.dumps(physical)],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert {h: rep["hostname"] for h, rep in json.loads(r.stdout)["hosts"].items()} == \
+            {"thinkpad": "thinkpad", "raspberrypi": "raspberrypi"}
+
         # a host nobody answers for (SSH on a closed port): exit 3, and the table names it
         dark = subprocess.run([*DOCTOR, *extra, "-e", "ansible_port=2"], cwd=REPO, capture_output=True,
                               text=True, timeout=300)
