@@ -54,7 +54,7 @@ def _run(args) -> dict:
         out["sets"] = {}
         for target in chosen:
             b, built = (None, True) if wheel is None else bundle.ensure(
-                target, wheel.requires(), args.apt, args.extra, wheelhouse, check=args.check)
+                target, wheel, args.apt, args.extra, wheelhouse, check=args.check)
             out["changed"] |= built
             out["sets"][target.name] = str(b.path) if b else None
     return out

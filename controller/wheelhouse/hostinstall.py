@@ -2,7 +2,7 @@
 
 Run by the host's own python (standard library only; Ansible's ``script`` module sends it):
 
-    python3 hostinstall.py --bundle B.tar --wheel tcplab-X-py3-none-any.whl --home DIR --venv DIR
+    python3 hostinstall.py --bundle install-set.tar --home DIR --venv DIR [--python /usr/bin/python3]
 
 Steps, each only when needed, so a second run with the same files changes nothing:
 1. unpack the bundle into ``DIR/install`` (when its sha256 differs from the last install's);
@@ -10,8 +10,9 @@ Steps, each only when needed, so a second run with the same files changes nothin
    ``file:`` source and lists of our own (the host's sources and lists are not touched or needed);
 3. make the virtualenv (``--system-site-packages`` where Debian's python3-* packages stand in for
    wheels PyPI lacks), recreating it if that choice changed;
-4. ``pip install --no-index`` the requirements from the bundle's wheels, then the project's wheel
-   itself (``--force-reinstall --no-deps``: same version, new code).
+4. ``pip install --no-index`` (pip run from the archive's pip wheel) the requirements when they
+   changed, and the project's wheel when it changed (``--force-reinstall --no-deps``: same version,
+   new code); into a new virtualenv, both in one pip run.
 It records what it installed in ``VENV/tcplab-install.json`` and prints one JSON line:
 ``{"changed": bool, "steps": [...]}``; exit 1 with one line on stderr when a step fails.
 """
@@ -94,17 +95,27 @@ def venv_matches(venv: Path, system_site: bool) -> bool:
     return any(ln.replace(" ", "") == f"include-system-site-packages={want}" for ln in cfg.read_text().splitlines())
 
 
-def install(bundle: Path, wheel: Path, home: Path, venv: Path, python: str) -> dict:
+def pip_command(venv: Path, wheels: Path) -> list[str]:
+    """pip run from the archive's own pip wheel (the venv is made without pip: ensurepip takes
+    seconds, and the probe never needs pip at run time), with no index and no .pyc compiling."""
+    ours = sorted(wheels.glob("pip-*.whl"))
+    if not ours:
+        raise InstallError(f"no pip wheel in {wheels}")
+    return [str(venv / "bin" / "python"), str(ours[-1] / "pip"), "install", "--quiet", "--no-compile",
+            "--disable-pip-version-check", "--no-index", "--find-links", str(wheels)]
+
+
+def install(bundle: Path, home: Path, venv: Path, python: str) -> dict:
     stamp_path = venv / STAMP
     try:
         stamp = json.loads(stamp_path.read_text())
     except (OSError, ValueError):
         stamp = {}
-    bundle_sha, wheel_sha = sha256_of(bundle), sha256_of(wheel)
+    archive_sha = sha256_of(bundle)
     workdir = home / "install"
     steps: list[str] = []
     manifest_path = workdir / "manifest.json"
-    if stamp.get("bundle") != bundle_sha or not manifest_path.is_file():
+    if stamp.get("archive") != archive_sha or not manifest_path.is_file():
         manifest = unpack(bundle, workdir)
         steps.append("unpack")
     else:
@@ -117,36 +128,37 @@ def install(bundle: Path, wheel: Path, home: Path, venv: Path, python: str) -> d
     if not venv_matches(venv, system_site):
         if venv.exists():
             shutil.rmtree(venv)
-        run([python, "-m", "venv", *(["--system-site-packages"] if system_site else []), str(venv)], "python3 -m venv")
+        args = ["--without-pip"] + (["--system-site-packages"] if system_site else [])
+        run([python, "-m", "venv", *args, str(venv)], "python3 -m venv")
         steps.append("venv")
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-           "--no-index", "--find-links", str(workdir / "wheels")]
-    fresh = "venv" in steps or "unpack" in steps
-    if fresh or stamp.get("bundle") != bundle_sha:
-        run(pip + ["-r", str(workdir / "requirements.txt")], "pip install of the dependencies")
-        steps.append("dependencies")
-    if fresh or stamp.get("wheel") != wheel_sha:
-        run(pip + ["--force-reinstall", "--no-deps", str(wheel)], f"pip install of {wheel.name}")
-        steps.append("project")
-    for old in wheel.parent.glob("tcplab-*.whl"):
-        if old.name != wheel.name:  # an older version's wheel, sent by an earlier run
-            old.unlink()
-            steps.append("prune:" + old.name)
+    pip = pip_command(venv, workdir / "wheels")
+    wheel = workdir / "project" / manifest["wheel"]
+    requirements = ["-r", str(workdir / "requirements.txt")]
+    if "venv" in steps:  # a new venv: everything in one pip run
+        run(pip + requirements + [str(wheel)], f"pip install of {wheel.name} and its dependencies")
+        steps += ["dependencies", "project"]
+    else:
+        if stamp.get("deps") != manifest.get("fingerprint"):
+            run(pip + requirements, "pip install of the dependencies")
+            steps.append("dependencies")
+        if stamp.get("wheel") != manifest.get("wheel_sha256") or "dependencies" in steps:
+            run(pip + ["--force-reinstall", "--no-deps", str(wheel)], f"pip install of {wheel.name}")
+            steps.append("project")
     if steps:
-        stamp_path.write_text(json.dumps({"bundle": bundle_sha, "wheel": wheel_sha, "set": manifest.get("set")}) + "\n")
+        stamp_path.write_text(json.dumps({"archive": archive_sha, "deps": manifest.get("fingerprint"),
+                                          "wheel": manifest.get("wheel_sha256"), "set": manifest.get("set")}) + "\n")
     return {"changed": bool(steps), "steps": steps, "set": manifest.get("set")}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="hostinstall.py", description="install the tcplab probe offline")
     ap.add_argument("--bundle", type=Path, required=True)
-    ap.add_argument("--wheel", type=Path, required=True)
     ap.add_argument("--home", type=Path, required=True, help="the probe's home (holds install/)")
     ap.add_argument("--venv", type=Path, required=True)
     ap.add_argument("--python", default=sys.executable, help="the python the virtualenv is made with")
     args = ap.parse_args(argv)
     try:
-        out = install(args.bundle, args.wheel, args.home, args.venv, args.python)
+        out = install(args.bundle, args.home, args.venv, args.python)
     except (InstallError, OSError, tarfile.TarError) as e:
         print(f"tcplab-hostinstall: error: {e}", file=sys.stderr)
         return 1
