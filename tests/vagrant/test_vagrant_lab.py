@@ -1,0 +1,194 @@
+"""The Vagrant target for real (``make test-vagrant``): two Debian 12 VMs with kernels of their own.
+
+What the embedded lab cannot show, because its two hosts share one kernel (without netem) and one
+clock: the seed's own tc layout (prio 1:0, netem 20:0 on 1:2, u32 sport/dport filters) shaping
+the lab port and nothing else; the probes as systemd units; two clocks estimated separately.
+
+The VMs come from the local box (``make box``) under qemu's software emulation, on a private
+network of the project's own (192.168.56.0/24, no route out). They are destroyed afterwards
+whatever happened (the fixture's finally, and the Makefile's trap for a signal pytest cannot catch).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from controller import vmlab
+from controller.trace import load
+from controller.vmlab import __main__ as lab
+from tests.netns import require_root
+
+pytestmark = pytest.mark.vagrant
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+INVENTORY = REPO / "inventory" / "vagrant.yml"
+HOSTS = yaml.safe_load(INVENTORY.read_text())["all"]["children"]["lab"]["hosts"]
+ADDR = {name: h["ansible_host"] for name, h in HOSTS.items()}
+# the controller's home on this machine and the probes' on the VMs: apart from the embedded lab's
+HOME = "/var/lib/tcplab-vagrant"
+PORT = 9090
+DELAY = 0.3
+assert vmlab  # the package is importable on its own
+
+
+def ssh(host: str, command: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``command`` as root on a VM exactly as Ansible reaches it: its key, checked host keys."""
+    vdir = REPO / ".vagrant"
+    return subprocess.run(
+        ["ssh", "-i", str(vdir / "machines" / host / "libvirt" / "private_key"),
+         "-o", f"UserKnownHostsFile={vdir / 'tcplab_known_hosts'}", "-o", "StrictHostKeyChecking=yes",
+         "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=20",
+         f"vagrant@{ADDR[host]}", f"sudo sh -c {shlex.quote(command)}"],
+        capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def vms():
+    require_root()
+    state = None
+    t0 = time.monotonic()
+    try:
+        state = lab.up()
+        print(f"vagrant up: {time.monotonic() - t0:.0f} s", file=sys.stderr)
+        yield
+    finally:
+        undone = lab.down(state)
+        print(f"vagrant destroyed and the host restored: {undone}", file=sys.stderr)
+
+
+@pytest.fixture(scope="module")
+def film(vms):
+    """``ansible-playbook -i inventory/vagrant.yml lab.yml`` with the seed at 0.3 s: the run's dir."""
+    extra = json.dumps({"tcplab_delay": DELAY, "tcplab_home": HOME})
+    t0 = time.monotonic()
+    res = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(INVENTORY), "lab.yml", "-e", extra],
+                         cwd=REPO, capture_output=True, text=True, timeout=2400)
+    print(f"lab.yml on the VMs: {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    assert res.returncode == 0, res.stdout[-8000:] + res.stderr[-3000:]
+    found = re.findall(r"run directory: (\S+?)\"?,?$", res.stdout, re.M)
+    assert found, res.stdout[-3000:]
+    return Path(found[-1])
+
+
+def test_the_vms_answer_with_the_host_keys_vagrant_recorded(vms):
+    for host in ADDR:
+        r = ssh(host, "hostname; uname -r; cat /etc/machine-id")
+        assert r.returncode == 0, r.stderr
+        name, kernel, machine_id = r.stdout.split()
+        assert name == host and kernel.startswith("6.")
+        assert re.fullmatch(r"[0-9a-f]{32}", machine_id)
+    ids = {ssh(h, "cat /etc/machine-id").stdout for h in ADDR}
+    assert len(ids) == 2  # two VMs from one image, each its own id
+
+
+def test_the_seed_films_on_two_kernels_with_tc_netem(film):
+    recs = load(film / "trace.jsonl")
+    info = json.loads((film / "run.json").read_text())
+    assert info["ok"], info.get("error")
+    assert {h: v["shaper_backend"] for h, v in info["hosts"].items()} == {h: "netem" for h in ADDR}
+
+    states = {h: [r["to"] for r in recs if r["kind"] == "state" and r["host"] == h and r["remote"] != "0.0.0.0:*"]
+              for h in ADDR}
+    assert states["raspberrypi"] == ["SYN_SENT", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]
+    assert states["thinkpad"] == ["SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSED"]
+    by = {(r["host"], r["to"]): r["t"] for r in recs if r["kind"] == "state" and r["remote"] != "0.0.0.0:*"}
+    assert by[("thinkpad", "SYN_RECEIVED")] - by[("raspberrypi", "SYN_SENT")] >= DELAY - 0.01
+    assert 59.9 <= by[("thinkpad", "CLOSED")] - by[("thinkpad", "TIME_WAIT")] <= 68
+    out = [(r["host"], tuple(sorted(r["flags"])), r["payload"]) for r in recs if r["kind"] == "packet" and r["dir"] == "out"]
+    for expected in [("raspberrypi", ("SYN",), ""), ("thinkpad", ("ACK", "SYN"), ""),
+                     ("thinkpad", ("ACK", "PSH"), "Hello\n"), ("raspberrypi", ("ACK", "PSH"), "Bye\n"),
+                     ("thinkpad", ("ACK", "FIN"), ""), ("raspberrypi", ("ACK", "FIN"), "")]:
+        assert expected in out
+    consoles = {(r["host"], r["text"]) for r in recs if r["kind"] == "console" and r["stream"] == "stdout"}
+    assert {("raspberrypi", "Hello"), ("thinkpad", "Bye")} <= consoles
+    assert info["causality"]["violations"] == []
+    for name in ("film.html", "story.md", "ladder.svg", "ladder.png", "merged.pcapng"):
+        assert (film / name).stat().st_size > 1000, name
+
+
+def test_netem_slowed_the_lab_port_and_nothing_else(film):
+    """tc's own counters, read by the probe just before it removed the layout: band 1:2 (netem 20:)
+    carried exactly the lab port's packets the capture saw leave; the root also carried SSH and
+    ZeroMQ, which never went through netem."""
+    recs = load(film / "trace.jsonl")
+    info = json.loads((film / "run.json").read_text())
+    for host, facts in info["hosts"].items():
+        counters = facts["shaper_counters"]
+        sent = sum(1 for r in recs if r["kind"] == "packet" and r["host"] == host and r["dir"] == "out")
+        assert counters["shaped_packets"] == sent, (host, counters, sent)
+        assert counters["all_packets"] > counters["shaped_packets"], (host, counters)
+
+
+def test_the_probes_ran_as_systemd_units_and_logged_to_journald(film):
+    for host in ADDR:
+        unit = f"tcplab-probe-{host}.service"
+        r = ssh(host, f"journalctl -u {unit} --no-pager -o cat")
+        assert r.returncode == 0, r.stderr
+        events = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+        names = [e.get("event") for e in events]
+        assert "probe_started" in names and "probe_stopped" in names, names[-20:]
+        assert all(e.get("host") == host for e in events if "host" in e)
+        # teardown stopped and disabled it
+        assert ssh(host, f"systemctl is-active {unit}").stdout.strip() in ("inactive", "failed")
+        assert ssh(host, f"systemctl is-enabled {unit}").stdout.strip() != "enabled"
+
+
+def test_two_clocks_were_estimated_apart(film):
+    info = json.loads((film / "run.json").read_text())
+    clocks = {h: v["clock"] for h, v in info["hosts"].items()}
+    for host, c in clocks.items():
+        assert c["samples"] >= 5 and c["uncertainty_ns"] is not None, (host, c)
+        assert c["uncertainty_ns"] < 50_000_000, (host, c)  # 50 ms, under software emulation
+    # each VM's monotonic clock started at its own boot, one VM after the other
+    offsets = [c["offset_ns"] for c in clocks.values()]
+    assert abs(offsets[0] - offsets[1]) > 1_000_000_000, clocks
+
+
+def test_the_seed_layout_is_what_tc_reads_back(film):
+    """The probe's netem backend on a real kernel, read back with tc itself: the seed's layout, only
+    port 9090 delayed (a refused connect waits for the delayed RST; another port's does not)."""
+    venv = f"{HOME}/hosts/thinkpad/venv/bin/python"
+    apply = ssh("thinkpad", f"{venv} -c \"from probe.shaper import Shaper; print(Shaper('eth1', {PORT}).apply(300))\"")
+    try:
+        assert apply.returncode == 0 and apply.stdout.strip().splitlines()[-1] == "netem", apply.stderr
+        qdiscs = ssh("thinkpad", "tc qdisc show dev eth1").stdout
+        assert re.search(r"qdisc prio 1: root refcnt \d+ bands 3 priomap( 0){16}", qdiscs), qdiscs
+        assert re.search(r"qdisc netem 20: parent 1:2 limit \d+ delay 300ms", qdiscs), qdiscs
+        filters = ssh("thinkpad", "tc filter show dev eth1 parent 1:").stdout
+        assert filters.count("flowid 1:2") == 2, filters
+        assert f"match {PORT:04x}0000/ffff0000 at 20" in filters  # ip sport 9090
+        assert f"match 0000{PORT:04x}/0000ffff at 20" in filters or f"match {PORT:04x}0000/ffff0000 at 22" in filters
+        probe = ("python3 -c \"import socket,time,sys\nfor p in (9090, 9091):\n t=time.monotonic()\n"
+                 " try: socket.create_connection(('%s', p), timeout=5)\n except OSError: pass\n"
+                 " print(p, round(time.monotonic()-t, 3))\"" % ADDR["thinkpad"])
+        times = dict(line.split() for line in ssh("raspberrypi", probe).stdout.splitlines())
+        assert float(times["9090"]) >= 0.29 and float(times["9091"]) < 0.2, times
+    finally:
+        swept = ssh("thinkpad", f"{venv} -c \"from probe.shaper import sweep; print(sweep('eth1', {PORT}))\"")
+    assert swept.returncode == 0 and "netem" in swept.stdout, swept.stderr
+    assert "prio" not in ssh("thinkpad", "tc qdisc show dev eth1").stdout
+
+
+def test_doctor_reports_both_vms_ready_for_netem(vms):
+    """``tcplab doctor`` against the VMs' inventory: both can run the lab on netem, and it reads the
+    6.1 kernel's own tracepoint formats (tcp_retransmit_skb has no ``err`` field there)."""
+    r = subprocess.run([str(BIN / "tcplab"), "doctor", "-i", str(INVENTORY), "--json", "-e",
+                        json.dumps({"tcplab_home": HOME})], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    report = json.loads(r.stdout)
+    for host in ADDR:
+        h = report["hosts"][host]
+        assert h["verdict"]["can_run"] and h["verdict"]["backend"] == "netem", h["verdict"]
+        assert h["kernel"]["release"].startswith("6.1.")
+        rtx = h["kernel"]["tracefs"]["tracepoints"]["tcp/tcp_retransmit_skb"]
+        assert rtx["present"] and "err" not in rtx["fields"] and "skaddr" in rtx["fields"]
