@@ -12,19 +12,26 @@ PY := /usr/bin/python3
 # Debian packages the lab drives (and the ones Ansible's apt and pip modules need on the hosts).
 APT_PACKAGES := openssh-server netcat-openbsd iproute2 iptables tcpdump librsvg2-bin \
                 python3-venv python3-pip python3-setuptools python3-apt
-# and the ones only the tests need: a browser for film.html, a terminal multiplexer for the replay
-APT_TEST_PACKAGES := chromium tmux
+# and the ones only the tests need: a browser for film.html, a terminal multiplexer for the replay,
+# tshark (the TCP analysis is checked against Wireshark's own)
+APT_TEST_PACKAGES := chromium tmux tshark
+# The Vagrant lab on this machine: Debian's vagrant and its libvirt provider, qemu, and debootstrap for
+# the local box (make box); dnsmasq serves the management network's DHCP.
+APT_VAGRANT_PACKAGES := vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients qemu-system-x86 \
+                        qemu-utils debootstrap dnsmasq-base e2fsprogs openssh-client
 STAMP := $(VENV)/.tcplab-installed
 INVENTORY ?= inventory/netns.yml
 PLAYBOOK_ARGS := -i $(INVENTORY) $(if $(DELAY),-e tcplab_delay=$(DELAY),) $(ARGS)
 
-.PHONY: deps apt apt-test film test down lint
+.PHONY: deps apt apt-test apt-vagrant film test test-vagrant box down lint
 
 deps: apt $(STAMP)
 
 # apt-get runs only when a package is missing, so a second `make` touches nothing.
-apt apt-test: PACKAGES = $(if $(filter apt-test,$@),$(APT_TEST_PACKAGES),$(APT_PACKAGES))
-apt apt-test:
+apt: PACKAGES = $(APT_PACKAGES)
+apt-test: PACKAGES = $(APT_TEST_PACKAGES)
+apt-vagrant: PACKAGES = $(APT_VAGRANT_PACKAGES)
+apt apt-test apt-vagrant:
 	@missing=""; \
 	for p in $(PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
@@ -65,6 +72,17 @@ film: deps
 
 test: deps apt-test
 	$(VENV)/bin/pytest
+
+# The local Vagrant box (debootstrap -> image -> libvirt box), cached in /var/cache/tcplab/box.
+box: deps apt-vagrant
+	$(VENV)/bin/python -m controller.vmlab box
+
+# Two VMs (the local box under qemu's software emulation), lab.yml on them with the seed at 0.3 s,
+# the checks of tests/vagrant; `vagrant destroy -f` and the host put back always, also on failure
+# or Ctrl-C (the trap covers what pytest cannot catch). The run's files stay in runs/.
+test-vagrant: deps apt-vagrant
+	@trap '$(VENV)/bin/python -m controller.vmlab down >/dev/null 2>&1 || true' EXIT; \
+	$(VENV)/bin/pytest tests/vagrant
 
 down: deps
 	$(VENV)/bin/tcplab lab down
