@@ -1,7 +1,8 @@
 """One archive per install set: the project's wheel, its dependencies' wheels, Debian's packages.
 
 ``sets/<name>/bundle.tar`` (uncompressed: wheels and .debs are compressed already) holds
-``project/<the project's wheel>``, ``wheels/*.whl`` (with a pip wheel the host runs pip from),
+``project/<the project's wheel>``, ``wheels/*.whl`` (what the host installs), ``tools/*.whl`` (what
+its installer runs: pypa's ``installer`` and ``packaging``),
 ``debs/*.deb`` + ``debs/Packages`` (a flat apt repository), ``requirements.txt`` (the project's
 requirements as they apply on that host) and ``manifest.json``. It is written deterministically
 (sorted members, fixed mtimes and owners): the same content gives the same bytes, so Ansible's
@@ -31,7 +32,10 @@ from controller.wheelhouse.targets import Target
 
 log = structlog.get_logger("tcplab.wheelhouse")
 
-FORMAT = 1
+FORMAT = 2
+# What the host's installer runs from tools/ (not installed): pypa's wheel installer, and packaging
+# to check the requirements.
+TOOLS = ("installer>=0.7", "packaging>=22")
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,8 @@ def plan(target: Target, requires: list[str], apt: list[str], extra: list[str]) 
         "machine": target.machine,
         "python": target.python,
         "requirements": sorted(str(r) for r in reqs) + sorted(extra),
-        "pypi": sorted(str(r) for r in wheels) + sorted(extra) + ["pip"],
+        "pypi": sorted(str(r) for r in wheels) + sorted(extra),
+        "tools": list(TOOLS),
         "apt": packages,
         "system_site_packages": bool(debs_instead),
     }
@@ -100,6 +105,7 @@ def _ensure_deps(target: Target, planned: dict, fp: str, setdir: Path) -> Path:
     stage = Path(tempfile.mkdtemp(prefix="deps-", dir=setdir))
     try:
         wheels = pypi.download(planned["pypi"], target, stage / "wheels")
+        pypi.download(planned["tools"], target, stage / "tools")
         debs: list[Path] = []
         if planned["apt"]:
             debs = debian.fetch_repo(target.release, target.debian_arch, planned["apt"], stage / "debs", stage)

@@ -8,11 +8,10 @@ Steps, each only when needed, so a second run with the same files changes nothin
 1. unpack the bundle into ``DIR/install`` (when its sha256 differs from the last install's);
 2. apt-get the manifest's packages the host lacks from the bundle's flat repository, through a
    ``file:`` source and lists of our own (the host's sources and lists are not touched or needed);
-3. make the virtualenv (``--system-site-packages`` where Debian's python3-* packages stand in for
-   wheels PyPI lacks), recreating it if that choice changed;
-4. ``pip install --no-index`` (pip run from the archive's pip wheel) the requirements when they
-   changed, and the project's wheel when it changed (``--force-reinstall --no-deps``: same version,
-   new code); into a new virtualenv, both in one pip run.
+3. build a new virtualenv beside the old one (``--system-site-packages`` where Debian's python3-*
+   packages stand in for wheels PyPI lacks), install every wheel of the archive and the project's
+   wheel into it, check that every requirement is satisfied, then swap it in: a failed install
+   leaves the old virtualenv in place, and no half-updated one is ever run.
 It records what it installed in ``VENV/tcplab-install.json`` and prints one JSON line:
 ``{"changed": bool, "steps": [...]}``; exit 1 with one line on stderr when a step fails.
 """
@@ -95,14 +94,65 @@ def venv_matches(venv: Path, system_site: bool) -> bool:
     return any(ln.replace(" ", "") == f"include-system-site-packages={want}" for ln in cfg.read_text().splitlines())
 
 
-def pip_command(venv: Path, wheels: Path) -> list[str]:
-    """pip run from the archive's own pip wheel (the venv is made without pip: ensurepip takes
-    seconds, and the probe never needs pip at run time), with no index and no .pyc compiling."""
-    ours = sorted(wheels.glob("pip-*.whl"))
-    if not ours:
-        raise InstallError(f"no pip wheel in {wheels}")
-    return [str(venv / "bin" / "python"), str(ours[-1] / "pip"), "install", "--quiet", "--no-compile",
-            "--disable-pip-version-check", "--no-index", "--find-links", str(wheels)]
+def build_venv(workdir: Path, manifest: dict, venv: Path, python: str, stamp: dict) -> None:
+    """A complete new virtualenv next to ``venv``, checked, then swapped in with two renames.
+
+    The wheels go in with pypa's ``installer`` (run from its wheel in the archive's tools/): the
+    control node has resolved the set already, so no resolver and no pip (whose start and ensurepip
+    take seconds, minutes on a Pi) are needed. Scripts get the final path in their #! line."""
+    new, old = venv.with_name(venv.name + ".tcplab-new"), venv.with_name(venv.name + ".tcplab-old")
+    for d in (new, old):
+        if d.exists():
+            shutil.rmtree(d)
+    system_site = bool(manifest.get("system_site_packages"))
+    run([python, "-m", "venv", "--without-pip", *(["--system-site-packages"] if system_site else []), str(new)],
+        "python3 -m venv")
+    tools = sorted(str(p) for p in (workdir / "tools").glob("*.whl"))
+    wheels = sorted((workdir / "wheels").glob("*.whl")) + [workdir / "project" / manifest["wheel"]]
+    code = (
+        "import sys, sysconfig\n"
+        "from installer import install\n"
+        "from installer.destinations import SchemeDictionaryDestination\n"
+        "from installer.sources import WheelFile\n"
+        "paths = sysconfig.get_paths()\n"
+        "scheme = {k: paths[k] for k in ('purelib', 'platlib', 'scripts', 'data')}\n"
+        "scheme['headers'] = paths['include']\n"
+        "dest = SchemeDictionaryDestination(scheme, interpreter=sys.argv[1], script_kind='posix',\n"
+        "                                   bytecode_optimization_levels=[])\n"
+        "for w in sys.argv[2:]:\n"
+        "    with WheelFile.open(w) as src:\n"
+        "        install(src, dest, {'INSTALLER': b'tcplab\\n'})\n"
+    )
+    env = {"PYTHONPATH": os.pathsep.join(tools)}
+    run([str(new / "bin" / "python"), "-c", code, str(venv / "bin" / "python"), *map(str, wheels)],
+        "installing the wheels", env)
+    run([str(new / "bin" / "python"), "-c", CHECK, str(workdir / "requirements.txt")],
+        "checking the requirements", env)
+    (new / STAMP).write_text(json.dumps(stamp) + "\n")
+    if venv.exists():
+        venv.rename(old)
+    new.rename(venv)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# Every requirement satisfied in the new venv (a wheel, or Debian's package through system site-packages).
+CHECK = """\
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from packaging.requirements import Requirement
+bad = []
+for line in filter(None, map(str.strip, open(sys.argv[1]))):
+    req = Requirement(line)
+    try:
+        have = version(req.name)
+    except PackageNotFoundError:
+        bad.append(f"{req.name} is missing")
+        continue
+    if not req.specifier.contains(have, prereleases=True):
+        bad.append(f"{req.name} {have} does not satisfy {req}")
+if bad:
+    sys.exit("ERROR: " + "; ".join(bad))
+"""
 
 
 def install(bundle: Path, home: Path, venv: Path, python: str) -> dict:
@@ -124,29 +174,10 @@ def install(bundle: Path, home: Path, venv: Path, python: str) -> dict:
     if missing:
         apt_install(workdir / "debs", missing)
         steps.append("apt:" + ",".join(missing))
-    system_site = bool(manifest.get("system_site_packages"))
-    if not venv_matches(venv, system_site):
-        if venv.exists():
-            shutil.rmtree(venv)
-        args = ["--without-pip"] + (["--system-site-packages"] if system_site else [])
-        run([python, "-m", "venv", *args, str(venv)], "python3 -m venv")
+    if stamp.get("archive") != archive_sha or not venv_matches(venv, bool(manifest.get("system_site_packages"))):
+        new_stamp = {"archive": archive_sha, "set": manifest.get("set"), "wheel": manifest.get("wheel")}
+        build_venv(workdir, manifest, venv, python, new_stamp)
         steps.append("venv")
-    pip = pip_command(venv, workdir / "wheels")
-    wheel = workdir / "project" / manifest["wheel"]
-    requirements = ["-r", str(workdir / "requirements.txt")]
-    if "venv" in steps:  # a new venv: everything in one pip run
-        run(pip + requirements + [str(wheel)], f"pip install of {wheel.name} and its dependencies")
-        steps += ["dependencies", "project"]
-    else:
-        if stamp.get("deps") != manifest.get("fingerprint"):
-            run(pip + requirements, "pip install of the dependencies")
-            steps.append("dependencies")
-        if stamp.get("wheel") != manifest.get("wheel_sha256") or "dependencies" in steps:
-            run(pip + ["--force-reinstall", "--no-deps", str(wheel)], f"pip install of {wheel.name}")
-            steps.append("project")
-    if steps:
-        stamp_path.write_text(json.dumps({"archive": archive_sha, "deps": manifest.get("fingerprint"),
-                                          "wheel": manifest.get("wheel_sha256"), "set": manifest.get("set")}) + "\n")
     return {"changed": bool(steps), "steps": steps, "set": manifest.get("set")}
 
 

@@ -15,9 +15,10 @@ from controller.wheelhouse import hostinstall
 def make_wheel(d: Path, name: str, version: str, code: str) -> Path:
     dist = f"{name}-{version}.dist-info"
     files = {
-        f"{name}_mod.py": code,
+        f"{name}_mod.py": code + "def main():\n    print(X)\n",
         f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
         f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{dist}/entry_points.txt": f"[console_scripts]\n{name}-hello = {name}_mod:main\n",
     }
     files[f"{dist}/RECORD"] = "".join(f"{n},,\n" for n in files) + f"{dist}/RECORD,,\n"
     path = d / f"{name}-{version}-py3-none-any.whl"
@@ -27,14 +28,14 @@ def make_wheel(d: Path, name: str, version: str, code: str) -> Path:
     return path
 
 
-PIP_WHEEL = sorted(Path("/usr/share/python-wheels").glob("pip-*.whl"))[-1]  # python3-venv brings it
+TOOLS = Path(__file__).resolve().parents[1] / "data" / "wheelhouse-tools"
 
 
-def make_bundle(d: Path, dep: Path, wheel: Path, deps: str) -> Path:
-    """An archive laid out as bundle.py writes it (a toy dependency, Debian's pip wheel)."""
+def make_bundle(d: Path, dep: Path, wheel: Path, requirements: str = "tcplabdep>=1\n") -> Path:
+    """An archive laid out as bundle.py writes it (a toy dependency, the real tools)."""
     manifest = {"set": "x86_64-py3.11-bookworm", "apt": ["dpkg"], "system_site_packages": False,
-                "fingerprint": deps, "wheel": wheel.name, "wheel_sha256": hostinstall.sha256_of(wheel)}
-    members = {"manifest.json": json.dumps(manifest), "requirements.txt": "tcplabdep>=1\n"}
+                "wheel": wheel.name}
+    members = {"manifest.json": json.dumps(manifest), "requirements.txt": requirements}
     path = d / "install-set.tar"
     with tarfile.open(path, "w") as tar:
         for n, text in members.items():
@@ -43,7 +44,8 @@ def make_bundle(d: Path, dep: Path, wheel: Path, deps: str) -> Path:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
         tar.add(dep, arcname=f"wheels/{dep.name}")
-        tar.add(PIP_WHEEL, arcname=f"wheels/{PIP_WHEEL.name}")
+        for tool in sorted(TOOLS.glob("*.whl")):
+            tar.add(tool, arcname=f"tools/{tool.name}")
         tar.add(wheel, arcname=f"project/{wheel.name}")
     return path
 
@@ -53,31 +55,44 @@ def installed_code(venv: Path) -> str:
                           check=True, capture_output=True, text=True).stdout.strip()
 
 
-def test_install_then_nothing_then_only_what_changed(tmp_path):
+def test_install_then_nothing_then_a_new_venv_swapped_in(tmp_path):
     src, home = tmp_path / "src", tmp_path / "home"
     src.mkdir()
     venv = home / "venv"
-    dep = make_wheel(src, "tcplabdep", "1.0", "Y = 1\n")
-    bundle = make_bundle(src, dep, make_wheel(src, "tcplab", "0.0.1", "X = 'first'\n"), deps="d1")
+    dep = make_wheel(src, "tcplabdep", "1.0", "X = 1\n")
+    bundle = make_bundle(src, dep, make_wheel(src, "tcplab", "0.0.1", "X = 'first'\n"))
 
     first = hostinstall.install(bundle, home, venv, "/usr/bin/python3")
-    assert first["changed"] and first["steps"] == ["unpack", "venv", "dependencies", "project"]
+    assert first == {"changed": True, "steps": ["unpack", "venv"], "set": "x86_64-py3.11-bookworm"}
     assert installed_code(venv) == "first"
     cfg = (venv / "pyvenv.cfg").read_text()
     assert "include-system-site-packages = false" in cfg and not (venv / "bin/pip").exists()
+    script = venv / "bin/tcplab-hello"  # built in venv.tcplab-new, yet its #! names the final venv
+    assert script.read_text().splitlines()[0] == f"#!{venv}/bin/python"
+    assert subprocess.run([script], capture_output=True, text=True, check=True).stdout == "first\n"
 
     assert hostinstall.install(bundle, home, venv, "/usr/bin/python3") == {
         "changed": False, "steps": [], "set": "x86_64-py3.11-bookworm"}
 
-    bundle = make_bundle(src, dep, make_wheel(src, "tcplab", "0.0.1", "X = 'same version, new code'\n"), deps="d1")
-    assert hostinstall.install(bundle, home, venv, "/usr/bin/python3")["steps"] == ["unpack", "project"]
+    bundle = make_bundle(src, dep, make_wheel(src, "tcplab", "0.0.1", "X = 'same version, new code'\n"))
+    assert hostinstall.install(bundle, home, venv, "/usr/bin/python3")["steps"] == ["unpack", "venv"]
     assert installed_code(venv) == "same version, new code"
+    assert sorted(p.name for p in home.iterdir()) == ["install", "venv"]  # no .tcplab-new/-old left
 
-    bundle = make_bundle(src, dep, make_wheel(src, "tcplab", "0.0.2", "X = 'newer'\n"), deps="d2")
-    steps = hostinstall.install(bundle, home, venv, "/usr/bin/python3")["steps"]
-    assert steps == ["unpack", "dependencies", "project"]
-    assert installed_code(venv) == "newer"
-    assert [p.name for p in (home / "install/project").iterdir()] == ["tcplab-0.0.2-py3-none-any.whl"]
+
+def test_an_unsatisfied_requirement_fails_on_one_line_and_keeps_the_old_venv(tmp_path, capsys):
+    src, home = tmp_path / "src", tmp_path / "home"
+    src.mkdir()
+    venv = home / "venv"
+    dep = make_wheel(src, "tcplabdep", "1.0", "X = 1\n")
+    hostinstall.install(make_bundle(src, dep, make_wheel(src, "tcplab", "0.0.1", "X = 'old'\n")), home, venv,
+                        "/usr/bin/python3")
+    bad = make_bundle(src, dep, make_wheel(src, "tcplab", "0.0.2", "X = 'new'\n"), "tcplabdep>=2\n")
+    rc = hostinstall.main(["--bundle", str(bad), "--home", str(home), "--venv", str(venv)])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1
+    assert "tcplabdep 1.0 does not satisfy tcplabdep>=2" in err
+    assert installed_code(venv) == "old"
 
 
 def test_a_bundle_with_a_path_outside_is_refused_on_one_line(tmp_path, capsys):
