@@ -54,9 +54,21 @@ def vagrant(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
         return subprocess.CompletedProcess(r.args, r.returncode, f.read(), "")
 
 
+def _saved_state() -> libvirt.HostState | None:
+    try:
+        saved = json.loads(_state_file().read_text())
+        return libvirt.HostState(saved["started_pids"], {tuple(c) for c in saved["chains_before"]})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def up() -> libvirt.HostState:
-    state = libvirt.HostState()
+    # an earlier `up` that was never taken down knows what it started: keep that, not today's view
+    state = _saved_state() or libvirt.HostState()
+    before = state.chains_before or None
     libvirt.prepare(state)
+    if before is not None:
+        state.chains_before = before
     _state_file().write_text(json.dumps({**asdict(state), "chains_before": sorted(state.chains_before)}))
     env = lab_env()
     if env["TCPLAB_VAGRANT_BOX"] == libvirt.BOX:
@@ -72,11 +84,7 @@ def up() -> libvirt.HostState:
 
 def down(state: libvirt.HostState | None = None) -> list[str]:
     if state is None:
-        try:
-            saved = json.loads(_state_file().read_text())
-            state = libvirt.HostState(saved["started_pids"], {tuple(c) for c in saved["chains_before"]})
-        except (OSError, ValueError, KeyError):
-            state = libvirt.HostState(chains_before=libvirt.libvirt_chains())
+        state = _saved_state() or libvirt.HostState(chains_before=libvirt.libvirt_chains())
     r = vagrant("destroy", "-f", timeout=300)
     undone = ["vagrant destroy"] if r.returncode == 0 else []
     undone += libvirt.restore(state)

@@ -71,6 +71,7 @@ def libvirt_chains() -> set[tuple[str, str]]:
 def prepare(state: HostState) -> None:
     """Start the daemons when none answer (recording their pids in ``state``)."""
     state.chains_before = libvirt_chains()
+    state.started_pids = [pid for pid in state.started_pids if _alive(pid)]
     if _virsh("version", check=False).returncode == 0:
         log.info("libvirt_running")
         return
@@ -151,6 +152,14 @@ def restore(state: HostState) -> list[str]:
             pass
     log.info("vmlab_host_restored", undone=undone)
     return undone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 def _read_pid(path: Path, timeout: float = 10.0) -> int | None:

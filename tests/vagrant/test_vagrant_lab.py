@@ -75,7 +75,7 @@ def film(vms):
                          cwd=REPO, capture_output=True, text=True, timeout=2400)
     print(f"lab.yml on the VMs: {time.monotonic() - t0:.0f} s", file=sys.stderr)
     assert res.returncode == 0, res.stdout[-8000:] + res.stderr[-3000:]
-    found = re.findall(r"run directory: (\S+?)\"?,?$", res.stdout, re.M)
+    found = re.findall(r"run directory: ([^\s'\"]+)", res.stdout)
     assert found, res.stdout[-3000:]
     return Path(found[-1])
 
@@ -192,3 +192,22 @@ def test_doctor_reports_both_vms_ready_for_netem(vms):
         assert h["kernel"]["release"].startswith("6.1.")
         rtx = h["kernel"]["tracefs"]["tracepoints"]["tcp/tcp_retransmit_skb"]
         assert rtx["present"] and "err" not in rtx["fields"] and "skaddr" in rtx["fields"]
+
+
+def test_netem_and_the_delay_line_film_the_same_connection(film):
+    """``tcplab diff`` between this run (netem, two kernels) and a real run of the same seed at the
+    same delay on the embedded lab (the NFQUEUE delay line, tests/data): every step, state change,
+    segment (flags, relative Seq/Ack, length, retransmission), kernel event and console line must
+    agree; only the times may differ (a VM under software emulation answers a command later) and
+    the shaper's backend (docs/backends.md)."""
+    netns = REPO / "tests" / "data" / "seed-0.3s.trace.jsonl"
+    r = subprocess.run([str(BIN / "tcplab"), "diff", str(netns), str(film), "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode in (0, 1), r.stderr
+    report = json.loads(r.stdout)
+    structural = [d for d in report["differences"] if d["what"] != "time"
+                  and not (d["kind"] == "shaper" and d["a"]["backend"] == "nfqueue" and d["b"]["backend"] == "netem"
+                           and d["a"]["delay_ms"] == d["b"]["delay_ms"])]
+    assert structural == [], [d["text"] for d in structural]
+    shapers = [d for d in report["differences"] if d["kind"] == "shaper" and d["what"] == "changed"]
+    assert {d["role"] for d in shapers} == {"server", "client"}  # the backends did differ
