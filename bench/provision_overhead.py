@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +44,7 @@ def film_once(work: Path, delay: float, inventory: str | None) -> dict:
 
     home, runs = work / "home", work / "runs"
     events: list[dict] = []
+    (work / "runner").mkdir(parents=True)
     extravars = {"tcplab_delay": delay, "tcplab_home": str(home), "tcplab_runs_dir": str(runs)}
     kwargs = dict(private_data_dir=str(work / "runner"), project_dir=str(REPO), playbook="lab.yml",
                   envvars={"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
@@ -50,8 +53,12 @@ def film_once(work: Path, delay: float, inventory: str | None) -> dict:
     if inventory:
         kwargs["inventory"] = str(REPO / inventory)
     t0 = time.monotonic()
-    runner = ansible_runner.run(**kwargs)
-    wall = time.monotonic() - t0
+    try:
+        runner = ansible_runner.run(**kwargs)
+        wall = time.monotonic() - t0
+    finally:  # whatever the playbook's teardown did not reach: the lab, the controller, the probes
+        subprocess.run([sys.executable, "-m", "controller.testbed.cli", "down", "--json"], cwd=REPO,
+                       env={**os.environ, "TCPLAB_HOME": str(home)}, capture_output=True, timeout=120)
     if runner.rc != 0:
         failed = [e["event_data"].get("task") for e in events if e.get("event") == "runner_on_failed"]
         raise SystemExit(f"lab.yml failed (rc {runner.rc}): tasks {failed}; artifacts in {work / 'runner'}")
@@ -65,10 +72,13 @@ def plays(events: list[dict], end: float) -> list[tuple[str, float]]:
 
 
 def slowest_tasks(events: list[dict], n: int) -> list[tuple[str, float]]:
+    """The n slowest tasks, each by its slowest host (hosts run a task in parallel); meta tasks
+    (flush_handlers, end_host) have no duration of their own and are left out."""
     longest: dict[str, float] = defaultdict(float)
     for e in events:
-        if e.get("event") in ("runner_on_ok", "runner_on_failed", "runner_on_skipped"):
-            d = e.get("event_data") or {}
+        d = e.get("event_data") or {}
+        if e.get("event") in ("runner_on_ok", "runner_on_failed", "runner_on_skipped") and \
+                d.get("task_action") not in ("meta", "ansible.builtin.meta"):
             key = f"{d.get('role') + ' : ' if d.get('role') else ''}{d.get('task')}"
             longest[key] = max(longest[key], float(d.get("duration") or 0.0))
     return sorted(longest.items(), key=lambda kv: -kv[1])[:n]
@@ -85,18 +95,21 @@ def main() -> int:
         print("bench.provision_overhead: needs root (it builds the embedded lab)", file=sys.stderr)
         return 2
     results = []
-    with tempfile.TemporaryDirectory(prefix="tcplab-bench-provision-") as tmp:
-        for i in range(args.runs + (0 if args.no_warmup else 1)):
-            r = film_once(Path(tmp) / f"run{i}", args.delay, args.inventory)
-            warm = i > 0 or args.no_warmup
-            print(f"{'run' if warm else 'warm-up'} {i}: wall {r['wall_s']:.1f} s, scenario {r['scenario_s']:.1f} s, "
-                  f"overhead {r['wall_s'] - r['scenario_s']:.1f} s", flush=True)
-            if warm:
-                results.append(r)
+    tmp = tempfile.mkdtemp(prefix="tcplab-bench-provision-")  # kept when a run fails, for its artifacts
+    for i in range(args.runs + (0 if args.no_warmup else 1)):
+        r = film_once(Path(tmp) / f"run{i}", args.delay, args.inventory)
+        warm = i > 0 or args.no_warmup
+        print(f"{'run' if warm else 'warm-up'} {i}: wall {r['wall_s']:.1f} s, scenario {r['scenario_s']:.1f} s, "
+              f"overhead {r['wall_s'] - r['scenario_s']:.1f} s", flush=True)
+        if warm:
+            results.append(r)
+    shutil.rmtree(tmp, ignore_errors=True)
     overhead = [r["wall_s"] - r["scenario_s"] for r in results]
     best = min(range(len(results)), key=lambda i: overhead[i])
     r = results[best]
     end = max(_ts(e) for e in r["events"] if "created" in e)
+    first = min(_ts(e) for e in r["events"] if "created" in e)
+    print(f"\nansible-playbook's start-up, before the first event: {r['wall_s'] - (end - first):.1f} s")
     print(f"\nprovisioning overhead (DELAY={args.delay}, warm machine, {len(results)} runs)")
     print(f"  {'':<10}{'wall s':>10}{'scenario s':>12}{'overhead s':>12}{'wall/scenario':>15}")
     for i, x in enumerate(results):
@@ -108,7 +121,7 @@ def main() -> int:
     for name, secs in plays(r["events"], end):
         print(f"  {secs:6.1f} s  {name}")
     print("the slowest tasks (the longest host's time):")
-    for name, secs in slowest_tasks(r["events"], 8):
+    for name, secs in slowest_tasks(r["events"], 15):
         print(f"  {secs:6.1f} s  {name}")
     return 0
 

@@ -1,7 +1,8 @@
 """The roles assume nothing about the embedded target: ``lab.yml`` with ``inventory/physical.yml``
 (a laptop's wlp5s0 and a Pi's wlan0), its addresses, interfaces and users overridden with ``-e`` to
 point at the namespaces, builds the netns testbed, provisions, films and keeps the lab; a second
-provisioning run through ansible-runner (what ``tcplab film`` uses) changes nothing; the teardown play
+provisioning run through ansible-runner (what ``tcplab film`` uses) changes nothing, nor does
+``--check`` on the provisioned lab; the teardown play
 then stops everything it started, with the roles' own variables.
 
 One lab is built for the module (about 2 minutes): run it under the lab lock,
@@ -101,6 +102,18 @@ def test_a_second_provisioning_run_changes_nothing(lab: dict) -> None:
     (stats,) = [e for e in logs if e["event"] == "playbook_recap"]
     assert set(stats["ok"]) == {"localhost", "thinkpad", "raspberrypi"}
     assert not any(stats["changed"].values()) and not stats["failures"] and not stats["unreachable"]
+
+
+def test_check_mode_on_the_provisioned_lab_fails_nothing_and_changes_nothing(lab: dict) -> None:
+    """--check against the running lab: every host reached, nothing would change, nothing filmed."""
+    assert lab["first"].returncode == 0, "the first run failed: see the test above"
+    runs_before = sorted(lab["runs"].iterdir())
+    r = ansible("ansible-playbook", "-i", INVENTORY, "lab.yml", "--check", "-e", json.dumps(lab["extra"]))
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    stats = recap(r.stdout)
+    assert set(stats) == {"localhost", "thinkpad", "raspberrypi"}
+    assert all(s["ok"] > 0 and s["changed"] == 0 and not s["failed"] for s in stats.values()), stats
+    assert sorted(lab["runs"].iterdir()) == runs_before and _lab_is_up()
 
 
 def test_teardown_stops_what_the_roles_started(lab: dict) -> None:
