@@ -29,6 +29,7 @@ MACHINES = {
 }
 # Debian releases whose glibc we know (manylinux_2_N wheels up to N run there) and their python.
 RELEASES = {
+    "bullseye": {"glibc": 31, "python": "3.9"},
     "bookworm": {"glibc": 36, "python": "3.11"},
     "trixie": {"glibc": 41, "python": "3.13"},
 }
@@ -66,7 +67,8 @@ class Target:
 
     def pip_platforms(self) -> list[str]:
         """Every platform tag a wheel for this host may carry (pip 23 does not expand manylinux_2_N)."""
-        glibc = RELEASES.get(self.release, {"glibc": 17})["glibc"]
+        # not Debian: assume a glibc of 2.28 or newer (Ubuntu 20.04 has 2.31, EL8 2.28)
+        glibc = RELEASES.get(self.release, {"glibc": 28})["glibc"]
         tags = [f"manylinux_2_{n}_{self.machine}" for n in range(glibc, 16, -1)]
         return tags + [f"manylinux2014_{self.machine}", f"linux_{self.machine}"]
 

@@ -38,6 +38,8 @@ def test_platform_tags_run_down_from_the_release_glibc():
     tags = targets.parse("aarch64-py3.11-bookworm").pip_platforms()
     assert tags[0] == "manylinux_2_36_aarch64" and "manylinux_2_17_aarch64" in tags
     assert "manylinux_2_37_aarch64" not in tags and tags[-2:] == ["manylinux2014_aarch64", "linux_aarch64"]
+    other = targets.parse("x86_64-py3.12-other").pip_platforms()  # e.g. an Ubuntu laptop
+    assert other[0] == "manylinux_2_28_x86_64"  # pyzmq 27 ships manylinux_2_28 wheels only
 
 
 def test_markers_are_the_targets_not_this_machines():
