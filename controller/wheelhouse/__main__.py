@@ -33,7 +33,6 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument("--extra", action="append", default=[], metavar="REQUIREMENT",
                       help="a further requirement shipped as a wheel, e.g. pytest (repeatable)")
     args = ap.parse_args(argv)
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     try:
         out = _run(args)
     except WheelhouseError as e:
@@ -44,13 +43,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> dict:
+    chosen = [targets.parse(name) for name in sorted(set(getattr(args, "sets", [])))]  # bad names first
     if not args.check:
         args.wheelhouse.mkdir(parents=True, exist_ok=True)
     wheelhouse = args.wheelhouse.resolve()
     wheel, changed = project.ensure_wheel(args.repo.resolve(), wheelhouse, check=args.check)
     out = {"changed": changed, "wheel": str(wheel.path) if wheel else None}
     if args.command == "prepare":
-        chosen = [targets.parse(name) for name in sorted(set(args.sets))]  # bad names fail first
         out["sets"] = {}
         for target in chosen:
             b, built = (None, True) if wheel is None else bundle.ensure(
@@ -61,4 +60,6 @@ def _run(args) -> dict:
 
 
 if __name__ == "__main__":
+    # stdout carries the one JSON answer Ansible reads: the log events go to stderr
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     sys.exit(main())

@@ -97,7 +97,8 @@ def parse(name: str) -> Target:
     machine, python, release = m["machine"], m["python"], m["release"]
     if machine not in MACHINES:
         raise WheelhouseError(
-            f"install set {name!r}: no probe install for CPU {machine!r} (known: {', '.join(MACHINES)})"
+            f"install set {name!r}: no probe install for CPU {machine!r} (known: {', '.join(MACHINES)};"
+            " a Pi Zero or Pi 1 is armv6l, which Debian's armhf packages do not run on)"
         )
     instead = DEBIAN_INSTEAD.get(machine, {})
     target = Target(machine, python, release, bool(m["offline"]), dict(instead))

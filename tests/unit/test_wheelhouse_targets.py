@@ -67,3 +67,25 @@ def test_an_offline_set_carries_the_system_packages_and_changes_its_fingerprint(
     assert online["system_site_packages"] is False
     assert bundle.fingerprint_of(online) != bundle.fingerprint_of(offline)
     assert bundle.fingerprint_of(online) == bundle.fingerprint_of(dict(online))
+
+
+def test_the_command_refuses_a_bad_set_before_building_anything(tmp_path, capsys):
+    from controller.wheelhouse.__main__ import main
+
+    wh = tmp_path / "wh"
+    assert main(["prepare", "--wheelhouse", str(wh), "--set", "armv6l-py3.11-bookworm"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tcplab-wheelhouse: error: install set 'armv6l-py3.11-bookworm'") and err.count("\n") == 1
+    assert not (wh / "project").exists()
+
+
+def test_check_mode_on_a_fresh_control_node_writes_nothing_and_names_nothing(tmp_path, capsys):
+    import json
+
+    from controller.wheelhouse.__main__ import main
+
+    wh = tmp_path / "wh"
+    assert main(["prepare", "--check", "--wheelhouse", str(wh), "--set", "aarch64-py3.11-bookworm"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "changed": True, "wheel": None, "sets": {"aarch64-py3.11-bookworm": None}}
+    assert not wh.exists()
