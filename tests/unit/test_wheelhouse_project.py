@@ -6,6 +6,8 @@ import shutil
 import zipfile
 from pathlib import Path
 
+from structlog.testing import capture_logs
+
 from controller.wheelhouse import project
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,8 +23,10 @@ def copy_repo(dest: Path) -> Path:
 def test_the_wheel_holds_what_the_fingerprint_covers_and_one_wheel_is_kept(tmp_path):
     repo = copy_repo(tmp_path / "repo")
     wh = tmp_path / "wh"
-    first, built = project.ensure_wheel(repo, wh)
+    with capture_logs() as logs:
+        first, built = project.ensure_wheel(repo, wh)
     assert built
+    assert [e["event"] for e in logs] == ["project_wheel_built"] and logs[0]["wheel"] == first.path.name
     covered = {str(p) for p in project.source_files(repo)}
     with zipfile.ZipFile(first.path) as z:
         shipped = [n for n in z.namelist() if ".dist-info/" not in n]
@@ -37,7 +41,8 @@ def test_the_wheel_holds_what_the_fingerprint_covers_and_one_wheel_is_kept(tmp_p
     assert project.current(wh) == first  # --check built nothing
     pyproject = repo / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('version = "0.1.0"', 'version = "0.1.1"', 1))
-    second, built = project.ensure_wheel(repo, wh)
+    with capture_logs():
+        second, built = project.ensure_wheel(repo, wh)
     assert built and second.fingerprint != first.fingerprint
     assert second.path.name == "tcplab-0.1.1-py3-none-any.whl"
     assert [p.name for p in (wh / "project").glob("*.whl")] == [second.path.name]
