@@ -85,6 +85,10 @@ def test_lab_playbook_films_the_seed_and_leaves_nothing(tmp_path):
     info = json.loads((run_dir / "run.json").read_text())
     assert info["ok"] and info["causality"]["violations"] == []
     assert {h["shaper_backend"] for h in info["hosts"].values()} == {"nfqueue"}  # this kernel has no netem
+    # every lab-port packet a host sent went through its delay line, and nothing else did
+    for host, facts in info["hosts"].items():
+        sent = sum(1 for r in recs if r["kind"] == "packet" and r["host"] == host and r["dir"] == "out")
+        assert facts["shaper_counters"]["shaped_packets"] == sent, (host, facts)
     for host in ("thinkpad", "raspberrypi"):
         assert (run_dir / f"{host}.pcap").stat().st_size > 24 * 10
     # the film, made by the controller the playbook provisioned (film.html's content: test_film_html)
