@@ -80,7 +80,9 @@ def apt_install(repo: Path, names: list[str]) -> None:
     opts = ["-o", f"Dir::Etc::SourceList={sources}", "-o", "Dir::Etc::SourceParts=/nonexistent",
             "-o", f"Dir::State::Lists={state}", "-o", "Dir::Cache::pkgcache=",
             "-o", "Dir::Cache::srcpkgcache=", "-o", "APT::Install-Recommends=false",
-            "-o", "Acquire::Languages=none"]
+            "-o", "Acquire::Languages=none",
+            # a fresh Pi may be running its first unattended-upgrades: wait for dpkg's lock
+            "-o", "DPkg::Lock::Timeout=120"]
     env = {"DEBIAN_FRONTEND": "noninteractive"}
     run(["apt-get", "-qq", *opts, "update"], "apt-get update from the local repository", env)
     run(["apt-get", "-qq", "-y", *opts, "install", *names], f"apt-get install {' '.join(names)}", env)
