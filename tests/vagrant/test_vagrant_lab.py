@@ -74,7 +74,12 @@ def film(vms):
     res = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(INVENTORY), "lab.yml", "-e", extra],
                          cwd=REPO, capture_output=True, text=True, timeout=2400)
     print(f"lab.yml on the VMs: {time.monotonic() - t0:.0f} s", file=sys.stderr)
-    assert res.returncode == 0, res.stdout[-8000:] + res.stderr[-3000:]
+    if res.returncode != 0:  # the VMs are destroyed next: keep what their probes said
+        journals = {h: ssh(h, f"systemctl status tcplab-probe-{h} --no-pager; "
+                              f"journalctl -u tcplab-probe-{h} --no-pager -o cat | tail -n 40").stdout
+                    for h in ADDR}
+        pytest.fail(res.stdout[-6000:] + res.stderr[-2000:] + "".join(
+            f"\n--- {h}'s probe ---\n{j}" for h, j in journals.items()))
     found = re.findall(r"run directory: ([^\s'\"]+)", res.stdout)
     assert found, res.stdout[-3000:]
     return Path(found[-1])
