@@ -2,6 +2,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import structlog
 
 from tests.netns import NetnsPair, require_root
 
@@ -24,3 +25,12 @@ def seed_data_run(tmp_path) -> Path:
     d.mkdir()
     shutil.copy(DATA / "seed-0.3s.trace.jsonl", d / "trace.jsonl")
     return d
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults():
+    """Code under test may configure structlog to print to the sys.stderr of that moment (pytest's
+    capture, closed after the test): put structlog back after every test, so later tests do not log
+    into a closed stream."""
+    yield
+    structlog.reset_defaults()
