@@ -31,9 +31,11 @@ INVENTORY = "inventory/physical.yml"
 POINT_AT_NAMESPACES = {
     "tcplab_laptop_address": "10.90.0.1", "tcplab_laptop_iface": "eth0", "tcplab_laptop_user": "root",
     "tcplab_pi_address": "10.90.0.2", "tcplab_pi_iface": "eth0", "tcplab_pi_user": "root",
+    # the namespaces share this machine's root file system: no packages installed into it
+    "tcplab_pi_offline": False,
     "tcplab_become": False, "tcplab_controller_ip": "10.90.0.254",
     # the namespaces are x86 and have no route to a mirror or to PyPI
-    "tcplab_probe_install_from": "wheelhouse", "tcplab_probe_apt_update_cache": False,
+    "tcplab_probe_apt_update_cache": False,
     # and the first play builds them
     "tcplab_testbed": "netns",
 }

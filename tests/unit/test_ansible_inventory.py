@@ -12,7 +12,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 PHYSICAL = REPO / "inventory" / "physical.yml"
 EDITED = {"tcplab_laptop_address", "tcplab_laptop_iface", "tcplab_laptop_user", "tcplab_pi_address",
-          "tcplab_pi_iface", "tcplab_pi_user", "tcplab_become", "tcplab_controller_ip"}
+          "tcplab_pi_iface", "tcplab_pi_user", "tcplab_become", "tcplab_controller_ip", "tcplab_pi_offline"}
 
 
 def test_the_edit_block_holds_every_address_interface_user_and_become() -> None:
@@ -41,6 +41,10 @@ def test_the_hosts_only_refer_to_the_edit_block() -> None:
     assert not re.search(r"\b\d+\.\d+\.\d+\.\d+\b|wlp5s0|wlan0|: pi\b", values), values
 
 
-def test_the_pi_keeps_its_own_install_source() -> None:
-    lab = yaml.safe_load(PHYSICAL.read_text())["all"]["children"]["lab"]
-    assert "tcplab_probe_install_from" in lab["hosts"]["raspberrypi"]
+def test_the_pi_is_offline_as_the_edit_block_says() -> None:
+    inv = yaml.safe_load(PHYSICAL.read_text())["all"]
+    pi = inv["children"]["lab"]["hosts"]["raspberrypi"]
+    assert inv["vars"]["tcplab_pi_offline"] is True
+    assert pi["tcplab_probe_offline"] == "{{ tcplab_pi_offline }}"
+    assert pi["tcplab_probe_apt_update_cache"] == "{{ not (tcplab_pi_offline | bool) }}"
+    assert "tcplab_probe_offline" not in inv["children"]["lab"]["hosts"]["thinkpad"]
