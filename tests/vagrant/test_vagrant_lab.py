@@ -52,16 +52,27 @@ def ssh(host: str, command: str, timeout: float = 120) -> subprocess.CompletedPr
         capture_output=True, text=True, timeout=timeout)
 
 
+def stop_controller() -> None:
+    """A failed film leaves the controller up for inspection (film.yml): this module's is stopped
+    with the VMs, or the next `make test-vagrant` would find it holding the port."""
+    config = Path(HOME) / "controller" / "controller.yml"
+    if config.exists():
+        subprocess.run([str(BIN / "tcplab-controller"), "stop", "--config", str(config)],
+                       capture_output=True, timeout=60)
+
+
 @pytest.fixture(scope="module")
 def vms():
     require_root()
     state = None
     t0 = time.monotonic()
+    stop_controller()  # one a killed earlier run left behind
     try:
         state = lab.up()
         print(f"vagrant up: {time.monotonic() - t0:.0f} s", file=sys.stderr)
         yield
     finally:
+        stop_controller()
         undone = lab.down(state)
         print(f"vagrant destroyed and the host restored: {undone}", file=sys.stderr)
 
