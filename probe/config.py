@@ -27,6 +27,7 @@ class ProbeConfig:
     home: Path = Path("/var/lib/tcplab/hosts/unknown")
     nc: str = "/usr/bin/nc"
     poll_hz: float = 50.0
+    shaper_backend: str = "auto"  # auto (netem, else the NFQUEUE delay line), netem or nfqueue
 
     @property
     def pid_path(self) -> Path:
@@ -70,7 +71,7 @@ def check_endpoint(path: Path, value: object, field: str) -> str:
 def load(path: Path) -> ProbeConfig:
     path = Path(path).resolve()
     data = read_yaml(path)
-    known = {"host", "controller", "lab_ip", "lab_iface", "port", "home", "nc", "poll_hz"}
+    known = {"host", "controller", "lab_ip", "lab_iface", "port", "home", "nc", "poll_hz", "shaper_backend"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}")
@@ -90,9 +91,12 @@ def load(path: Path) -> ProbeConfig:
     poll_hz = data.get("poll_hz", 50.0)
     if not isinstance(poll_hz, (int, float)) or not 1 <= poll_hz <= 1000:
         raise ConfigError(f"{path}: poll_hz must be 1..1000, got {poll_hz!r}")
+    backend = data.get("shaper_backend", "auto")
+    if backend not in ("auto", "netem", "nfqueue"):
+        raise ConfigError(f"{path}: shaper_backend must be auto, netem or nfqueue, got {backend!r}")
     return ProbeConfig(
         path=path, host=host, controller=check_endpoint(path, data["controller"], "controller"),
         lab_ip=str(data["lab_ip"]), lab_iface=str(data.get("lab_iface", "eth0")), port=port,
         home=Path(data.get("home", f"/var/lib/tcplab/hosts/{host}")), nc=str(data.get("nc", "/usr/bin/nc")),
-        poll_hz=float(poll_hz),
+        poll_hz=float(poll_hz), shaper_backend=backend,
     )

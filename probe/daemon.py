@@ -51,7 +51,7 @@ class Probe:
         self.stopping = asyncio.Event()
         self.events: asyncio.Queue[dict] = asyncio.Queue()
         self.commands: asyncio.Queue[dict] = asyncio.Queue()
-        self.shaper = Shaper(ifname=cfg.lab_iface, port=cfg.port)
+        self.shaper = Shaper(ifname=cfg.lab_iface, port=cfg.port, backend=cfg.shaper_backend)
         self.watcher = SocketWatcher(cfg.port)
         self.endpoint = Endpoint(on_console=self._console, nc=cfg.nc, pid_dir=cfg.home)
         self.capture: Capture | None = None

@@ -68,8 +68,9 @@ def handle(shaper: Shaper, req: dict) -> dict:
 
 def main() -> None:
     ifname, port = sys.argv[1], int(sys.argv[2])
+    backend = sys.argv[3] if len(sys.argv) > 3 else "auto"
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # stdout is ours
-    shaper = Shaper(ifname, port)
+    shaper = Shaper(ifname, port, backend=backend)
     try:
         print(json.dumps({"ready": True}), flush=True)
         for line in sys.stdin:

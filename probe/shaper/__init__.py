@@ -7,6 +7,10 @@ see :mod:`probe.shaper.nfqueue`). Either way only packets with the port as sourc
 destination are touched, so SSH, Ansible and ZeroMQ are never slowed.
 Everything works in the network namespace of the calling process.
 
+``Shaper(..., backend="nfqueue")`` skips netem even where the kernel has it (``"netem"`` refuses
+the fallback): the same kernel filmed with each backend tells what the backend changes and what
+the kernel does (docs/backends.md). The default, ``"auto"``, is the order above.
+
 ``sweep()`` is for probe start: it removes what a killed probe left behind.
 """
 
@@ -32,9 +36,14 @@ log = structlog.get_logger(__name__)
 class Shaper:
     """Shaping of ``port`` on ``ifname``; nothing is touched until :meth:`apply`."""
 
-    def __init__(self, ifname: str, port: int, queue_num: Optional[int] = None):
+    BACKENDS = ("auto", "netem", "nfqueue")
+
+    def __init__(self, ifname: str, port: int, queue_num: Optional[int] = None, backend: str = "auto"):
         if not (isinstance(port, int) and 0 < port < 65536):
             raise ShaperError(f"bad port {port!r}")
+        if backend not in self.BACKENDS:
+            raise ShaperError(f"bad shaper backend {backend!r} (one of {', '.join(self.BACKENDS)})")
+        self.choice = backend
         if not ifname or len(ifname) > 15:
             raise ShaperError(f"bad interface name {ifname!r}")
         self.ifname = ifname
@@ -61,9 +70,13 @@ class Shaper:
             return self._impl.name
         impl: Union[NetemBackend, "NfqueueBackend"] = NetemBackend(self.ifname, self.port)
         try:
+            if self.choice == "nfqueue":
+                raise NetemUnavailable("the configuration asks for nfqueue")
             impl.apply(delay_ms, loss_pct)
-            reason = "kernel has prio and netem"
+            reason = "kernel has prio and netem" if self.choice == "auto" else "the configuration asks for netem"
         except NetemUnavailable as e:
+            if self.choice == "netem":
+                raise
             reason = str(e)
             # imported here: fnfqueue is x86_64-only and kernels with netem never need it
             from probe.shaper.nfqueue import NfqueueBackend

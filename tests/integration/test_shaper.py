@@ -41,16 +41,16 @@ print(out)
 class Agent:
     """A Shaper in ``host``'s namespace, driven one JSON line at a time."""
 
-    def __init__(self, host: Host, port: int = PORT):
-        self.proc = host.popen(sys.executable, "-u", "-m", "tests.shaper_agent", host.ifname, str(port),
+    def __init__(self, host: Host, port: int = PORT, backend: str = "auto"):
+        self.proc = host.popen(sys.executable, "-u", "-m", "tests.shaper_agent", host.ifname, str(port), backend,
                                cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self._read(20) == {"ready": True}
 
-    def call(self, op: str, timeout: float = 20, **kw) -> dict:
+    def call(self, op: str, timeout: float = 20, refused: bool = False, **kw) -> dict:
         self.proc.stdin.write(json.dumps({"op": op, **kw}) + "\n")
         self.proc.stdin.flush()
         reply = self._read(timeout)
-        assert "error" not in reply, reply
+        assert ("error" in reply) == refused, reply
         return reply
 
     def _read(self, timeout: float) -> dict:
@@ -121,6 +121,28 @@ def test_this_kernel_refuses_prio_netem_and_nothing_is_left(netns_pair, agents):
     reply = agents(netns_pair.a).call("netem_only", delay_ms=D)
     assert reply["unavailable"] is True
     assert "prio" in reply["message"] and "unknown" in reply["message"]
+    assert_clean(netns_pair.a)
+
+
+def test_a_forced_backend_is_used_or_refused_by_this_kernel(netns_pair):
+    """backend=netem on a kernel without netem: the kernel's refusal, no fallback, nothing left;
+    backend=nfqueue: the delay line, without trying netem first."""
+    netem = Agent(netns_pair.a, backend="netem")
+    try:
+        reply = netem.call("apply", delay_ms=D, refused=True)
+        assert reply["error"] == "NetemUnavailable" and "unknown" in reply["message"], reply
+    finally:
+        netem.close()
+    assert_clean(netns_pair.a)
+    nfq = Agent(netns_pair.a, backend="nfqueue")
+    try:
+        reply = nfq.call("apply", delay_ms=D)
+        assert reply["backend"] == "nfqueue"
+        (chosen,) = [e for e in reply["events"] if e["event"] == "shaper_backend_chosen"]
+        assert chosen["reason"] == "the configuration asks for nfqueue"
+        assert nfq.call("clear")["backend"] is None
+    finally:
+        nfq.close()
     assert_clean(netns_pair.a)
 
 

@@ -127,3 +127,22 @@ def test_shaper_touches_nothing_until_applied_and_checks_its_arguments():
         s.apply(delay_ms=10, loss_pct=101)
     with pytest.raises(ShaperError, match="no interface"):
         Shaper(ifname="tcplabnothere", port=9090).apply(delay_ms=10)
+
+
+def test_a_backend_can_be_chosen_and_a_bad_choice_is_named():
+    assert Shaper(ifname="eth0", port=9090, backend="nfqueue").choice == "nfqueue"
+    with pytest.raises(ShaperError, match="bad shaper backend 'tc'"):
+        Shaper(ifname="eth0", port=9090, backend="tc")
+
+
+def test_the_probe_config_takes_the_backend_choice(tmp_path):
+    from probe import config
+    path = tmp_path / "probe.yml"
+    base = "host: thinkpad\ncontroller: tcp://10.90.0.254:5555\nlab_ip: 10.90.0.1\n"
+    path.write_text(base)
+    assert config.load(path).shaper_backend == "auto"
+    path.write_text(base + "shaper_backend: nfqueue\n")
+    assert config.load(path).shaper_backend == "nfqueue"
+    path.write_text(base + "shaper_backend: tbf\n")
+    with pytest.raises(config.ConfigError, match="shaper_backend must be auto, netem or nfqueue, got 'tbf'"):
+        config.load(path)
