@@ -1,4 +1,7 @@
-"""``tcplab lab up|down|status [--json] [--home DIR]``: the testbed from the command line.
+"""``tcplab lab up|down|purge|status [--json] [--home DIR]``: the testbed from the command line.
+
+``down`` removes the lab and keeps the probes' cache (/var/cache/tcplab/probes, their install sets
+and virtualenvs, reused by the next film); ``purge`` removes both.
 
 Exit codes: 0 done, 1 the testbed could not be built/removed (one-line reason on stderr),
 2 bad usage.
@@ -14,9 +17,9 @@ from typing import Any, Optional
 import structlog
 
 from controller.testbed.spec import TestbedError, TestbedSpec
-from controller.testbed.testbed import down, status, up
+from controller.testbed.testbed import down, purge, status, up
 
-ACTIONS = {"up": up, "down": down, "status": status}
+ACTIONS = {"up": up, "down": down, "purge": purge, "status": status}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,6 +59,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 def _human(action: str, r: dict[str, Any]) -> str:
     if action == "down":
         return "testbed removed" if r["changed"] else "testbed already absent"
+    if action == "purge":
+        return "testbed and probe cache removed" if r["changed"] else "testbed and probe cache already absent"
     lines = []
     if action == "up":
         lines.append("testbed changed" if r["changed"] else "testbed already up")

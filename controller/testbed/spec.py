@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Tuple
 
 DEFAULT_HOME = "/var/lib/tcplab"
+# The probes' code on the embedded lab (inventory/netns.yml's tcplab_probe_install_dir, one directory
+# per host): kept by `down`, so the next film reuses it; removed by `purge`.
+PROBE_CACHE = "/var/cache/tcplab/probes"
 HOST_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
 
@@ -82,6 +85,7 @@ class TestbedSpec:
     bridge: str = "tcplab0"
     controller_host: int = 254  # the root namespace's address on the bridge: .254
     home: Path = field(default_factory=default_home)
+    probe_cache: Path = Path(PROBE_CACHE)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home).absolute())

@@ -100,6 +100,11 @@ def config_text(spec: TestbedSpec, host: HostSpec) -> str:
         "PrintMotd no",
         "X11Forwarding no",
         "AcceptEnv LANG LC_*",
+        # bash sources ~/.bashrc for a command sent over ssh when it is the first shell (SHLVL unset):
+        # this machine's root's .bashrc (pyenv init, cargo) costs 0.1 s per command, and Ansible sends
+        # several per task. With SHLVL=1 the login shell counts as nested and skips it, as a fresh Pi's
+        # root would (its .bashrc does nothing for a non-interactive shell); PATH is sshd's default.
+        "SetEnv SHLVL=1",
         f"Subsystem sftp {SFTP_SERVER}",
         "",
     ])

@@ -5,7 +5,10 @@ piece is (re)made, so a second ``up`` reports ``changed: false`` and restarts no
 ``down`` works from whatever is left, also after a crash: it stops processes recorded in pid
 files (checking ``/proc/<pid>/cmdline`` first), then anything still running inside our
 namespaces, deletes the namespaces and links by their exact names, and removes
-``$TCPLAB_HOME/testbed`` and ``$TCPLAB_HOME/hosts``. Calls are serialised by a lock file.
+``$TCPLAB_HOME/testbed`` and ``$TCPLAB_HOME/hosts``. It keeps the probes' cache
+(``spec.probe_cache``, /var/cache/tcplab/probes: each lab host's install set and virtualenv, no
+process, no network object), which the next film reuses when the install set did not change.
+``purge`` is ``down`` and the cache. Calls are serialised by a lock file.
 """
 
 from __future__ import annotations
@@ -65,6 +68,20 @@ def down(spec: TestbedSpec | None = None) -> dict[str, Any]:
             spec.home.rmdir()
             changed = True
     log.info("testbed_down", changed=changed, home=str(spec.home))
+    return {"changed": changed}
+
+
+def purge(spec: TestbedSpec | None = None) -> dict[str, Any]:
+    """``down``, then the probes' cache: nothing of the lab is left on the machine."""
+    spec = spec or TestbedSpec()
+    changed = down(spec)["changed"]
+    with _locked():
+        if spec.probe_cache.exists():
+            shutil.rmtree(spec.probe_cache)
+            log.info("testbed_probe_cache_removed", path=str(spec.probe_cache))
+            changed = True
+        with contextlib.suppress(OSError):  # /var/cache/tcplab, only if nothing else lives there
+            spec.probe_cache.parent.rmdir()
     return {"changed": changed}
 
 

@@ -7,6 +7,7 @@ than touch a testbed somebody else has up on this machine.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from controller.testbed import TestbedSpec, down, status, up
+from controller.testbed import TestbedSpec, down, purge, status, up
 from controller.testbed import processes
 from tests.netns import require_root
 
@@ -158,6 +159,27 @@ def test_down_removes_everything_and_twice_is_fine(spec):
     assert_nothing_left(spec, pids + [nc.pid])
     assert not spec.home.exists()  # nothing else lived there
     assert json.loads(cli("down", "--json", home=spec.home).stdout)["changed"] is False
+
+
+def test_down_keeps_the_probe_cache_and_purge_removes_it(spec, tmp_path):
+    spec = dataclasses.replace(spec, probe_cache=tmp_path / "cache" / "probes")
+    up(spec)
+    venv = spec.probe_cache / "thinkpad" / "venv"
+    venv.mkdir(parents=True)
+    (venv / "tcplab-install.json").write_text("{}\n")
+    assert down(spec)["changed"] is True
+    assert kernel_namespaces() == set() and (venv / "tcplab-install.json").exists()
+    assert purge(spec)["changed"] is True
+    assert not spec.probe_cache.exists() and not spec.probe_cache.parent.exists()
+    assert purge(spec)["changed"] is False
+
+
+def test_a_command_over_ssh_does_not_run_roots_bashrc(spec):
+    """sshd hands its sessions SHLVL=1, so bash skips ~/.bashrc (0.1 s per command here: pyenv init)."""
+    up(spec)
+    r = ssh(spec, "10.90.0.1", 'echo "$SHLVL ${PYENV_ROOT-unset}"')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["2", "unset"]
 
 
 def test_down_removes_the_controller_home_but_keeps_what_others_put_in_home(spec):

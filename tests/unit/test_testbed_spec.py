@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from controller.testbed import TestbedError, TestbedSpec
+from controller.testbed.spec import PROBE_CACHE
 from controller.testbed.sshd import config_text
 
 
@@ -33,6 +37,15 @@ def test_sshd_config_pins_address_keys_and_auth(tmp_path):
     cfg = config_text(spec, host).splitlines()
     for line in ("ListenAddress 10.90.0.1:22", f"PidFile {host.pid_file}", f"HostKey {host.host_key}",
                  f"AuthorizedKeysFile {spec.authorized_keys}", "PermitRootLogin prohibit-password",
-                 "PasswordAuthentication no", "UsePAM no", "UseDNS no"):
+                 "PasswordAuthentication no", "UsePAM no", "UseDNS no", "SetEnv SHLVL=1"):
         assert line in cfg
     assert any(line.startswith("StrictModes ") for line in cfg)
+
+
+def test_the_netns_inventory_keeps_the_probes_code_where_purge_removes_it():
+    """inventory/netns.yml's install directory is the testbed's probe cache: `down` keeps it (the next
+    film reuses it), `purge` removes it, and it is named tcplab under /var/cache."""
+    inv = yaml.safe_load((Path(__file__).resolve().parents[2] / "inventory" / "netns.yml").read_text())
+    lab = inv["all"]["children"]["lab"]["vars"]
+    assert lab["tcplab_probe_install_dir"] == PROBE_CACHE + "/{{ inventory_hostname }}"
+    assert TestbedSpec().probe_cache == Path(PROBE_CACHE) and PROBE_CACHE.startswith("/var/cache/tcplab/")
