@@ -156,18 +156,7 @@ def inet_diag() -> dict:
     with sock:
         req = struct.pack("=BBBxI", socket.AF_INET, socket.IPPROTO_TCP, 0, 0xFFFFFFFF) + b"\0" * 48
         msg = struct.pack("=IHHII", 16 + len(req), sock_diag_by_family, 0x1 | 0x300, 1, 0) + req  # REQUEST|DUMP
-        sock.settimeout(2)
-        try:
-            sock.send(msg)
-            reply = sock.recv(65536)
-        except OSError as e:
-            return {"ok": False, "detail": f"netlink: {e.strerror or e}"}
-    _, kind, _, _, _ = struct.unpack_from("=IHHII", reply, 0)
-    if kind == 2:
-        err, = struct.unpack_from("=i", reply, 16)
-        if err:
-            return {"ok": False, "detail": os.strerror(-err)}
-    return {"ok": True, "detail": ""}
+        return _netlink_ack(sock, msg)  # a dump answers with data (ok) or NLMSG_ERROR
 
 
 def packet_capture() -> dict:

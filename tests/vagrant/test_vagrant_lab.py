@@ -26,6 +26,7 @@ from controller import vmlab
 from controller.trace import load
 from controller.vmlab import __main__ as lab
 from tests.netns import require_root
+from tests.seedcheck import assert_every_lab_packet_was_shaped, assert_seed_storyline
 
 pytestmark = pytest.mark.vagrant
 
@@ -113,20 +114,7 @@ def test_the_seed_films_on_two_kernels_with_tc_netem(film):
     assert info["ok"], info.get("error")
     assert {h: v["shaper_backend"] for h, v in info["hosts"].items()} == {h: "netem" for h in ADDR}
 
-    states = {h: [r["to"] for r in recs if r["kind"] == "state" and r["host"] == h and r["remote"] != "0.0.0.0:*"]
-              for h in ADDR}
-    assert states["raspberrypi"] == ["SYN_SENT", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]
-    assert states["thinkpad"] == ["SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSED"]
-    by = {(r["host"], r["to"]): r["t"] for r in recs if r["kind"] == "state" and r["remote"] != "0.0.0.0:*"}
-    assert by[("thinkpad", "SYN_RECEIVED")] - by[("raspberrypi", "SYN_SENT")] >= DELAY - 0.01
-    assert 59.9 <= by[("thinkpad", "CLOSED")] - by[("thinkpad", "TIME_WAIT")] <= 68
-    out = [(r["host"], tuple(sorted(r["flags"])), r["payload"]) for r in recs if r["kind"] == "packet" and r["dir"] == "out"]
-    for expected in [("raspberrypi", ("SYN",), ""), ("thinkpad", ("ACK", "SYN"), ""),
-                     ("thinkpad", ("ACK", "PSH"), "Hello\n"), ("raspberrypi", ("ACK", "PSH"), "Bye\n"),
-                     ("thinkpad", ("ACK", "FIN"), ""), ("raspberrypi", ("ACK", "FIN"), "")]:
-        assert expected in out
-    consoles = {(r["host"], r["text"]) for r in recs if r["kind"] == "console" and r["stream"] == "stdout"}
-    assert {("raspberrypi", "Hello"), ("thinkpad", "Bye")} <= consoles
+    assert_seed_storyline(recs, delay=DELAY)
     assert info["causality"]["violations"] == []
     for name in ("film.html", "story.md", "ladder.svg", "ladder.png", "merged.pcapng"):
         assert (film / name).stat().st_size > 1000, name
@@ -138,10 +126,9 @@ def test_netem_slowed_the_lab_port_and_nothing_else(film):
     ZeroMQ, which never went through netem."""
     recs = load(film / "trace.jsonl")
     info = json.loads((film / "run.json").read_text())
+    assert_every_lab_packet_was_shaped(recs, info)
     for host, facts in info["hosts"].items():
         counters = facts["shaper_counters"]
-        sent = sum(1 for r in recs if r["kind"] == "packet" and r["host"] == host and r["dir"] == "out")
-        assert counters["shaped_packets"] == sent, (host, counters, sent)
         assert counters["all_packets"] > counters["shaped_packets"], (host, counters)
 
 
