@@ -117,6 +117,11 @@ def main() -> int:
               f"{x['wall_s'] / x['scenario_s']:>14.1f}x")
     verdict = "meets" if min(overhead) <= TARGET_S else "misses"
     print(f"  best overhead {min(overhead):.1f} s: {verdict} the target of {TARGET_S:.0f} s")
+    print("\neach run's plays (s), in order:")
+    for i, x in enumerate(results):
+        ev = [e for e in x["events"] if "created" in e]
+        row = "  ".join(f"{secs:5.1f}" for _, secs in plays(x["events"], max(_ts(e) for e in ev)))
+        print(f"  run {i + 1:<6}{row}")
     print("\nwhere the best run's time goes, by play:")
     for name, secs in plays(r["events"], end):
         print(f"  {secs:6.1f} s  {name}")
