@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import struct
+import subprocess
 import time
 from pathlib import Path
 
@@ -36,6 +37,21 @@ SEED_AT_ZERO = {
 class Everyone:
     def __contains__(self, pid) -> bool:
         return True
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tracefs_mounted():
+    """The test reads tracefs from this (the root) mount namespace: mount it where the machine did not
+    (the probes mount their own inside each host's namespace, as `ip netns exec` gives a fresh /sys),
+    and unmount it afterwards if this module mounted it."""
+    if (TRACEFS / "instances").is_dir():
+        yield
+        return
+    subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(TRACEFS)], check=False)
 
 
 def instances() -> set[str]:
