@@ -2,7 +2,7 @@
 
     tcplab run SCENARIO [--delay SECONDS] [--controller-home DIR] [--timeout S]
     tcplab status [--controller-home DIR]
-    tcplab lab up|down|status [--json] [--home DIR]     (the embedded two-namespace testbed)
+    tcplab lab up|down|purge|status [--json] [--home DIR]  (the embedded two-namespace testbed)
     tcplab film [ansible-playbook options...]           (lab.yml through ansible-runner)
     tcplab render RUN_DIR                               (the film's files again, from trace.jsonl alone)
     tcplab replay RUN_DIR [--speed X] [--slow] [--max-gap S]   (the run played again in the terminal)
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     status = sub.add_parser("status", help="which probes the controller sees")
     for p in (run, status):
         p.add_argument("--controller-home", default=str(DEFAULT_HOME), help="the controller's home directory")
-    sub.add_parser("lab", help="the embedded testbed: lab up|down|status")
+    sub.add_parser("lab", help="the embedded testbed: lab up|down|purge|status")
     sub.add_parser("film", help="run lab.yml (testbed, provisioning, film) through ansible-runner")
     sub.add_parser("diff", help="compare two runs step by step: states, segments, kernel events")
     sub.add_parser("doctor", help="what each lab host's kernel offers: shaping backends, tracepoints, clock")
