@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -74,6 +75,7 @@ def vms():
         yield
     finally:
         stop_controller()
+        shutil.rmtree(HOME, ignore_errors=True)  # the controller's home on this machine (the VMs go whole)
         undone = lab.down(state)
         print(f"vagrant destroyed and the host restored: {undone}", file=sys.stderr)
 
