@@ -65,10 +65,7 @@ def _saved_state() -> libvirt.HostState | None:
 def up() -> libvirt.HostState:
     # an earlier `up` that was never taken down knows what it started: keep that, not today's view
     state = _saved_state() or libvirt.HostState()
-    before = state.chains_before or None
     libvirt.prepare(state)
-    if before is not None:
-        state.chains_before = before
     _state_file().write_text(json.dumps({**asdict(state), "chains_before": sorted(state.chains_before)}))
     env = lab_env()
     if env["TCPLAB_VAGRANT_BOX"] == libvirt.BOX:

@@ -40,7 +40,7 @@ class VmLabError(Exception):
 class HostState:
     """What we changed on the host, so that :func:`restore` undoes exactly that."""
     started_pids: list[int] = field(default_factory=list)
-    chains_before: set[tuple[str, str]] = field(default_factory=set)
+    chains_before: set[tuple[str, str]] | None = None  # None: not looked at yet
 
 
 def vagrant_env(cache: Path) -> dict[str, str]:
@@ -70,7 +70,8 @@ def libvirt_chains() -> set[tuple[str, str]]:
 
 def prepare(state: HostState) -> None:
     """Start the daemons when none answer (recording their pids in ``state``)."""
-    state.chains_before = libvirt_chains()
+    if state.chains_before is None:  # an earlier up's view is the one that counts
+        state.chains_before = libvirt_chains()
     state.started_pids = [pid for pid in state.started_pids if _alive(pid)]
     if _virsh("version", check=False).returncode == 0:
         log.info("libvirt_running")
@@ -134,7 +135,7 @@ def remove_networks(names: tuple[str, ...] = ("tcplab-lab", "tcplab-mgmt")) -> l
 def restore(state: HostState) -> list[str]:
     """Undo :func:`prepare`: libvirt's new iptables chains, then the daemons we started."""
     undone = [f"network {n}" for n in remove_networks()]
-    for table, chain in sorted(libvirt_chains() - state.chains_before):
+    for table, chain in sorted(libvirt_chains() - (state.chains_before or set())):
         # the built-in chains jump to it: drop those rules first, then the chain
         rules = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True).stdout
         for rule in rules.splitlines():

@@ -68,16 +68,19 @@ class Shaper:
         if self._impl is not None:
             self._impl.apply(delay_ms, loss_pct)
             return self._impl.name
-        impl: Union[NetemBackend, "NfqueueBackend"] = NetemBackend(self.ifname, self.port)
-        try:
-            if self.choice == "nfqueue":
-                raise NetemUnavailable("the configuration asks for nfqueue")
-            impl.apply(delay_ms, loss_pct)
-            reason = "kernel has prio and netem" if self.choice == "auto" else "the configuration asks for netem"
-        except NetemUnavailable as e:
-            if self.choice == "netem":
-                raise
-            reason = str(e)
+        impl: Union[NetemBackend, "NfqueueBackend", None] = None
+        if self.choice == "nfqueue":
+            reason = "the configuration asks for nfqueue"
+        else:
+            impl = NetemBackend(self.ifname, self.port)
+            try:
+                impl.apply(delay_ms, loss_pct)
+                reason = "kernel has prio and netem" if self.choice == "auto" else "the configuration asks for netem"
+            except NetemUnavailable as e:
+                if self.choice == "netem":
+                    raise
+                impl, reason = None, str(e)
+        if impl is None:
             # imported here: fnfqueue is x86_64-only and kernels with netem never need it
             from probe.shaper.nfqueue import NfqueueBackend
 

@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller import vmlab
 from controller.trace import load
 from controller.vmlab import __main__ as lab
 from tests.netns import require_root
@@ -40,7 +39,6 @@ ADDR = {name: h["ansible_host"] for name, h in HOSTS.items()}
 HOME = "/var/lib/tcplab-vagrant"
 PORT = 9090
 DELAY = 0.3
-assert vmlab  # the package is importable on its own
 
 
 def ssh(host: str, command: str, timeout: float = 120) -> subprocess.CompletedProcess:
