@@ -15,6 +15,7 @@ is ``ok`` True/False, with ``detail`` saying what was seen. :mod:`probe.doctor` 
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -36,6 +37,18 @@ def _run(argv: list[str], timeout: float = 10) -> tuple[bool, str]:
     return res.returncode == 0, (err[-1] if err else f"exit {res.returncode}") if res.returncode else ""
 
 
+@functools.lru_cache(maxsize=8)
+def _module_stems(listing: str) -> frozenset[str] | None:
+    """The module names a modules.builtin/modules.dep file lists (read once: they are fixed for a
+    kernel release, and modules.dep is hundreds of KB); None when it cannot be read."""
+    try:
+        text = Path(listing).read_text()
+    except OSError:
+        return None
+    return frozenset(line.split(":", 1)[0].rsplit("/", 1)[-1].split(".ko", 1)[0].replace("-", "_")
+                     for line in text.splitlines())
+
+
 def module_status(name: str, release: str | None = None) -> str:
     """``loaded``, ``builtin``, ``loadable``, ``absent`` or ``no-modules`` (a kernel without module
     support, where only what is built in exists and nothing says what is)."""
@@ -49,15 +62,9 @@ def module_status(name: str, release: str | None = None) -> str:
         return "loaded"
     base = Path("/lib/modules") / release
     for listing, found in (("modules.builtin", "builtin"), ("modules.dep", "loadable")):
-        try:
-            text = (base / listing).read_text()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            path = line.split(":", 1)[0]
-            stem = path.rsplit("/", 1)[-1].split(".ko", 1)[0].replace("-", "_")
-            if stem == mod:
-                return found
+        stems = _module_stems(str(base / listing))
+        if stems is not None and mod in stems:
+            return found
     if loaded is None:
         return "no-modules"
     return "absent"

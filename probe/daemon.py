@@ -258,7 +258,8 @@ class Probe:
         await asyncio.to_thread(self.capture.start)
         await asyncio.to_thread(self._open_kstates)
         # which backend will shape, or why none can: in the hello, so the controller refuses the run first
-        self.transport.hello_body["shaping"] = await asyncio.to_thread(readiness.check, self.cfg.port)
+        self.transport.hello_body["shaping"] = await asyncio.to_thread(
+            readiness.check, self.cfg.port, self.cfg.shaper_backend)
         self.transport.connect()
         await self.transport.hello()
         tasks = [asyncio.create_task(c) for c in (

@@ -159,12 +159,13 @@ def _available(status: str) -> bool:
     return status in ("loaded", "builtin", "loadable")
 
 
-def shaping(k: dict, tools_required: bool) -> dict:
+def shaping(k: dict, tools_required: bool, choice: str = "auto") -> dict:
     """Which backend shaping will use, and why not the others.
 
     ``tools_required``: the probe's question (``iptables`` must be there now: the NFQUEUE rule goes in
     through it); the doctor before provisioning lets the kernel answer for a tool not installed yet.
-    Where ``tc`` is missing the module files answer for netem either way (the probe speaks netlink)."""
+    Where ``tc`` is missing the module files answer for netem either way (the probe speaks netlink).
+    ``choice``: the probe's ``shaper_backend`` (auto, netem or nfqueue), as the Shaper honours it."""
     tc, mods = k["tc"], k["modules"]
     if tc.get("tried"):
         netem_ok = bool(tc.get("layout"))
@@ -174,8 +175,12 @@ def shaping(k: dict, tools_required: bool) -> dict:
         netem_ok = all(_available(mods[kind]) for kind in LIVE)
         why_not_netem = f"{tc.get('detail')}, and the module files do not show " + ", ".join(
             capabilities.MODULES[kind] for kind in LIVE if not _available(mods[kind]))
-    if netem_ok:
+    if netem_ok and choice != "nfqueue":
         return {"backend": "netem", "tested": bool(tc.get("tried")), "why_not": {}}
+    if choice == "netem":
+        return {"backend": None, "tested": bool(tc.get("tried")), "why_not": {"netem": why_not_netem}}
+    if choice == "nfqueue":
+        why_not_netem = "the configuration asks for nfqueue"
     rule, bind = k["nfqueue_rule"], k["queue_bind"]
     reasons = []
     if rule.get("tried"):

@@ -17,9 +17,10 @@ from probe import doctor
 log = structlog.get_logger(__name__)
 
 
-def shaping_now(port: int) -> dict:
-    """``{"backend": "netem"|"nfqueue"|None, "reason": str}`` with the tools installed now."""
-    shape = doctor.shaping(doctor.kernel(port), tools_required=True)
+def shaping_now(port: int, choice: str = "auto") -> dict:
+    """``{"backend": "netem"|"nfqueue"|None, "reason": str}`` with the tools installed now, for the
+    probe's configured ``shaper_backend`` (``choice``)."""
+    shape = doctor.shaping(doctor.kernel(port), tools_required=True, choice=choice)
     why_not = dict(shape["why_not"])
     backend = shape["backend"]
     if backend == "nfqueue":
@@ -31,10 +32,10 @@ def shaping_now(port: int) -> dict:
     return {"backend": backend, "reason": reason}
 
 
-def check(port: int) -> dict:
+def check(port: int, choice: str = "auto") -> dict:
     """:func:`shaping_now`, logged: an error event when nothing can shape here."""
     try:
-        result = shaping_now(port)
+        result = shaping_now(port, choice)
     except Exception as e:  # the check itself broke: say so, and let the shaper try at run time
         log.error("shaping_check_failed", error=repr(e))
         return {"backend": "unknown", "reason": f"the check failed: {e!r}"}

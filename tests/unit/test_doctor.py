@@ -158,3 +158,17 @@ def test_in_a_sandbox_without_namespaces_the_probe_trusts_the_kernels_own_lists(
     assert host_doctor.shaping(k, tools_required=True)["backend"] == "nfqueue"
     k["modules"].update(prio="loadable", netem="loadable", u32="loaded")
     assert host_doctor.shaping(k, tools_required=True)["backend"] == "netem"
+
+
+def test_the_configured_backend_is_the_one_answered_for(report):
+    """A probe with shaper_backend netem on a kernel without netem cannot shape (the Shaper will not
+    fall back), and one with nfqueue answers for the delay line even where netem would work."""
+    k = copy.deepcopy(report["kernel"])  # this machine's: no netem, the NFQUEUE fallback works
+    assert host_doctor.shaping(k, tools_required=True)["backend"] == "nfqueue"
+    forced = host_doctor.shaping(k, tools_required=True, choice="netem")
+    assert forced["backend"] is None and set(forced["why_not"]) == {"netem"}
+    k["modules"].update(prio="loadable", netem="loadable", u32="builtin")
+    k["tc"] = {"tried": False, "detail": "no throwaway namespace"}
+    assert host_doctor.shaping(k, tools_required=True)["backend"] == "netem"
+    nfq = host_doctor.shaping(k, tools_required=True, choice="nfqueue")
+    assert nfq["backend"] == "nfqueue" and nfq["why_not"] == {"netem": "the configuration asks for nfqueue"}
