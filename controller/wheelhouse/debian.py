@@ -16,7 +16,6 @@ The mirror is the control node's own (its apt sources' Debian and Debian securit
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -27,6 +26,7 @@ from pathlib import Path
 import structlog
 
 from controller.wheelhouse import WheelhouseError
+from controller.wheelhouse.hostinstall import sha256_of
 
 log = structlog.get_logger("tcplab.wheelhouse")
 
@@ -124,7 +124,7 @@ def fetch_repo(release: str, arch: str, packages: list[str], dest: Path, workdir
         by_sha = {s.get("SHA256"): s for s in index}
         debs, repo = [], []
         for deb in sorted(apt.archives.glob("*.deb")):
-            stanza = by_sha.get(_sha256(deb))
+            stanza = by_sha.get(sha256_of(deb))
             if stanza is None:
                 raise WheelhouseError(f"{deb.name} is in no index apt read: the mirror changed under us")
             shutil.copy(deb, dest / deb.name)
@@ -217,6 +217,3 @@ class _PrivateApt:
             raise WheelhouseError(f"apt-get update for {self.arch} left no Packages list")
         return [s for p in lists for s in stanzas(p.read_text(errors="replace"))]
 
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -26,7 +26,10 @@ from pathlib import Path
 
 import structlog
 
+from controller.film.files import write_text
 from controller.wheelhouse import WheelhouseError
+# the host's installer is stdlib only and runs on the host alone: its checksum is the one both sides use
+from controller.wheelhouse.hostinstall import sha256_of
 
 log = structlog.get_logger("tcplab.wheelhouse")
 
@@ -70,12 +73,6 @@ def fingerprint(repo: Path, files: list[Path] | None = None) -> str:
     return h.hexdigest()
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def current(wheelhouse: Path) -> ProjectWheel | None:
@@ -116,9 +113,7 @@ def ensure_wheel(repo: Path, wheelhouse: Path, check: bool = False) -> tuple[Pro
         wheel = outdir / built[0].name
         shutil.move(str(built[0]), wheel)
     pw = ProjectWheel(wheel, fp, sha256_of(wheel))
-    tmp_rec = outdir / "project.json.tmp"
-    tmp_rec.write_text(json.dumps({"wheel": wheel.name, "fingerprint": fp, "sha256": pw.sha256}) + "\n")
-    tmp_rec.replace(outdir / "project.json")
+    write_text(outdir / "project.json", json.dumps({"wheel": wheel.name, "fingerprint": fp, "sha256": pw.sha256}) + "\n")
     log.info("project_wheel_built", wheel=wheel.name, files=len(files), fingerprint=fp[:12])
     return pw, True
 

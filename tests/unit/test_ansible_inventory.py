@@ -46,5 +46,4 @@ def test_the_pi_is_offline_as_the_edit_block_says() -> None:
     pi = inv["children"]["lab"]["hosts"]["raspberrypi"]
     assert inv["vars"]["tcplab_pi_offline"] is True
     assert pi["tcplab_probe_offline"] == "{{ tcplab_pi_offline }}"
-    assert pi["tcplab_probe_apt_update_cache"] == "{{ not (tcplab_pi_offline | bool) }}"
     assert "tcplab_probe_offline" not in inv["children"]["lab"]["hosts"]["thinkpad"]
