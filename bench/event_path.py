@@ -22,7 +22,7 @@ from pathlib import Path
 
 import zmq
 
-from probe import wire
+from tcplab import wire
 
 STATE = {"kind": "state", "local": "10.90.0.1:9090", "remote": "10.90.0.2:41234", "from": "SYN_RECEIVED",
          "to": "ESTABLISHED", "source": "inet_diag"}

@@ -4,7 +4,7 @@
 ``tcplab-witness<i>-<pid>``, trace_clock ``mono``, filtered in the kernel on the lab port) that
 takes every socket of that host's address as its own, and reads them in a thread of its own for
 the whole run. ``transitions(at_ns, end_ns)`` turns the record into the transitions the trace
-should hold, in the trace's names (probe.tcpstates), on CLOCK_MONOTONIC nanoseconds:
+should hold, in the trace's names (tcplab.tcpstates), on CLOCK_MONOTONIC nanoseconds:
 
 - each ``sock/inet_sock_set_state`` event is one transition (``how: "tracepoint"``), keyed by
   ``(host, local, remote)`` as inet_diag names the socket; ``CLOSE->SYN_SENT``, traced before the

@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 
-from probe import tcpstates
+from tcplab import tcpstates
 
 COMMANDS = {"netstat": ["netstat", "-nao"], "ss": ["ss", "-tan"]}
 _SS = {"ESTAB": "ESTABLISHED", "UNCONN": "CLOSED"}

@@ -26,7 +26,7 @@ from pathlib import Path
 import zmq
 
 from controller import scenario
-from probe import wire
+from tcplab import wire
 
 DEFAULT_HOME = Path(os.environ.get("TCPLAB_HOME", "/var/lib/tcplab")) / "controller"
 

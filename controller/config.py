@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from probe import wire
-from probe.config import ConfigError, check_endpoint, read_yaml
+from tcplab import wire
+from tcplab.configfile import ConfigError, check_endpoint, read_yaml
 
 __all__ = ["ConfigError", "ControllerConfig", "load"]
 

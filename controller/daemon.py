@@ -26,14 +26,13 @@ import zmq
 import zmq.asyncio
 
 from controller import config as controller_config
-from controller import report, scenario
-from controller.film.render import render_all
+from controller import scenario
+from controller.finish import finish_run
 from controller.fleet import Fleet
 from controller.readiness import cannot_shape
 from controller.run import Run, new_run_dir
 from controller.sequencer import Sequencer, refusal
-from controller.trace import load as load_trace
-from probe import logs, pidfile, wire
+from tcplab import logs, pidfile, wire
 
 log = structlog.get_logger("controller")
 
@@ -264,24 +263,8 @@ class Controller:
         finally:
             pinger.cancel()
             self.run = None
-            alignment = run.align({h: p.clock for h, p in self.fleet.probes.items()})
-            run.finish_captures()
-            path = run.trace.finish()
-            run.close()
-            info = {"run_id": run.id, "ok": ok, "error": seq.error, "failed_step": seq.failed_step,
-                    "scenario": scn.to_dict(), "delay_s": scn.delay, "port": seq.port, "started_unix": started,
-                    "duration_s": round(time.time() - started, 3),
-                    "hosts": {h: {"lab_ip": self.lab_ip(h), "shaper_backend": run.backends.get(h),
-                                  "shaper_counters": run.shaper_counters.get(h),
-                                  "packets": run.packets.get(h, 0),
-                                  "capture": run.capture_stats.get(h),
-                                  "clock": alignment.get(h, {})}
-                              for h in scn.hosts}}
-            report.write(run_dir, info)
-            try:  # the film's files come from the finished trace alone; a renderer's failure is not the run's
-                render_all(run_dir, load_trace(path))
-            except Exception as e:
-                log.error("render_failed", error=repr(e))
+            path = finish_run(run, scn, seq, ok, started, {h: p.clock for h, p in self.fleet.probes.items()},
+                              {h: self.lab_ip(h) for h in scn.hosts})
             log.info("run_finished", ok=ok, error=seq.error, trace=str(path))
             structlog.contextvars.unbind_contextvars("run")
         await self._reply(ident, "done", {"ok": ok, "error": seq.error, "dir": str(run_dir), "run": run.id})

@@ -40,8 +40,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from probe import tcpstates, wire
-from probe.config import read_yaml
+from tcplab import tcpstates, wire
+from tcplab.configfile import read_yaml
 
 ACTIONS = ("shape", "listen", "connect", "send", "close", "abort", "wait")
 STEP_KEYS = {"action", "host", "to", "text", "expect", "timeout", "delay", "loss", "clear", "note"}

@@ -5,7 +5,7 @@ observers), run (commands in order, events out), stop (signal handlers only set 
 taking commands, clear shaping, end nc, stop capture, drain unacknowledged events with a
 timeout, close the socket with a linger).
 
-It executes the fixed set of actions in :data:`probe.wire.ACTIONS` and nothing else.
+It executes the fixed set of actions in :data:`tcplab.wire.ACTIONS` and nothing else.
 
 Command line::
 
@@ -28,7 +28,8 @@ from functools import partial
 import structlog
 
 from probe import config as probe_config
-from probe import logs, pidfile, readiness, wire
+from probe import readiness
+from tcplab import logs, pidfile, wire
 from probe.capture import Capture
 from probe.endpoint import Endpoint
 from probe.endpoint import sweep as sweep_endpoints

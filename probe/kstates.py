@@ -50,7 +50,7 @@ from typing import Callable, Collection
 
 import structlog
 
-from probe import pidfile, tcpstates
+from tcplab import pidfile, tcpstates
 from probe.tracefs_raw import (HEADER_64, STATE_EVENT, TCP_EVENTS, Format, FormatError, PageHeader,
                                parse_format, parse_header_page, parse_page, sockaddr)
 

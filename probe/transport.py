@@ -22,7 +22,7 @@ import structlog
 import zmq
 import zmq.asyncio
 
-from probe import wire
+from tcplab import wire
 
 log = structlog.get_logger("probe.transport")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from probe import pidfile
+from tcplab import pidfile
 from tests.netns import NetnsPair
 
 VENV_BIN = Path(sys.executable).parent

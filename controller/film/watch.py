@@ -33,7 +33,7 @@ from rich.live import Live
 from controller import scenario as scenarios
 from controller.film import lines, model, term
 from controller.film.tracefile import NotATrace, PartialTrace, ordered, read_lines
-from probe import pidfile
+from tcplab import pidfile
 
 FRESH_S = 30.0
 POLL_S = 0.1

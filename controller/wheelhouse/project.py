@@ -34,7 +34,7 @@ from controller.wheelhouse.hostinstall import sha256_of
 log = structlog.get_logger("tcplab.wheelhouse")
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("probe", "controller")
+PACKAGES = ("probe", "controller", "tcplab")
 TOP_FILES = ("pyproject.toml", "README.md")
 _SKIP_DIRS = {"__pycache__"}
 _SKIP_SUFFIXES = (".pyc", ".pyo")

@@ -39,7 +39,7 @@ def probe_unit_tests() -> list[Path]:
     out = []
     for p in sorted((REPO / "tests/unit").glob("test_*.py")):
         text = p.read_text()
-        if re.search(r"^(from|import) probe\b", text, re.M) and "controller" not in text:
+        if re.search(r"^(from|import) (probe|tcplab)\b", text, re.M) and "controller" not in text:
             out.append(p)
     return out
 

@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 
 from controller.config import ControllerConfig
 from controller.daemon import Controller
-from probe import wire
+from tcplab import wire
 
 pytestmark = pytest.mark.integration
 

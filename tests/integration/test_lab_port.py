@@ -12,7 +12,7 @@ import zmq.asyncio
 from controller import scenario
 from controller.config import ControllerConfig
 from controller.daemon import Controller
-from probe import wire
+from tcplab import wire
 
 pytestmark = pytest.mark.integration
 

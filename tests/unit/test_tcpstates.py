@@ -1,6 +1,6 @@
 import pytest
 
-from probe import tcpstates
+from tcplab import tcpstates
 
 
 def test_kernel_numbers_map_to_the_seed_names():

@@ -1,7 +1,7 @@
 import msgpack
 import pytest
 
-from probe import wire
+from tcplab import wire
 
 
 def test_round_trip_keeps_every_field():
