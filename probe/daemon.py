@@ -31,6 +31,7 @@ from probe import config as probe_config
 from probe import readiness
 from tcplab import logs, pidfile, wire
 from probe.capture import Capture
+from probe.commands import Commands
 from probe.endpoint import Endpoint
 from probe.endpoint import sweep as sweep_endpoints
 from probe.kstates import KernelStates, KStatesError
@@ -51,7 +52,6 @@ class Probe:
         self.cfg = cfg
         self.stopping = asyncio.Event()
         self.events: asyncio.Queue[dict] = asyncio.Queue()
-        self.commands: asyncio.Queue[dict] = asyncio.Queue()
         self.shaper = Shaper(ifname=cfg.lab_iface, port=cfg.port, backend=cfg.shaper_backend)
         self.watcher = SocketWatcher(cfg.port)
         self.endpoint = Endpoint(on_console=self._console, nc=cfg.nc, pid_dir=cfg.home)
@@ -69,9 +69,10 @@ class Probe:
         self._stats_arrived = asyncio.Event()
         # pyroute2's synchronous classes run an event loop of their own and refuse to run in a
         # thread whose loop is running: every shaper call goes to this one worker thread.
+        self.commands = Commands(self, self.transport.send)
         self._netlink = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tcplab-netlink")
 
-    async def _shaper(self, fn, /, *args, **kwargs):
+    async def netlink(self, fn, /, *args, **kwargs):
         ctx = contextvars.copy_context()  # keep the bound log context (host, action) in the worker
         return await asyncio.get_running_loop().run_in_executor(self._netlink, partial(ctx.run, fn, *args, **kwargs))
 
@@ -133,7 +134,7 @@ class Probe:
         for rec in self.merger.flush(now, force=force):
             self.emit(rec)
 
-    def _remember_nc(self) -> None:  # its listener's last event may be read after the next nc started
+    def remember_nc(self) -> None:  # its listener's last event may be read after the next nc started
         if self.endpoint.pid:
             self._nc_pids.add(self.endpoint.pid)
 
@@ -159,76 +160,40 @@ class Probe:
         self.merger = StateMerger()
         self.transport.hello_body["observers"].insert(1, "tracefs")
 
-    # --- commands ---------------------------------------------------------------------------
+    # --- commands (probe/commands.py) -------------------------------------------------------
     async def _receive(self) -> None:
         while True:
             env = await self.transport.recv()
             rx_ns = time.monotonic_ns()  # NTP's T2; the pong's envelope time is T3 (controller/clock.py)
             kind = env["type"]
             if kind == "command":
-                await self.commands.put(env["body"])
+                self.commands.put(env["body"])
             elif kind == "ping":
                 await self.transport.send("pong", {"id": env["body"].get("id"), "t0": env["time"], "rx_ns": rx_ns})
 
-    async def _run_commands(self) -> None:
-        while True:
-            body = await self.commands.get()
-            cid = body.get("id") if isinstance(body.get("id"), int) else -1
+    async def barrier(self) -> None:
+        """The sync action: one last look at the states, fresh capture stats and the counters, then
+        every event so far is on the wire before the result, so the controller has them all."""
+        if self.kstates is not None:
+            self._kernel_events(await asyncio.to_thread(self.kstates.read, 0))
+        changes, _ = self.watcher.poll()
+        self._merge_poll(changes, force=True)
+        if self.capture is not None:  # fresh kernel counters, after the packets handed over so far
+            self._stats_arrived.clear()
+            self.capture.request_stats()
             try:
-                action, args = wire.check_command(body)
-                structlog.contextvars.bind_contextvars(action=action, command=cid)
-                data = await self.execute(action, args)
-                reply = {"id": cid, "ok": True, "data": data}
-            except wire.ProtocolError as e:
-                log.warning("command_refused", reason=str(e))
-                reply = {"id": cid, "ok": False, "error": str(e)}
-            except Exception as e:  # a failed action is reported to the controller, not fatal
-                log.error("command_failed", error=str(e), error_type=type(e).__name__)
-                reply = {"id": cid, "ok": False, "error": f"{type(e).__name__}: {e}"}
-            finally:
-                structlog.contextvars.unbind_contextvars("action", "command")
-            await self.transport.send("result", reply)
+                await asyncio.wait_for(self._stats_arrived.wait(), 1.0)
+            except asyncio.TimeoutError:
+                log.warning("capture_stats_late")
+        self.emit({"kind": "counters", "counters": self.counters()})
+        await self.events.join()
 
-    async def execute(self, action: str, args: dict) -> dict:
-        if action == "shape":
-            if args.get("clear"):
-                was = self.shaper.backend
-                counters = await self._shaper(self.shaper.clear)
-                self.emit({"kind": "shaper", "backend": None, "delay_ms": 0, "loss_pct": 0,
-                           "cleared": was, "counters": counters})
-                return {"backend": None}
-            delay_ms, loss = int(round(args.get("delay_ms", 0))), args.get("loss_pct", 0)
-            backend = await self._shaper(self.shaper.apply, delay_ms=delay_ms, loss_pct=loss)
-            self.emit({"kind": "shaper", "backend": backend, "delay_ms": delay_ms, "loss_pct": loss})
-            return {"backend": backend}
-        if action == "listen":
-            await self.endpoint.listen(self.cfg.port)
-            self._remember_nc()
-        elif action == "connect":
-            await self.endpoint.connect(args["ip"], args.get("port", self.cfg.port))
-            self._remember_nc()
-        elif action == "send":
-            await self.endpoint.send(args["text"])
-        elif action == "close":
-            await self.endpoint.close()
-        elif action == "abort":
-            await self.endpoint.abort()
-        elif action == "sync":
-            # A barrier: one last look at the sockets, then every event so far is on the wire
-            # before this result, so the controller has them all when it sees the answer.
-            if self.kstates is not None:
-                self._kernel_events(await asyncio.to_thread(self.kstates.read, 0))
-            changes, _ = self.watcher.poll()
-            self._merge_poll(changes, force=True)
-            if self.capture is not None:  # fresh kernel counters, after the packets handed over so far
-                self._stats_arrived.clear()
-                self.capture.request_stats()
-                try:
-                    await asyncio.wait_for(self._stats_arrived.wait(), 1.0)
-                except asyncio.TimeoutError:
-                    log.warning("capture_stats_late")
-            await self.events.join()
-        return {}
+    def counters(self) -> dict[str, int]:
+        """What the probe dropped or missed so far: the evidence of a trace's completeness."""
+        return {"statemerge_dropped_foreign": self.merger.dropped_foreign,
+                "statemerge_dropped_unresolved": self.merger.dropped_unresolved,
+                "kstates_missed_pages": self.kstates.missed_pages if self.kstates is not None else 0,
+                "transport_dropped": self.transport.dropped}
 
     # --- lifecycle --------------------------------------------------------------------------
     def _write_status(self, text: str) -> None:
@@ -250,7 +215,7 @@ class Probe:
             self._loop.add_signal_handler(sig, self.stopping.set)
         self.cfg.home.mkdir(parents=True, exist_ok=True)
         self._write_status(f"connecting {self.cfg.controller}")
-        removed = await self._shaper(sweep_shaping, ifname=self.cfg.lab_iface, port=self.cfg.port)
+        removed = await self.netlink(sweep_shaping, ifname=self.cfg.lab_iface, port=self.cfg.port)
         removed += [f"nc pid {p}" for p in sweep_endpoints(self.cfg.home)]
         if removed:
             log.warning("leftovers_swept", removed=removed)
@@ -264,7 +229,7 @@ class Probe:
         self.transport.connect()
         await self.transport.hello()
         tasks = [asyncio.create_task(c) for c in (
-            self._receive(), self._run_commands(), self._watch_sockets(), self._report_status())]
+            self._receive(), self.commands.run(), self._watch_sockets(), self._report_status())]
         if self.kstates is not None:
             tasks.append(asyncio.create_task(self._read_kstates()))
         sender = asyncio.create_task(self._send_events())
@@ -308,7 +273,7 @@ class Probe:
         self._merge_poll(changes, force=True)
 
     async def _shutdown(self) -> None:
-        steps = (("shaper", lambda: self._shaper(self.shaper.clear)),
+        steps = (("shaper", lambda: self.netlink(self.shaper.clear)),
                  ("endpoint", self.endpoint.abort),
                  ("capture", lambda: asyncio.to_thread(self.capture.stop) if self.capture else asyncio.sleep(0)),
                  ("kstates", self._close_kstates))
