@@ -2,10 +2,11 @@
 
     .venv/bin/python -m bench.event_path [--events N]
 
-The tcplab row: a probe-side :class:`probe.transport.Transport` in its own process sends N events
-(the sizes of real state and packet records) to a real :class:`controller.daemon.Controller`
-with a run open; it counts until the N-th record is in ``trace.partial.jsonl``. The events go
-through msgpack, the wire checks, acknowledgements, the clock mapping and the trace writer.
+The tcplab row: a probe-side :class:`probe.transport.Transport` (its frames from a wire Session) in
+its own process sends N events (the sizes of real state and packet records) to a real
+:class:`controller.daemon.Controller` with a run open; it counts until the N-th record is in
+``trace.partial.jsonl``. The events go through msgpack, the wire checks, acknowledgements, the
+clock mapping and the trace writer.
 
 The baseline row, measured in the same run: a bare pyzmq PUSH -> PULL of the same msgpack'd
 frames, the receiver only counting. The ratio says what the checks, acks and the trace cost.
@@ -111,7 +112,8 @@ def _push(endpoint: str, frames: list[bytes]) -> None:
 
 
 def baseline_rate(n: int) -> float:
-    frames = [wire.encode(wire.make("event", "thinkpad", i + 1, b)) for i, b in enumerate(bodies(n))]
+    session = wire.Session("thinkpad")  # the same numbered, checked frames the Transport makes
+    frames = [session.frame("event", b) for b in bodies(n)]
     with tempfile.TemporaryDirectory(prefix="tcplab-bench-") as tmp:
         endpoint = f"ipc://{tmp}/pull.sock"
         ctx = zmq.Context()
@@ -135,7 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=20000)
     args = parser.parse_args()
-    frame_sizes = sorted({len(wire.encode(wire.make("event", "thinkpad", 1, b))) for b in bodies(2)})
+    frame_sizes = sorted({len(wire.Session("thinkpad").frame("event", b)) for b in bodies(2)})
     base = baseline_rate(args.events)
     ours = asyncio.run(tcplab_rate(args.events))
     print(f"event path, {args.events} events of {frame_sizes[0]}-{frame_sizes[-1]} bytes (state and packet records)")

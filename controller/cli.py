@@ -27,16 +27,17 @@ import zmq
 
 from controller import scenario
 from tcplab import wire
+from tcplab.errors import TcplabError
 
 DEFAULT_HOME = Path(os.environ.get("TCPLAB_HOME", "/var/lib/tcplab")) / "controller"
 
 
-class Unreachable(Exception):
-    pass
+class Unreachable(TcplabError):
+    """The controller's control socket is missing or silent (exit code 3)."""
 
 
 class ControlClient:
-    """A DEALER on the controller's ipc control socket."""
+    """A DEALER on the controller's ipc control socket; frames through one wire Session ("cli")."""
 
     def __init__(self, home: Path):
         self.path = home / "control.sock"
@@ -46,16 +47,15 @@ class ControlClient:
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(f"ipc://{self.path}")
-        self.seq = 0
+        self.session = wire.Session("cli")
 
     def send(self, type_: str, body: dict) -> None:
-        self.seq += 1
-        self.sock.send(wire.encode(wire.make(type_, "cli", self.seq, body)))
+        self.session.send_blocking(self.sock, type_, body)
 
     def recv(self, timeout_s: float) -> dict:
         if not self.sock.poll(int(timeout_s * 1000)):
             raise Unreachable(f"the controller did not answer within {timeout_s:g} s")
-        return wire.decode(self.sock.recv())
+        return self.session.decode(self.sock.recv())
 
     def close(self) -> None:
         self.sock.close()

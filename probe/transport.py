@@ -10,7 +10,8 @@
   controller drops duplicates by (host, seq), so an event is never lost and never counted twice.
 - ``heartbeat`` every ``HEARTBEAT_S`` so the controller knows the probe is alive.
 
-The routing id is the host name, so the controller addresses a probe by its name.
+The routing id is the host name, so the controller addresses a probe by its name. Frames are
+made, numbered, counted and read by one :class:`tcplab.wire.Session` (``self.session``).
 """
 
 from __future__ import annotations
@@ -44,10 +45,10 @@ class Transport:
         self.sock.setsockopt(zmq.RECONNECT_IVL, 200)
         self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         self.sock.setsockopt(zmq.SNDHWM, 0)
-        self.seq = 0        # frames other than events
-        self.event_seq = 0  # events: contiguous, acknowledged cumulatively
+        self.session = wire.Session(host)  # numbers: events gapless, acknowledged cumulatively
         self.unacked: OrderedDict[int, tuple[float, bytes]] = OrderedDict()
-        self.dropped = 0
+        self.dropped = 0  # given up at MAX_UNACKED
+        self.resent = 0
         self.welcomed = asyncio.Event()
         self.last_heard = 0.0
         self._progress_at = 0.0  # when the acknowledgements last moved (or nothing was pending)
@@ -59,19 +60,17 @@ class Transport:
 
     async def send(self, type_: str, body: dict) -> None:
         """Send a frame that needs no acknowledgement (hello, result, pong, heartbeat)."""
-        self.seq += 1
-        await self.sock.send(wire.encode(wire.make(type_, self.host, self.seq, body)))
+        await self.session.send(self.sock, type_, body)
 
     async def event(self, body: dict) -> None:
         """Send an event and keep it until the controller acknowledges it."""
-        self.event_seq += 1
-        seq = self.event_seq
-        frame = wire.encode(wire.make("event", self.host, seq, body))
-        self.unacked[seq] = (asyncio.get_running_loop().time(), frame)
+        env = self.session.envelope("event", body)
+        frame = self.session.pack(env)
+        self.unacked[env["seq"]] = (asyncio.get_running_loop().time(), frame)
         if len(self.unacked) > MAX_UNACKED:
             self.unacked.popitem(last=False)
             self.dropped += 1
-        await self.sock.send(frame)
+        await self.session.send_frame(self.sock, frame)
 
     async def hello(self) -> None:
         self._last_hello = asyncio.get_running_loop().time()
@@ -94,16 +93,16 @@ class Transport:
         for seq, (sent, frame) in list(self.unacked.items()):
             if now - sent >= older_than:
                 self.unacked[seq] = (now, frame)
-                await self.sock.send(frame)
+                await self.session.send_frame(self.sock, frame)
                 count += 1
+        self.resent += count
         return count
 
     async def recv(self) -> dict:
         """Next valid frame from the controller; bad frames are logged and skipped."""
         while True:
-            frame = await self.sock.recv()
             try:
-                env = wire.decode(frame)
+                env = await self.session.recv(self.sock)
             except wire.ProtocolError as e:
                 log.warning("frame_refused", reason=str(e))
                 continue
@@ -130,7 +129,7 @@ class Transport:
             else:
                 # `oldest`: events below it were acknowledged or given up (MAX_UNACKED), so the
                 # controller can move past a gap that will never be filled.
-                oldest = next(iter(self.unacked), self.event_seq + 1)
+                oldest = next(iter(self.unacked), self.session.event_seq + 1)
                 await self.send("heartbeat", {"unacked": len(self.unacked), "oldest": oldest,
                                               "dropped": self.dropped})
             if not self.unacked:
@@ -148,6 +147,12 @@ class Transport:
         while self.unacked and loop.time() < deadline:
             await asyncio.sleep(0.05)
         return not self.unacked
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """What this link counted: frames sent, received and refused, events resent and dropped."""
+        return {**self.session.counters, "events": self.session.event_seq, "resent": self.resent,
+                "dropped": self.dropped}
 
     def close(self) -> None:
         self.sock.close(linger=500)

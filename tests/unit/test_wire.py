@@ -48,3 +48,107 @@ def test_command_check_accepts_the_fixed_actions():
 def test_command_check_refuses_anything_else(body, reason):
     with pytest.raises(wire.ProtocolError, match=reason):
         wire.check_command(body)
+
+
+# --- Session: one sender's identity, numbering and counters ------------------------------------
+
+def test_session_numbers_events_apart_from_other_frames():
+    s = wire.Session("thinkpad")
+    seqs = [(e["type"], e["seq"]) for e in (s.envelope("hello"), s.envelope("event", {"kind": "state"}),
+                                            s.envelope("heartbeat"), s.envelope("event", {"kind": "state"}))]
+    assert seqs == [("hello", 1), ("event", 1), ("heartbeat", 2), ("event", 2)]
+    assert (s.seq, s.event_seq) == (2, 2)
+
+
+def test_session_frames_round_trip_and_are_counted():
+    a, b = wire.Session("controller"), wire.Session("thinkpad")
+    env = b.decode(a.frame("ping", {"id": 1}, at=5))
+    assert env == {"v": 1, "type": "ping", "host": "controller", "seq": 1, "time": 5, "body": {"id": 1}}
+    assert b.counters == {"sent": 0, "received": 1, "refused": 0}
+
+
+def test_a_refused_body_takes_no_number():
+    s = wire.Session("thinkpad")
+    with pytest.raises(wire.ProtocolError, match="body must be a map"):
+        s.envelope("event", [1])  # type: ignore[arg-type]
+    with pytest.raises(wire.ProtocolError, match="unknown message type"):
+        s.envelope("exec", {})
+    assert s.envelope("event", {})["seq"] == 1 and s.envelope("pong")["seq"] == 1  # no gap for the receiver
+
+
+def test_session_refusals_are_counted_and_name_the_reason():
+    s = wire.Session("controller")
+    with pytest.raises(wire.ProtocolError, match="not valid msgpack"):
+        s.decode(b"\xc1")
+    with pytest.raises(wire.ProtocolError, match="does not match routing id"):
+        s.decode(wire.Session("ghost").frame("hello"), peer=b"thinkpad")
+    assert s.decode(wire.Session("thinkpad").frame("hello"), peer=b"thinkpad")["host"] == "thinkpad"
+    assert s.counters == {"sent": 0, "received": 1, "refused": 2}
+    with pytest.raises(wire.ProtocolError, match="bad host name"):
+        wire.Session("a b")
+
+
+def test_the_envelope_is_checked_once_when_sending(monkeypatch):
+    calls = []
+    real = wire.envelope.check_envelope
+    monkeypatch.setattr(wire.envelope, "check_envelope", lambda env: calls.append(env["type"]) or real(env))
+    wire.Session("thinkpad").frame("hello", {"pid": 1})
+    assert calls == ["hello"]
+
+
+def test_session_over_real_dealer_and_router_sockets(tmp_path):
+    """ROUTER (the controller's side, routing ids = host names) <-> DEALER (a probe's), over ipc."""
+    import asyncio
+
+    import zmq
+    import zmq.asyncio
+
+    async def main():
+        ctx = zmq.asyncio.Context()
+        router, dealer, ghost = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER), ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.ROUTING_ID, b"thinkpad")
+        ghost.setsockopt(zmq.ROUTING_ID, b"ghost")
+        for sock in (router, dealer, ghost):
+            sock.setsockopt(zmq.LINGER, 0)
+        router.bind(f"ipc://{tmp_path}/r.sock")
+        dealer.connect(f"ipc://{tmp_path}/r.sock")
+        ghost.connect(f"ipc://{tmp_path}/r.sock")
+        ctl, probe = wire.Session("controller"), wire.Session("thinkpad")
+        try:
+            sent = await probe.send(dealer, "hello", {"pid": 1})
+            ident, env = await asyncio.wait_for(ctl.recv_from(router, named=True), 5)
+            assert (ident, env) == (b"thinkpad", sent)
+            await ctl.send(router, "welcome", {"ack": 0}, to=ident)
+            got = await asyncio.wait_for(probe.recv(dealer), 5)
+            assert (got["type"], got["host"], got["body"]) == ("welcome", "controller", {"ack": 0})
+            await ghost.send(wire.Session("thinkpad").frame("hello"))  # another peer's name
+            with pytest.raises(wire.ProtocolError, match="does not match routing id") as refused:
+                await asyncio.wait_for(ctl.recv_from(router, named=True), 5)
+            assert refused.value.peer == b"ghost"
+            assert ctl.counters == {"sent": 1, "received": 1, "refused": 1}
+            assert probe.counters == {"sent": 1, "received": 1, "refused": 0}
+        finally:
+            for sock in (router, dealer, ghost):
+                sock.close()
+            ctx.term()
+
+    asyncio.run(main())
+
+
+def test_send_blocking_on_a_plain_socket(tmp_path):
+    import zmq
+
+    ctx = zmq.Context()
+    a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    try:
+        a.bind(f"ipc://{tmp_path}/p.sock")
+        b.connect(f"ipc://{tmp_path}/p.sock")
+        cli = wire.Session("cli")
+        cli.send_blocking(b, "status", {})
+        assert a.poll(5000)
+        assert wire.Session("controller").decode(a.recv())["type"] == "status"
+        assert cli.counters["sent"] == 1
+    finally:
+        a.close(linger=0)
+        b.close(linger=0)
+        ctx.term()

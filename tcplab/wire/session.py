@@ -1,0 +1,111 @@
+"""One sender's side of the wire (as jupyter_client's ``Session``): its identity, its sequence
+numbers and its counters, and the only code that turns dicts into frames on a socket and back.
+
+    s = Session("controller")
+    frame = s.frame("ping", {"id": 1})                     # envelope made and checked once -> bytes
+    await s.send(sock, "ack", {"seq": 3}, to=b"thinkpad")  # to=: the peer's routing id on a ROUTER
+    env = s.decode(frame)                                  # checked; raises ProtocolError
+    s.counters                                             # {"sent": n, "received": n, "refused": n}
+
+Numbering: ``event`` envelopes take the next number of their own gapless counter (the receiver
+acknowledges events cumulatively and sees a gap as a loss); every other type shares a second
+counter. A number is taken only once its envelope passed the check, so a refused body never
+leaves a gap. :meth:`Session.envelope` hands out the numbered dict for a sender that keeps the
+frame (the probe's transport keeps each event until it is acknowledged and resends the same
+bytes with :meth:`Session.send_frame`).
+
+Where the next wire features go (issue 7), each in one place here:
+- *signing / CurveZMQ*: bytes are made only in :meth:`Session.pack` and read only in
+  :meth:`Session.decode`, so a MAC is added and verified there; with CurveZMQ the socket
+  authenticates, and ``decode(frame, peer=...)`` is where the peer's authenticated name is
+  compared with the envelope's ``host`` (today: with the routing id).
+- *strict bodies*: :meth:`Session.decode` is where a per-type body check runs after the
+  envelope's, so every receiver gets it.
+- *batched events*: a batch is one envelope carrying several events; it takes a range of the
+  event counter, as :meth:`Session.envelope` takes one number today.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tcplab.wire.envelope import HOST_RE, ProtocolError, decode, encode, make
+
+
+class Session:
+    def __init__(self, host: str):
+        if not HOST_RE.match(host):
+            raise ProtocolError(f"bad host name {host!r}")
+        self.host = host
+        self.seq = 0        # the last number given to a frame other than an event
+        self.event_seq = 0  # the last event's number: 1, 2, 3, ... without gaps
+        self.counters: dict[str, int] = {"sent": 0, "received": 0, "refused": 0}
+
+    # --- making frames --------------------------------------------------------------------------
+    def envelope(self, type_: str, body: dict | None = None, *, at: int | None = None) -> dict:
+        """The next numbered envelope of this sender, checked (the sending side's one check)."""
+        event = type_ == "event"
+        env = make(type_, self.host, (self.event_seq if event else self.seq) + 1, body, at=at)
+        if event:
+            self.event_seq = env["seq"]
+        else:
+            self.seq = env["seq"]
+        return env
+
+    def pack(self, env: dict) -> bytes:
+        """The bytes of an envelope :meth:`envelope` made (not checked again)."""
+        return encode(env)
+
+    def frame(self, type_: str, body: dict | None = None, *, at: int | None = None) -> bytes:
+        return self.pack(self.envelope(type_, body, at=at))
+
+    # --- sending (a zmq.asyncio socket; send_blocking for a plain one) --------------------------
+    async def send(self, sock: Any, type_: str, body: dict | None = None, *, to: bytes | None = None) -> dict:
+        """Make, pack and send one frame; returns the envelope sent. ``to`` is the routing id on
+        a ROUTER (None on a DEALER). zmq errors (a ROUTER_MANDATORY peer gone) pass through."""
+        env = self.envelope(type_, body)
+        await self.send_frame(sock, self.pack(env), to=to)
+        return env
+
+    async def send_frame(self, sock: Any, frame: bytes, *, to: bytes | None = None) -> None:
+        """Send bytes this session packed before (a resent event)."""
+        await (sock.send(frame) if to is None else sock.send_multipart([to, frame]))
+        self.counters["sent"] += 1
+
+    def send_blocking(self, sock: Any, type_: str, body: dict | None = None, *, to: bytes | None = None) -> dict:
+        """:meth:`send` on a plain (blocking) zmq socket, for a client without an event loop."""
+        env = self.envelope(type_, body)
+        frame = self.pack(env)
+        sock.send(frame) if to is None else sock.send_multipart([to, frame])
+        self.counters["sent"] += 1
+        return env
+
+    # --- receiving ------------------------------------------------------------------------------
+    def decode(self, frame: bytes, *, peer: bytes | None = None) -> dict:
+        """The checked envelope of ``frame`` (the receiving side's one check). With ``peer`` (the
+        routing id it came from) its ``host`` must be that name. Raises ProtocolError, counted."""
+        try:
+            env = decode(frame)
+            if peer is not None and env["host"] != peer.decode(errors="replace"):
+                raise ProtocolError(f"host {env['host']!r} does not match routing id {peer!r}")
+        except ProtocolError:
+            self.counters["refused"] += 1
+            raise
+        self.counters["received"] += 1
+        return env
+
+    async def recv(self, sock: Any) -> dict:
+        """The next frame on a DEALER, checked; a bad one raises ProtocolError (the caller goes on)."""
+        return self.decode(await sock.recv())
+
+    async def recv_from(self, sock: Any, *, named: bool = False) -> tuple[bytes, dict]:
+        """The next ``(routing id, envelope)`` on a ROUTER. ``named``: the peers' routing ids are
+        their host names (the probes'), and a frame whose ``host`` differs is refused. A refusal's
+        ProtocolError carries the routing id as ``peer``."""
+        parts = await sock.recv_multipart()
+        ident, frame = parts[0], parts[-1]
+        try:
+            return ident, self.decode(frame, peer=ident if named else None)
+        except ProtocolError as e:
+            e.peer = ident
+            raise
