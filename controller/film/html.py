@@ -17,7 +17,7 @@ import re
 from html import escape
 from pathlib import Path
 
-from controller.film import diagram, files
+from controller.film import diagram, files, gaps
 from controller.film.model import LISTENER_REMOTE, Film, build, port_of
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -99,6 +99,7 @@ def data(records: list[dict]) -> dict:
         "port": _port(records),
         "delay_ms": _delay_ms(records),
         "t_end": max((r["t"] for r in records), default=0.0),
+        "long_gap_s": gaps.LONG_GAP_S,
         "packets": [{k: v for k, v in p.items() if k not in ("flags", "payload")} for p in film.packets],
         "transitions": [tr.as_dict() for tr in film.transitions],
         "moments": [_moment(film, i, transition_of) for i in film.moments],

@@ -8,8 +8,8 @@ delays on egress, and a capture sees a packet leave only after the delay, so the
 label gives the flags and seq/ack/len as Wireshark does. Retransmissions (the packet's Wireshark ``analysis``) are
 dashed. Each host's state names are written along its timeline where they change.
 
-Time is linear, except that a quiet stretch longer than ``GAP_S`` (TIME_WAIT's 60 s) is drawn
-``GAP_S`` long with a break mark saying how long it really was. The output depends on the trace
+Time is linear, except that a quiet stretch longer than the long-gap rule's limit (controller/film/gaps.py,
+3 s; TIME_WAIT's 60 s) is drawn that long with a break mark saying how long it really was. The output depends on the trace
 only, so rendering twice gives byte-identical files.
 """
 
@@ -19,10 +19,9 @@ import bisect
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from controller.film import files
+from controller.film import files, gaps
 from controller.report import packet_info, segment_pairs
 
-GAP_S = 1.5          # longer quiet stretches are cut
 PX_PER_S = 220.0
 TOP, BOTTOM = 70, 40
 COL_X = (230, 630)   # the timelines' x
@@ -38,7 +37,7 @@ def _hosts(records: list[dict]) -> list[str]:
 
 
 class _Timescale:
-    """t -> y, with long quiet stretches cut to GAP_S."""
+    """t -> y, with long quiet stretches cut by the long-gap rule."""
 
     def __init__(self, times: list[float]):
         self.knots: list[tuple[float, float]] = []  # (t, y) at each event time
@@ -47,9 +46,9 @@ class _Timescale:
         for t in sorted(set(times)):
             if last is not None:
                 gap = t - last
-                if gap > GAP_S:
-                    self.breaks.append((y + GAP_S * PX_PER_S / 2, gap))
-                y += min(gap, GAP_S) * PX_PER_S
+                if gaps.is_cut(gap):
+                    self.breaks.append((y + gaps.shown(gap) * PX_PER_S / 2, gap))
+                y += gaps.shown(gap) * PX_PER_S
             self.knots.append((t, y))
             last = t
         self.height = (self.knots[-1][1] if self.knots else TOP) + BOTTOM

@@ -6,7 +6,8 @@ seconds, played at ``speed`` (1 = real time, 0.1 to 20):
 
 - ``--slow`` (slow motion): every moment stays on screen at least ``SLOW_MIN_S`` film seconds, so
   a state that lived microseconds (a zero-delay handshake) can still be seen; longer gaps are kept;
-- a quiet stretch longer than ``max_gap`` film seconds (default ``MAX_GAP_S``; 0 keeps every gap),
+- a quiet stretch longer than ``max_gap`` film seconds (default ``MAX_GAP_S``, the long-gap rule's limit
+  of controller/film/gaps.py; 0 keeps every gap),
   such as TIME_WAIT's 60 s, is played in ``max_gap`` seconds with a note in the header saying how
   long it really was. The clock and the netstat timers keep running through it, only faster.
 
@@ -30,13 +31,13 @@ import structlog
 from rich.console import Console
 from rich.live import Live
 
-from controller.film import lines, model, term
+from controller.film import gaps, lines, model, term
 from controller.film.model import Film
 from controller.film.tracefile import NotATrace, open_run
 
 SPEED_MIN, SPEED_MAX = 0.1, 20.0
 SLOW_MIN_S = 1.0
-MAX_GAP_S = 3.0
+MAX_GAP_S = gaps.LONG_GAP_S
 FPS = 10
 log = structlog.get_logger(__name__)
 
@@ -62,8 +63,8 @@ def schedule(film: Film, speed: float = 1.0, slow: bool = False, max_gap: float 
         last = k + 1 == len(film.moments)
         gap = max(0.0, (end if last else recs[film.moments[k + 1]]["t"]) - t)
         play, note = gap, ""
-        if max_gap and gap > max_gap:
-            play = max_gap
+        if gaps.is_cut(gap, max_gap):
+            play = gaps.shown(gap, max_gap)
             waiting = [h for h in film.hosts if film.state_at(h, i) == "TIME_WAIT"]
             why = f" ({' and '.join(waiting)} in TIME_WAIT)" if waiting else ""
             note = f"fast-forward: {gap:.1f} s of quiet{why} in {max_gap / speed:.1f} s"

@@ -10,7 +10,8 @@
   const HOSTS = D.hosts;
   const ROLE = D.roles;
   const SLOW_MIN_GAP_S = 1.0;   // slow motion: every gap between moments lasts at least this long
-  const SCRUB_MAX_GAP_S = 2.0;  // the scrubber draws longer quiet stretches (TIME_WAIT) this long
+  const LONG_GAP_S = D.long_gap_s;  // the long-gap rule (controller/film/gaps.py): the scrubber draws longer
+                                    // quiet stretches (TIME_WAIT) this long
   const SPEEDS = [0.1, 0.25, 0.5, 1, 2, 5, 10, 20];
   const $ = (id) => document.getElementById(id);
   const fmt = (t) => t.toFixed(3);
@@ -34,7 +35,7 @@
     const span = xs[hi] - xs[lo];
     return span ? ys[lo] + (ys[hi] - ys[lo]) * (x - xs[lo]) / span : ys[lo];
   }
-  const scrubAxis = axis((g) => Math.min(g, SCRUB_MAX_GAP_S));
+  const scrubAxis = axis((g) => (g > LONG_GAP_S ? LONG_GAP_S : g));
   // Playing runs along knots, one per moment (plus the start and the end), so moments at one time
   // each get a slot of their own in slow motion; knot k >= 1 is moment k - 1.
   const playT = [0].concat(M.map((m) => m.t), [D.t_end]);
