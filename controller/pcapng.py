@@ -19,6 +19,8 @@ import struct
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from tcplab.files import replacing
+
 LINKTYPE_ETHERNET = 1
 SNAPLEN = 262144
 _SHB, _IDB, _EPB = 0x0A0D0D0A, 0x00000001, 0x00000006
@@ -104,12 +106,11 @@ def write_merged(path: Path, hosts: Sequence[str], packets: Iterable[tuple[str, 
     Written to a temporary file and renamed into place. Returns the number of packets written.
     """
     path = Path(path)
-    tmp = path.with_suffix(".pcapng.tmp")
     index = {h: i for i, h in enumerate(hosts)}
     n = 0
-    with PcapngWriter(tmp, list(hosts), comment="tcplab: every host's packets on the controller's clock") as w:
+    with replacing(path) as tmp, \
+            PcapngWriter(tmp, list(hosts), comment="tcplab: every host's packets on the controller's clock") as w:
         for host, frame, ts_ns, direction in packets:
             w.write(index[host], frame, ts_ns, direction)
             n += 1
-    tmp.replace(path)
     return n

@@ -17,6 +17,8 @@ from typing import Any, Mapping, Optional
 
 import structlog
 
+from tcplab import logs
+
 log = structlog.get_logger("tcplab.playbook")
 
 REPO = Path(__file__).resolve().parent.parent
@@ -110,8 +112,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     import shlex
 
     args = sys.argv[1:] if argv is None else argv
-    if not structlog.is_configured():
-        structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    logs.configure_cli()
     try:
         return run_lab(cmdline=shlex.join(args), quiet=False)
     except PlaybookError as e:

@@ -39,6 +39,7 @@ from typing import Callable
 import structlog
 
 from probe import sockets
+from tcplab.files import atomic_write
 
 log = structlog.get_logger(__name__)
 
@@ -178,9 +179,7 @@ class Endpoint:
         if self.pid_dir is None:
             return
         self.pid_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.pid_dir / f".{PID_FILE}.{pid}"
-        tmp.write_text(f"{pid}\n")
-        tmp.replace(self.pid_dir / PID_FILE)
+        atomic_write(self.pid_dir / PID_FILE, f"{pid}\n")
 
     def _remove_pid(self, pid: int) -> None:
         if self.pid_dir is None:

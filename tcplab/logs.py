@@ -1,4 +1,12 @@
-"""structlog set-up shared by the daemons: JSON lines on stderr, host and component bound once."""
+"""The one structlog set-up: events (not sentences) on stderr, for the daemons and the CLIs alike.
+
+- a daemon calls :func:`configure` once at start: JSON lines, its host and component bound once
+  through contextvars (a run, a step bind theirs the same way);
+- a CLI calls :func:`configure_cli`: the same events rendered for a person, on stderr (stdout is
+  the command's answer: JSON, a film, a table), routine ``debug`` ones hidden. A CLI called from
+  another (``tcplab watch`` inside ``tcplab film``), or under a test's ``capture_logs``, keeps the
+  set-up it finds.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +16,33 @@ import sys
 import structlog
 
 
+def _processors(json: bool) -> list:
+    """The chain both set-ups share; the console renderer formats exceptions itself."""
+    head = [structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True)]
+    if json:
+        return [*head, structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    return [*head, structlog.dev.ConsoleRenderer(colors=False)]
+
+
 def configure(host: str, component: str, json: bool = True, level: int = logging.INFO) -> None:
-    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    """A daemon's logging: every event one JSON line on stderr with ``host`` and ``component``."""
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=_processors(json),
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(host=host, component=component)
+
+
+def configure_cli(level: int = logging.INFO) -> None:
+    """A command's logging: events on stderr for a person to read; a set-up already made is kept."""
+    if structlog.is_configured():
+        return
+    structlog.configure(
+        processors=_processors(json=False),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+    )

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from tcplab.files import atomic_write
+
 
 def read(path: Path) -> int | None:
     try:
@@ -62,9 +64,7 @@ def alive(path: Path, marker: str) -> int | None:
 def write(path: Path, pid: int | None = None) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(f"{pid or os.getpid()}\n")
-    tmp.replace(path)
+    atomic_write(path, f"{pid or os.getpid()}\n")
 
 
 def remove(path: Path, pid: int | None = None) -> None:

@@ -8,14 +8,15 @@ JSON line each. EOF on stdin clears the shaper and exits; SIGKILL leaves everyth
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 import sys
 
-import structlog
 from structlog.testing import capture_logs
 
 from probe.shaper import Shaper, ShaperError, netem, sweep
 from probe.shaper.errors import NetemUnavailable
+from tcplab import logs
 
 
 def u32_on_htb(ifname: str, port: int) -> dict:
@@ -69,7 +70,7 @@ def handle(shaper: Shaper, req: dict) -> dict:
 def main() -> None:
     ifname, port = sys.argv[1], int(sys.argv[2])
     backend = sys.argv[3] if len(sys.argv) > 3 else "auto"
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # stdout is ours
+    logs.configure_cli(logging.DEBUG)  # stdout is ours
     shaper = Shaper(ifname, port, backend=backend)
     try:
         print(json.dumps({"ready": True}), flush=True)

@@ -14,10 +14,9 @@ import json
 import sys
 from typing import Any, Optional
 
-import structlog
-
 from controller.testbed.spec import TestbedError, TestbedSpec
 from controller.testbed.testbed import down, purge, status, up
+from tcplab import logs
 
 ACTIONS = {"up": up, "down": down, "purge": purge, "status": status}
 
@@ -41,8 +40,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as e:
         return int(e.code or 0)
-    if not structlog.is_configured():  # keep stdout for the result (JSON)
-        structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    logs.configure_cli()  # stdout is kept for the result (JSON)
     try:
         spec = TestbedSpec(home=args.home) if args.home else TestbedSpec()
         result = ACTIONS[args.action](spec)

@@ -26,6 +26,7 @@ import structlog
 from controller.testbed import processes
 from controller.testbed.network import namespace_inode
 from controller.testbed.spec import HostSpec, TestbedError, TestbedSpec
+from tcplab.files import atomic_write
 
 log = structlog.get_logger(__name__)
 
@@ -43,10 +44,7 @@ def write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
             return False
     except OSError:
         pass
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.chmod(mode)
-    tmp.replace(path)
+    atomic_write(path, text, mode=mode)
     return True
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import structlog
 
+from tcplab.files import replacing
+
 log = structlog.get_logger(__name__)
 
 SUITE = "bookworm"
@@ -124,13 +126,12 @@ def build(cache: Path | None = None, force: bool = False) -> Path:
             _image(root, work)
         finally:
             unmount_below(root)  # before the temporary tree is deleted, whatever failed
-        tmp_box = work / "box.box"
-        with tarfile.open(tmp_box, "w") as tar:
-            for name in ("metadata.json", "Vagrantfile", "box.img", "vmlinuz", "initrd.img"):
-                tar.add(work / name, arcname=name)
-        for old in cache.glob(f"tcplab-{SUITE}64-*.box"):  # one box in the cache, the current one
-            old.unlink()
-        os.replace(tmp_box, out)
+        with replacing(out) as tmp_box:
+            with tarfile.open(tmp_box, "w") as tar:
+                for name in ("metadata.json", "Vagrantfile", "box.img", "vmlinuz", "initrd.img"):
+                    tar.add(work / name, arcname=name)
+            for old in cache.glob(f"tcplab-{SUITE}64-*.box"):  # one box in the cache, the current one
+                old.unlink()
     log.info("box_built", path=str(out), size_mb=out.stat().st_size >> 20)
     return out
 

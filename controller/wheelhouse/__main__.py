@@ -11,9 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-import structlog
-
 from controller.wheelhouse import WheelhouseError, bundle, project, targets
+from tcplab import logs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,5 +60,5 @@ def _run(args) -> dict:
 
 if __name__ == "__main__":
     # stdout carries the one JSON answer Ansible reads: the log events go to stderr
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    logs.configure_cli()
     sys.exit(main())

@@ -29,6 +29,7 @@ import structlog
 from controller.wheelhouse import debian, pypi
 from controller.wheelhouse.project import ProjectWheel
 from controller.wheelhouse.targets import Target
+from tcplab.files import atomic_write, replacing
 
 log = structlog.get_logger("tcplab.wheelhouse")
 
@@ -87,10 +88,9 @@ def ensure(target: Target, wheel: ProjectWheel, apt: list[str], extra: list[str]
         manifest_file.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         members = [(p, str(p.relative_to(deps))) for p in sorted(deps.rglob("*")) if p.name != "deps.json"]
         members += [(manifest_file, "manifest.json"), (wheel.path, f"project/{wheel.path.name}")]
-        partial = setdir / "bundle.tar.partial"
-        _write_tar(members, partial)
-        partial.replace(path)
-    (setdir / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        with replacing(path) as partial:
+            _write_tar(members, partial)
+    atomic_write(setdir / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     log.info("install_set_written", set=target.name, wheel=wheel.path.name,
              mbytes=round(path.stat().st_size / 1e6, 1))
     return Bundle(target, path, manifest), True

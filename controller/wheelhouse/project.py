@@ -26,10 +26,10 @@ from pathlib import Path
 
 import structlog
 
-from controller.film.files import write_text
 from controller.wheelhouse import WheelhouseError
 # the host's installer is stdlib only and runs on the host alone: its checksum is the one both sides use
 from controller.wheelhouse.hostinstall import sha256_of
+from tcplab.files import atomic_write
 
 log = structlog.get_logger("tcplab.wheelhouse")
 
@@ -113,7 +113,7 @@ def ensure_wheel(repo: Path, wheelhouse: Path, check: bool = False) -> tuple[Pro
         wheel = outdir / built[0].name
         shutil.move(str(built[0]), wheel)
     pw = ProjectWheel(wheel, fp, sha256_of(wheel))
-    write_text(outdir / "project.json", json.dumps({"wheel": wheel.name, "fingerprint": fp, "sha256": pw.sha256}) + "\n")
+    atomic_write(outdir / "project.json", json.dumps({"wheel": wheel.name, "fingerprint": fp, "sha256": pw.sha256}) + "\n")
     log.info("project_wheel_built", wheel=wheel.name, files=len(files), fingerprint=fp[:12])
     return pw, True
 
