@@ -40,15 +40,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tcplab import tcpstates, wire
+from tcplab import actions, tcpstates, wire
 from tcplab.configfile import read_yaml
+from tcplab.errors import TcplabError
 
-ACTIONS = ("shape", "listen", "connect", "send", "close", "abort", "wait")
+# A step names an action of the registry (tcplab.actions), or "wait": expectations only, no command.
+ACTIONS = (*actions.scenario_actions(), "wait")
 STEP_KEYS = {"action", "host", "to", "text", "expect", "timeout", "delay", "loss", "clear", "note"}
 MAX_DELAY_S = 60.0
 
 
-class ScenarioError(ValueError):
+class ScenarioError(TcplabError, ValueError):
     """A scenario that cannot run; the message names the file, the step and the field."""
 
 
@@ -169,6 +171,23 @@ def _expectation(text: object, where: str) -> Expectation:
                             f"(known: {', '.join(tcpstates.NAMES)})") from None
 
 
+def _action_fields(raw: dict, on: tuple[str, ...], where: str) -> tuple[str, ...]:
+    """Check a step against its action's rules (tcplab.actions); the step fields the action reads."""
+    act = actions.ACTIONS.get(raw["action"])
+    if act is None:  # a wait
+        return ()
+    if not on:
+        raise ScenarioError(f"{where}: needs 'host' (the host that acts)")
+    if act.one_host and len(on) != 1:
+        raise ScenarioError(f"{where}: acts on exactly one host, got {len(on)}")
+    if act.check_step is not None:
+        try:
+            act.check_step(raw)
+        except actions.ActionError as e:
+            raise ScenarioError(f"{where}: {e}") from None
+    return act.step_fields
+
+
 def _step(index: int, raw: object, source: str) -> Step:
     where = f"{source}: step {index}"
     if not isinstance(raw, dict):
@@ -183,17 +202,7 @@ def _step(index: int, raw: object, source: str) -> Step:
         raise ScenarioError(f"{where}: action must be one of {', '.join(ACTIONS)}, got {action!r}")
     where = f"{where} ({action})"
     on = _hosts(raw["host"], where) if "host" in raw else ()
-    if action != "wait" and not on:
-        raise ScenarioError(f"{where}: needs 'host' (the host that acts)")
-    if action in ("listen", "connect", "send", "close", "abort") and len(on) != 1:
-        raise ScenarioError(f"{where}: acts on exactly one host, got {len(on)}")
-    to = raw.get("to")
-    if action == "connect" and (not isinstance(to, str) or not wire.HOST_RE.match(to)):
-        raise ScenarioError(f"{where}: needs 'to' (the host to connect to)")
-    text = raw.get("text")
-    if action == "send":
-        if not isinstance(text, str) or not text or "\n" in text or len(text) > wire.MAX_TEXT:
-            raise ScenarioError(f"{where}: needs 'text', one line of at most {wire.MAX_TEXT} characters")
+    fields = _action_fields(raw, on, where)
     expect = raw.get("expect", [])
     if not isinstance(expect, list):
         expect = [expect]
@@ -206,7 +215,8 @@ def _step(index: int, raw: object, source: str) -> Step:
     if not isinstance(clear, bool):
         raise ScenarioError(f"{where}: clear must be true or false")
     note = raw.get("note")
-    return Step(index, action, on, to if action == "connect" else None, text if action == "send" else None,
+    return Step(index, action, on, raw.get("to") if "to" in fields else None,
+                raw.get("text") if "text" in fields else None,
                 tuple(_expectation(e, where) for e in expect), timeout, delay, loss, clear,
                 str(note) if note is not None else None)
 

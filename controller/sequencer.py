@@ -11,6 +11,9 @@ Before the first step it checks the lab port (controller.scenario.port_conflict)
 reports the port it listens, shapes and captures on in its hello, and a scenario whose ``port``
 differs is refused with one line naming both ports; nothing is sent to a probe then. A connect
 goes to that one port, so the inventory's ``tcplab_lab_port`` is the port's single source.
+
+A step becomes a command through its action's ``from_step`` (:mod:`tcplab.actions`, the one
+registry): the sequencer knows no action by name but ``wait`` (no command) and its cleanup.
 """
 
 from __future__ import annotations
@@ -21,14 +24,16 @@ import structlog
 
 from controller.run import Run
 from controller.scenario import Scenario, Step, port_conflict
+from tcplab import actions
+from tcplab.errors import TcplabError
 
 log = structlog.get_logger("controller.sequencer")
 
 COMMAND_TIMEOUT_S = 15.0
 
 
-class StepFailed(Exception):
-    pass
+class StepFailed(TcplabError):
+    """A step that failed; the message names the step, the host and what was observed."""
 
 
 class Bus(Protocol):
@@ -117,26 +122,15 @@ class Sequencer:
         await self._report(event="step", index=step.index, total=len(self.scenario.steps),
                            action=step.action, target=step.target, status="ok")
 
-    def _args(self, step: Step) -> dict:
-        if step.action == "shape":
-            if step.clear:
-                return {"clear": True}
-            delay = step.delay if step.delay is not None else self.scenario.delay
-            return {"delay_ms": int(round(delay * 1000)), "loss_pct": step.loss}
-        if step.action == "connect":
-            ip = self.bus.lab_ip(step.to or "")
-            if not ip:
-                raise StepFailed(f"step {step.index} (connect on {step.target}): {step.to} is not connected, "
-                                 "so its address is unknown")
-            return {"ip": ip, "port": self.port}
-        if step.action == "send":
-            return {"text": step.text}
-        return {}
-
     async def _act(self, step: Step) -> None:
-        if step.action == "wait":
+        action = actions.ACTIONS.get(step.action)
+        if action is None:  # a wait: expectations only
             return
-        args = self._args(step)
+        ctx = actions.StepContext(lab_ip=self.bus.lab_ip, port=self.port, delay=self.scenario.delay)
+        try:
+            args = action.from_step(step, ctx)
+        except actions.ActionError as e:
+            raise StepFailed(f"step {step.index} ({step.action} on {step.target}): {e}") from e
         for host in step.hosts:
             try:
                 result = await self.bus.command(host, step.action, args, COMMAND_TIMEOUT_S)

@@ -1,20 +1,22 @@
 """The probe's commands: a queue taken in order, each command dispatched to its action and answered
 by one ``result`` frame (``{"id", "ok", "data"}`` or ``{"id", "ok": False, "error"}``).
 
-A command is checked by the wire (:func:`tcplab.wire.check_command`) before anything runs; a refused
-command and a failed action are both answered, never fatal to the probe. The actions act through
-the probe's host interface (``ProbeHost``: cfg, shaper, endpoint, emit, netlink, remember_nc,
-barrier), so an action's body never reaches into the daemon itself.
+A command is checked against its action's arguments (:func:`tcplab.actions.check_command`) before
+anything runs, then handed to that action's handler from the one registry (:data:`tcplab.actions.ACTIONS`);
+a refused command and a failed action are both answered, never fatal to the probe. Handlers act
+through the probe's host interface (:class:`tcplab.actions.ProbeHost`: cfg, shaper, endpoint, emit,
+netlink, remember_nc, barrier), so an action's body never reaches into the daemon itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 import structlog
 
-from tcplab import wire
+from tcplab import actions, wire
+from tcplab.actions import ProbeHost
 
 log = structlog.get_logger("probe.commands")
 
@@ -24,7 +26,7 @@ Reply = Callable[[str, dict], Awaitable[None]]
 class Commands:
     """The command queue of one probe; :meth:`run` answers each in the order it arrived."""
 
-    def __init__(self, host: Any, reply: Reply):
+    def __init__(self, host: ProbeHost, reply: Reply):
         self.host = host
         self.reply = reply
         self.queue: asyncio.Queue[dict] = asyncio.Queue()
@@ -41,9 +43,9 @@ class Commands:
         """The result body for one command body."""
         cid = body.get("id") if isinstance(body.get("id"), int) else -1
         try:
-            action, args = wire.check_command(body)
+            action, args = actions.check_command(body)
             structlog.contextvars.bind_contextvars(action=action, command=cid)
-            data = await execute(self.host, action, args)
+            data = await actions.ACTIONS[action].handle(self.host, args)
             return {"id": cid, "ok": True, "data": data}
         except wire.ProtocolError as e:
             log.warning("command_refused", reason=str(e))
@@ -54,32 +56,3 @@ class Commands:
         finally:
             structlog.contextvars.unbind_contextvars("action", "command")
 
-
-async def execute(host: Any, action: str, args: dict) -> dict:
-    """Run one checked action on ``host`` (a ProbeHost); its result's ``data``."""
-    if action == "shape":
-        if args.get("clear"):
-            was = host.shaper.backend
-            counters = await host.netlink(host.shaper.clear)
-            host.emit({"kind": "shaper", "backend": None, "delay_ms": 0, "loss_pct": 0,
-                       "cleared": was, "counters": counters})
-            return {"backend": None}
-        delay_ms, loss = int(round(args.get("delay_ms", 0))), args.get("loss_pct", 0)
-        backend = await host.netlink(host.shaper.apply, delay_ms=delay_ms, loss_pct=loss)
-        host.emit({"kind": "shaper", "backend": backend, "delay_ms": delay_ms, "loss_pct": loss})
-        return {"backend": backend}
-    if action == "listen":
-        await host.endpoint.listen(host.cfg.port)
-        host.remember_nc()
-    elif action == "connect":
-        await host.endpoint.connect(args["ip"], args.get("port", host.cfg.port))
-        host.remember_nc()
-    elif action == "send":
-        await host.endpoint.send(args["text"])
-    elif action == "close":
-        await host.endpoint.close()
-    elif action == "abort":
-        await host.endpoint.abort()
-    elif action == "sync":
-        await host.barrier()
-    return {}

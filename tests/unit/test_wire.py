@@ -1,7 +1,7 @@
 import msgpack
 import pytest
 
-from tcplab import wire
+from tcplab import actions, wire
 
 
 def test_round_trip_keeps_every_field():
@@ -30,9 +30,9 @@ def test_oversized_frame_is_refused():
 
 
 def test_command_check_accepts_the_fixed_actions():
-    assert wire.check_command({"id": 1, "action": "connect", "args": {"ip": "10.90.0.1", "port": 9090}}) == (
+    assert actions.check_command({"id": 1, "action": "connect", "args": {"ip": "10.90.0.1", "port": 9090}}) == (
         "connect", {"ip": "10.90.0.1", "port": 9090})
-    assert wire.check_command({"id": 2, "action": "shape", "args": {"delay_ms": 300}})[0] == "shape"
+    assert actions.check_command({"id": 2, "action": "shape", "args": {"delay_ms": 300}})[0] == "shape"
 
 
 @pytest.mark.parametrize("body, reason", [
@@ -47,7 +47,7 @@ def test_command_check_accepts_the_fixed_actions():
 ])
 def test_command_check_refuses_anything_else(body, reason):
     with pytest.raises(wire.ProtocolError, match=reason):
-        wire.check_command(body)
+        actions.check_command(body)
 
 
 # --- Session: one sender's identity, numbering and counters ------------------------------------
