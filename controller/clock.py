@@ -30,9 +30,13 @@ back) biases the estimate by half that asymmetry while the bound still contains 
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from dataclasses import dataclass, field
 from functools import cached_property, partial
+
+from controller.trace.index import TraceIndex
+from tcplab.files import atomic_write
 
 WINDOW_NS = 4_000_000_000        # one best exchange per 4 s of controller time
 DRIFT_SPAN_NS = 10_000_000_000   # drift needs best exchanges at least 10 s apart
@@ -239,20 +243,18 @@ def _gap(exchanges, drift: float, ref: int) -> float:
     return lo - hi
 
 
-def causal_shift(records: list[dict], ref: str, host: str, bound_s: float | None = None) -> dict:
+def causal_shift(trace: TraceIndex | list[dict], ref: str, host: str, bound_s: float | None = None) -> dict:
     """The smallest shift of ``host``'s times that makes no segment arrive before it left.
 
-    Each segment seen leaving one host and arriving at the other bounds the offset between the
-    two clocks: ref->host gives shift >= t_out(ref) - t_in(host), host->ref gives
-    shift <= t_in(ref) - t_out(host). The ping estimate stands when it already fits (shift 0);
-    otherwise it moves to the nearest bound. ``bound_s``, the ping estimates' combined
+    Each segment seen leaving one host and arriving at the other (the trace index's ``pairs``)
+    bounds the offset between the two clocks: ref->host gives shift >= t_out(ref) - t_in(host),
+    host->ref gives shift <= t_in(ref) - t_out(host). The ping estimate stands when it already fits
+    (shift 0); otherwise it moves to the nearest bound. ``bound_s``, the ping estimates' combined
     uncertainty, says the true shift is also within +-bound_s; the intersection of both is
     ``interval_s`` and ``uncertainty_s`` bounds the error left after the shift. Returns seconds.
     """
-    from controller.report import segment_pairs  # the pairing is the report's; avoid a cycle
-
     lo, hi, pairs = float("-inf"), float("inf"), 0
-    for out, inn in segment_pairs(records):
+    for out, inn in TraceIndex.of(trace).pairs:
         if out["host"] == ref and inn["host"] == host:
             lo = max(lo, out["t"] - inn["t"])
             pairs += 1
@@ -276,13 +278,8 @@ def causal_shift(records: list[dict], ref: str, host: str, bound_s: float | None
 def write_exchanges(path, clocks: dict[str, ClockEstimate], since_ns: int | None = None) -> int:
     """The raw exchanges, one JSON line each (``host``, ``t1``..``t4`` in ns), so the estimate
     can be checked or redone offline (bench/clock.py does). Returns how many were written."""
-    import json
-
-    n = 0
-    with open(path, "w", encoding="utf-8") as f:
-        for host, clock in sorted(clocks.items()):
-            for ex in clock.exchanges:
-                if since_ns is None or ex.t1 >= since_ns:
-                    f.write(json.dumps({"host": host, "t1": ex.t1, "t2": ex.t2, "t3": ex.t3, "t4": ex.t4}) + "\n")
-                    n += 1
-    return n
+    lines = [json.dumps({"host": host, "t1": ex.t1, "t2": ex.t2, "t3": ex.t3, "t4": ex.t4}) + "\n"
+             for host, clock in sorted(clocks.items()) for ex in clock.exchanges
+             if since_ns is None or ex.t1 >= since_ns]
+    atomic_write(path, "".join(lines))
+    return len(lines)

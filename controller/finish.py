@@ -1,8 +1,11 @@
 """The end of a run: the clocks' final fit, the packet analysis, trace.jsonl, run.json and the film.
 
 Called once per run by the controller daemon after the sequencer's last step (also when the run
-failed or was cancelled), with the probes' clock estimates and what the run knows of each host.
-A renderer's failure is logged, never the run's: the trace and run.json are written first.
+failed or was cancelled), with the probes' clock estimates, what the run knows of each host and
+the controller's own counters per host (``link_counters``: frames refused, duplicates, gaps given
+up ...). The run's one trace index is built here (Run.align) and handed to the report and every
+renderer: nothing reads trace.jsonl back. A renderer's failure is logged, never the run's: the
+trace and run.json are written first.
 """
 
 from __future__ import annotations
@@ -18,30 +21,40 @@ from controller.film.render import render_all
 from controller.run import Run
 from controller.scenario import Scenario
 from controller.sequencer import Sequencer
-from controller.trace import load as load_trace
+from controller.trace.schema import RunStatus
 
 log = structlog.get_logger("controller")
 
 
+def host_counters(run: Run, host: str, link_counters: dict[str, dict] | None) -> dict[str, int]:
+    """run.json ``hosts.<h>.counters``: the probe's latest counters, then the controller's for it."""
+    return {**run.counters.get(host, {}), **(link_counters or {}).get(host, {})}
+
+
 def finish_run(run: Run, scn: Scenario, seq: Sequencer, ok: bool, started_unix: float,
-               clocks: dict[str, ClockEstimate], lab_ips: dict[str, str | None]) -> Path:
-    """Write everything a finished run leaves in its directory; return the trace's path."""
+               clocks: dict[str, ClockEstimate], lab_ips: dict[str, str | None],
+               link_counters: dict[str, dict] | None = None, status: RunStatus | None = None) -> Path:
+    """Write everything a finished run leaves in its directory; return the trace's path.
+
+    ``status``: how the run ended (default: ok or failed, by ``ok``)."""
     alignment = run.align(clocks)
     run.finish_captures()
-    path = run.trace.finish()
+    index = run.finish_trace()
     run.close()
-    info = {"run_id": run.id, "ok": ok, "error": seq.error, "failed_step": seq.failed_step,
-            "scenario": scn.to_dict(), "delay_s": scn.delay, "port": seq.port, "started_unix": started_unix,
-            "duration_s": round(time.time() - started_unix, 3),
+    status = status or (RunStatus.OK if ok else RunStatus.FAILED)
+    info = {"run_id": run.id, "ok": ok, "status": RunStatus(status).value, "error": seq.error,
+            "failed_step": seq.failed_step, "scenario": scn.to_dict(), "delay_s": scn.delay, "port": seq.port,
+            "started_unix": started_unix, "duration_s": round(time.time() - started_unix, 3),
             "hosts": {h: {"lab_ip": lab_ips.get(h), "shaper_backend": run.backends.get(h),
                           "shaper_counters": run.shaper_counters.get(h),
                           "packets": run.packets.get(h, 0),
                           "capture": run.capture_stats.get(h),
+                          "counters": host_counters(run, h, link_counters),
                           "clock": alignment.get(h, {})}
                       for h in scn.hosts}}
-    report.write(run.dir, info)
-    try:  # the film's files come from the finished trace alone; a renderer's failure is not the run's
-        render_all(run.dir, load_trace(path))
+    report.write(run.dir, info, index)
+    try:  # summary.txt and the film's files, from the run's index; a renderer's failure is not the run's
+        render_all(run.dir, index)
     except Exception as e:
         log.error("render_failed", error=repr(e))
-    return path
+    return run.trace.path

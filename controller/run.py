@@ -3,6 +3,21 @@
 Probe events come in with the probe's monotonic clock (``t_ns``); a run maps them onto the
 controller's clock through the probe's :class:`~controller.clock.ClockEstimate` and writes
 ``t`` as seconds since the run started. Events from before the start are not part of the film.
+
+The records stay in memory (``run.trace.records``, arrival order) and are aligned as they arrive:
+each event's ``t`` is mapped with the estimate known at that moment, and that is what the live view
+reads (``trace.partial.jsonl``) and what the sequencer's expectations wait on. At the end,
+:meth:`Run.align` maps every event again with the host's *final* fit (every exchange of the run,
+drift included) and applies the clock's causal correction, then :meth:`Run.finish_trace` writes
+trace.jsonl from the one :class:`~controller.trace.index.TraceIndex` the report and every renderer
+then read. Why not keep the live ``t`` unchanged: an estimate made early in a run has seen fewer
+round trips and no drift, and the causal correction needs both hosts' packets; the final trace is
+the better one, so the live view and it agree "as far as the final fit allows": by how much each
+host's records moved is measured and kept in run.json (``hosts.<h>.clock.realigned_max_s``;
+microseconds on the netns lab, below the live view's millisecond resolution).
+
+A probe's ``counters`` event (its drops and misses, emitted by its sync barrier) and its
+``capture_stats`` are facts for run.json, not trace records: the run keeps each host's latest.
 """
 
 from __future__ import annotations
@@ -12,20 +27,26 @@ import re
 import time
 from pathlib import Path
 
+import structlog
+
 from controller.captures import Captures
 from controller.clock import ClockEstimate, causal_shift, write_exchanges
-from controller.scenario import Expectation
-from controller.trace import PcapFiles, Trace
+from controller.scenario import Expectation, Step
+from controller.trace.index import TraceIndex
+from controller.trace.pcap import PcapFiles
+from controller.trace.schema import CONTROLLER, FIELDS, Kind, StepStatus, Stream, is_listener
+from controller.trace.writer import Trace
+from tcplab.errors import TcplabError
+from tcplab.tcpstates import LISTENER_REMOTE
 
-LISTENER_REMOTE = "0.0.0.0:*"
-_FIELDS = {
-    "state": ("local", "remote", "from", "to", "source"),
-    "packet": ("dir", "src", "dst", "flags", "seq", "ack", "len", "payload", "win", "frame_len"),
-    "console": ("text", "stream"),
-    "netstat": ("rows",),
-    "shaper": ("backend", "delay_ms", "loss_pct", "cleared", "counters"),
-    "kernel": ("event", "local", "remote", "state"),
-}
+__all__ = ["LISTENER_REMOTE", "Run", "RunDirError", "new_run_dir"]
+
+log = structlog.get_logger("controller")
+FACTS = ("capture_stats", "counters")  # event kinds that are run.json's, not the trace's
+
+
+class RunDirError(TcplabError, RuntimeError):
+    """No free run directory could be made."""
 
 
 def new_run_dir(runs_dir: Path, name: str) -> Path:
@@ -38,7 +59,7 @@ def new_run_dir(runs_dir: Path, name: str) -> Path:
             return path
         except FileExistsError:
             continue
-    raise RuntimeError(f"no free run directory for {base} in {runs_dir}")
+    raise RunDirError(f"no free run directory for {base} in {runs_dir}")
 
 
 class Run:
@@ -57,7 +78,10 @@ class Run:
         self.shaper_counters: dict[str, dict] = {}  # what went through each host's delay, read at its clear
         self.packets = {h: 0 for h in hosts}
         self.capture_stats: dict[str, dict] = {}
+        self.counters: dict[str, dict[str, int]] = {}  # each probe's latest counters event
+        self.index: TraceIndex | None = None            # the final trace's, once aligned
         self._stamped: list[tuple[dict, int]] = []  # (record, probe t_ns): mapped again at the end
+        self._seen: dict[tuple[str, str], list[dict]] = {}  # (kind, host) -> records, for the expectations
 
     def t(self, controller_ns: int) -> float:
         return round((controller_ns - self.start_ns) / 1e9, 9)
@@ -65,59 +89,76 @@ class Run:
     def now(self) -> float:
         return self.t(time.monotonic_ns())
 
+    # --- records in ----------------------------------------------------------------------------
     async def add_event(self, host: str, body: dict, clock: ClockEstimate) -> None:
         kind = body.get("kind")
-        if kind == "capture_stats" and host in self.hosts:  # the kernel's counters: for run.json
-            self.capture_stats[host] = {k: v for k, v in body.items() if k not in ("kind", "t_ns")}
+        if host not in self.hosts:
             return
-        if kind not in _FIELDS or not isinstance(body.get("t_ns"), int) or host not in self.hosts:
+        if kind in FACTS:
+            self._fact(host, kind, body)
+            return
+        if kind not in FIELDS or not isinstance(body.get("t_ns"), int):
             return
         t = self.t(clock.to_controller(body["t_ns"]))
         if t < 0:
             return
         rec = {"t": t, "host": host, "kind": kind}
-        rec.update({k: body[k] for k in _FIELDS[kind] if k in body})
+        rec.update({k: body[k] for k in FIELDS[kind] if k in body})
         self._stamped.append((rec, body["t_ns"]))
-        if kind == "packet":
+        if kind == Kind.PACKET:
             if isinstance(body.get("raw"), bytes) and isinstance(body.get("wall_ns"), int):
                 self.pcaps.write(host, body["raw"], body["wall_ns"])
                 self.captures.add(host, rec, body["raw"], body["wall_ns"])
             rec["analysis"] = []  # filled in by finish_captures
             self.packets[host] += 1
-        elif kind == "shaper" and body.get("backend"):  # a later clear keeps the record of what was used
+        elif kind == Kind.SHAPER and body.get("backend"):  # a later clear keeps the record of what was used
             self.backends[host] = body["backend"]
-        elif kind == "shaper" and isinstance(body.get("counters"), dict) and body["counters"]:
+        elif kind == Kind.SHAPER and isinstance(body.get("counters"), dict) and body["counters"]:
             self.shaper_counters[host] = body["counters"]
         await self.add(rec)
 
-    async def add(self, rec: dict) -> None:
+    def _fact(self, host: str, kind: str, body: dict) -> None:
+        if kind == "capture_stats":  # the kernel's counters
+            self.capture_stats[host] = {k: v for k, v in body.items() if k not in ("kind", "t_ns")}
+        elif isinstance(body.get("counters"), dict):  # flat name -> count; anything else is not a count
+            self.counters[host] = {str(k): v for k, v in body["counters"].items()
+                                   if isinstance(v, int) and not isinstance(v, bool)}
+
+    async def add(self, rec: dict) -> dict:
         self.trace.add(rec)
+        self._seen.setdefault((rec["kind"], rec["host"]), []).append(rec)
         async with self.changed:
             self.changed.notify_all()
+        return rec
 
-    # --- what has been seen ------------------------------------------------------------------
+    async def add_step(self, step: Step, status: StepStatus | str, error: str | None = None) -> dict:
+        """The step's record (``t`` now), e.g. its start: the record's ``t`` is the step's ``since``."""
+        rec = {"t": self.now(), "host": CONTROLLER, "kind": Kind.STEP.value, "index": step.index,
+               "action": step.action, "target": step.target, "status": StepStatus(status).value}
+        if error is not None:
+            rec["error"] = error
+        return await self.add(rec)
+
+    # --- what has been seen --------------------------------------------------------------------
     def states_since(self, host: str, since: float, listener: bool | None = None) -> list[dict]:
-        out = []
-        for r in self.trace.records:
-            if r["kind"] != "state" or r["host"] != host or r["t"] < since:
-                continue
-            is_listener = r.get("remote") == LISTENER_REMOTE
-            if listener is None or listener == is_listener:
-                out.append(r)
-        return out
+        return [r for r in self._seen.get((Kind.STATE, host), ()) if r["t"] >= since
+                and (listener is None or listener == is_listener(r))]
+
+    def printed_since(self, host: str, since: float) -> list[str]:
+        """The lines ``host``'s nc printed (stdout) from ``since`` on, stripped."""
+        return [r["text"].strip() for r in self._seen.get((Kind.CONSOLE, host), ())
+                if r["t"] >= since and r.get("stream") == Stream.STDOUT]
 
     def met(self, e: Expectation, since: float) -> bool:
         if e.state is not None:
             listener = e.state == "LISTEN"
             return any(r["to"] == e.state for r in self.states_since(e.host, since, listener))
-        return any(r["kind"] == "console" and r["host"] == e.host and r.get("stream") == "stdout"
-                   and r["text"].strip() == e.text and r["t"] >= since for r in self.trace.records)
+        return e.text in self.printed_since(e.host, since)
 
     def observed(self, host: str, since: float) -> str:
         """What ``host`` did since ``since``, in words, for a failed step's message."""
         states = [f"{r['from']}->{r['to']}" for r in self.states_since(host, since, listener=False)]
-        lines = [r["text"].strip() for r in self.trace.records
-                 if r["kind"] == "console" and r["host"] == host and r["t"] >= since and r.get("stream") == "stdout"]
+        lines = self.printed_since(host, since)
         parts = [f"states {', '.join(states)}" if states else "no connection state change"]
         if lines:
             parts.append("printed " + ", ".join(repr(x) for x in lines[-3:]))
@@ -137,32 +178,37 @@ class Run:
                 except asyncio.TimeoutError:
                     pass
 
+    # --- the end -------------------------------------------------------------------------------
     def align(self, clocks: dict[str, ClockEstimate] | None = None) -> dict[str, dict]:
         """Map every event again with each host's final clock fit, then tighten with the packets.
 
         During the run an event is mapped with the estimate known when it arrives; the final fit
         (offset and drift from every exchange of the run, controller/clock.py) maps it at its own
         time. Then the first host is the reference and every other host's records move by the
-        smallest shift that makes no segment arrive before it left (clock.causal_shift), bounded
-        by the ping estimates. Returns per host the estimate at the run's start and the
-        correction, for run.json (``hosts.<h>.clock``); the exchanges go to ``clock.jsonl``.
+        smallest shift that makes no segment arrive before it left (clock.causal_shift on the run's
+        index, :attr:`index`), bounded by the ping estimates. Returns per host the estimate at the
+        run's start, the correction and how far its records moved from their live ``t``
+        (``realigned_max_s``), for run.json (``hosts.<h>.clock``); the exchanges go to ``clock.jsonl``.
         """
         clocks = {h: c for h, c in (clocks or {}).items() if h in self.hosts}
+        live = {id(r): r["t"] for r in self.trace.records}
         for rec, t_ns in self._stamped:
             if rec["host"] in clocks:
                 rec["t"] = self.t(clocks[rec["host"]].to_controller(t_ns))
         out: dict[str, dict] = {h: clocks[h].as_dict(self.start_ns) for h in self.hosts if h in clocks}
         write_exchanges(self.dir / "clock.jsonl", clocks, since_ns=self.start_ns - 60_000_000_000)
+        self.index = index = TraceIndex(self.trace.records, ordered=False)
         ref = self.hosts[0] if self.hosts else None
         for host in self.hosts[1:]:
             u = [out.get(h, {}).get("uncertainty_ns") for h in (ref, host)]
             bound = None if None in u else (u[0] + u[1]) / 1e9
-            fix = causal_shift(self.trace.records, ref, host, bound_s=bound)
+            fix = causal_shift(index, ref, host, bound_s=bound)
             out.setdefault(host, {})["causal"] = fix
-            if fix["shift_s"]:
-                for r in self.trace.records:
-                    if r["host"] == host:
-                        r["t"] = round(r["t"] + fix["shift_s"], 9)
+            index.shift(host, fix["shift_s"])
+        for host in self.hosts:
+            moved = [abs(r["t"] - live[id(r)]) for r in index.records if r["host"] == host]
+            if host in out:
+                out[host]["realigned_max_s"] = round(max(moved, default=0.0), 9)
         return out
 
     def finish_captures(self) -> None:
@@ -170,8 +216,17 @@ class Run:
         try:
             self.captures.finish(self.start_wall_ns)
         except Exception as e:  # the trace must still be written
-            import structlog
-            structlog.get_logger("controller").error("captures_not_finished", error=repr(e))
+            log.error("captures_not_finished", error=repr(e))
+
+    def finish_trace(self) -> TraceIndex:
+        """Write trace.jsonl from the run's index (built by align(), or now) and return the index:
+        its records are the trace's own from here on (the run's private keys are gone)."""
+        if self.index is None:
+            self.index = TraceIndex(self.trace.records, ordered=False)
+        for r in self.index.records:
+            r.pop("_n", None)
+        self.trace.finish(self.index.records)
+        return self.index
 
     def close(self) -> None:
         self.captures.close()

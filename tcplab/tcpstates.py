@@ -25,6 +25,10 @@ KERNEL = {
 NAMES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2",
          "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT")
 
+# A listening socket's remote address, as inet_diag (and netstat) name it: the trace's ``remote`` of
+# a listener's state records, and what the probe's observers write for it.
+LISTENER_REMOTE = "0.0.0.0:*"
+
 # netstat -nao spells two of them differently; the netstat panes use netstat's words.
 NETSTAT = {"SYN_RECEIVED": "SYN_RECV", "CLOSED": "CLOSE"}
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from controller.film import model
 from controller.film.tracefile import NotATrace, open_run
-from controller.report import segment_pairs
+from controller.trace.index import TraceIndex
+from controller.trace.schema import Direction, Kind, StepStatus, Stream
 
 ROLES = ("server", "client")
 
@@ -71,6 +72,7 @@ class RunDigest:
 def read(path: str | Path) -> RunDigest:
     """A run directory's (or a trace file's) digest; :class:`NotATrace` names the file and why."""
     records, run_id, _ = open_run(Path(path))
+    records = TraceIndex(records)
     try:
         film = model.build(records)
     except (ValueError, KeyError, TypeError) as e:
@@ -78,40 +80,37 @@ def read(path: str | Path) -> RunDigest:
     return digest(records, film, str(path), run_id)
 
 
-def digest(records: list[dict], film: model.Film, path: str = "", run_id: str = "") -> RunDigest:
+def digest(records: TraceIndex | list[dict], film: model.Film, path: str = "", run_id: str = "") -> RunDigest:
+    ix = TraceIndex.of(records)
     role = film.roles
     steps = [StepDigest(0, "before", "-", "", 0.0)]
     where: dict[int, StepDigest] = {}          # trace index -> its step
-    for i, r in enumerate(records):
-        if r["kind"] == "step":
-            if r["status"] == "start":
+    for i, r in enumerate(ix):
+        if r["kind"] == Kind.STEP:
+            if r["status"] == StepStatus.START:
                 target = ",".join(role.get(h, h) for h in r["target"].split(",")) if r["target"] != "-" else "-"
                 steps.append(StepDigest(r["index"], r["action"], target, "start", r["t"]))
             elif steps[-1].index == r["index"]:
                 steps[-1].status, steps[-1].error = r["status"], r.get("error")
         where[i] = steps[-1]
-    index = {id(r): i for i, r in enumerate(records)}
     sockets: dict[tuple, str] = {}
     shaping: dict[str, tuple] = {}
-    paired = {}
-    for o, i in segment_pairs(records):
-        paired[id(o)], paired[id(i)] = i, o
-    for n, r in enumerate(records):
+    for n, r in enumerate(ix):
         step, kind = where[n], r["kind"]
         if r["host"] not in role:
             continue
         rel = r["t"] - step.start
-        if kind == "state":
+        if kind == Kind.STATE:
             step.items.append(_state(r, role[r["host"]], rel, sockets))
-        elif kind == "kernel":
+        elif kind == Kind.KERNEL:
             what = f"{r['event']} in {r.get('state') or '?'}"
             step.items.append(Item("kernel", role[r["host"]], (r["event"], r.get("state")), (), rel, what,
                                    data={"event": r["event"], "state": r.get("state")}))
-        elif kind == "console":
-            verb = "typed" if r.get("stream") == "stdin" else f"{r.get('stream', 'stdout')}:"
+        elif kind == Kind.CONSOLE:
+            verb = "typed" if r.get("stream") == Stream.STDIN else f"{r.get('stream', 'stdout')}:"
             step.items.append(Item("console", role[r["host"]], (r.get("stream"), r.get("text")), (), rel,
                                    f"{verb} {r.get('text')!r}", data={"stream": r.get("stream"), "text": r.get("text")}))
-        elif kind == "shaper":
+        elif kind == Kind.SHAPER:
             now = (r.get("backend"), r.get("delay_ms") or 0, r.get("loss_pct") or 0)
             if shaping.get(r["host"]) == now:
                 continue  # the cleanup's second clear: nothing changed
@@ -119,11 +118,11 @@ def digest(records: list[dict], film: model.Film, path: str = "", run_id: str = 
             words = f"{now[0]} {now[1]:g} ms" + (f", {now[2]:g} % loss" if now[2] else "") if now[0] else "off"
             step.items.append(Item("shaper", role[r["host"]], ("on" if now[0] else "off",), now, rel, words,
                                    data={"backend": now[0], "delay_ms": now[1], "loss_pct": now[2]}))
-        elif kind == "packet":
-            other = paired.get(id(r))
-            if other is not None and r["dir"] == "in":
+        elif kind == Kind.PACKET:
+            other = ix.pair_of(r)
+            if other is not None and r["dir"] == Direction.IN:
                 continue  # told once, from the copy that left
-            step.items.append(_segment(r, other, records, index, where, role))
+            step.items.append(_segment(r, other, ix, where, role))
     return RunDigest(path, run_id, {v: k for k, v in role.items()}, steps)
 
 
@@ -141,16 +140,15 @@ def _state(r: dict, who: str, rel: float, sockets: dict[tuple, str]) -> Item:
                 data={"socket": sock, "from": r["from"], "to": r["to"], "source": r.get("source")})
 
 
-def _segment(r: dict, other: dict | None, records: list[dict], index: dict, where: dict,
-             role: dict[str, str]) -> Item:
+def _segment(r: dict, other: dict | None, ix: TraceIndex, where: dict, role: dict[str, str]) -> Item:
     hosts = list(role)
-    sender = r["host"] if r["dir"] == "out" else next((h for h in hosts if h != r["host"]), r["host"])
+    sender = r["host"] if r["dir"] == Direction.OUT else next((h for h in hosts if h != r["host"]), r["host"])
     receiver = next((h for h in hosts if h != sender), sender)
     flags = [f for f in model.FLAG_ORDER if f in r.get("flags", [])]
     analysis = sorted(set(r.get("analysis", [])) | set(other.get("analysis", []) if other else []))
-    step_start = where[index[id(r)]].start
-    sent = r["t"] - step_start if r["dir"] == "out" else None
-    arrived = (other["t"] - step_start if other is not None else None) if r["dir"] == "out" else r["t"] - step_start
+    step_start = where[ix.position(r)].start
+    sent = r["t"] - step_start if r["dir"] == Direction.OUT else None
+    arrived = (other["t"] - step_start if other is not None else None) if r["dir"] == Direction.OUT else r["t"] - step_start
     label = f"[{', '.join(flags)}] Seq={r.get('seq', 0)} Ack={r.get('ack', 0)} Len={r.get('len', 0)}"
     seen = "both" if other is not None else f"{role[r['host']]} only"
     data = {"direction": f"{role[sender]}→{role[receiver]}", "flags": flags, "seq": r.get("seq", 0),

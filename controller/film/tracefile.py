@@ -2,9 +2,10 @@
 
 A finished run has ``trace.jsonl`` (ordered by ``t``). A running one, or one whose controller
 crashed, has ``trace.partial.jsonl``: records in the order they arrived, which is nearly but not
-quite ``t`` order (each probe's events come in batches), so they are sorted the way
-controller/trace.py sorts the final trace. The partial file's packets have no Wireshark analysis
-yet (``analysis: []``), so a live view cannot grey retransmissions; the finished trace can.
+quite ``t`` order (each probe's events come in batches), so they are sorted the way the final
+trace is (controller/trace/schema.py ``sort_key``). The partial file's packets have no Wireshark
+analysis yet (``analysis: []``), so a live view cannot grey retransmissions; the finished trace can.
+The checked reads themselves are the trace package's (controller/trace/reader.py).
 """
 
 from __future__ import annotations
@@ -12,20 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from controller.trace import sort_key
+from controller.trace.reader import NotATrace, check, read_lines
+from controller.trace.schema import sort_key
 
-REQUIRED = ("t", "host", "kind")
-
-
-class NotATrace(ValueError):
-    """The path is not a run directory or its trace cannot be read; the message says which and why."""
-
-
-def check(rec: object, where: str) -> dict:
-    if not isinstance(rec, dict) or any(k not in rec for k in REQUIRED) \
-            or not isinstance(rec["t"], (int, float)):
-        raise NotATrace(f"{where}: not a trace record (needs {', '.join(REQUIRED)})")
-    return rec
+__all__ = ["NotATrace", "PartialTrace", "check", "open_run", "ordered", "read_lines"]
 
 
 def ordered(records: list[dict]) -> list[dict]:
@@ -33,26 +24,6 @@ def ordered(records: list[dict]) -> list[dict]:
     for n, r in enumerate(records):
         r.setdefault("_n", n)
     return sorted(records, key=sort_key)
-
-
-def read_lines(path: Path, partial: bool = False) -> list[dict]:
-    """The records of a trace file. ``partial``: a crashed run's trace.partial.jsonl, whose last line
-    may have been cut short mid-write; such a line (no newline at its end) is left out."""
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for n, text in enumerate(f, 1):
-            if not text.strip():
-                continue
-            try:
-                rec = json.loads(text)
-            except json.JSONDecodeError as e:
-                if partial and not text.endswith("\n"):
-                    break
-                raise NotATrace(f"{path} is not a trace: line {n}: {e.msg}") from e
-            out.append(check(rec, f"{path} line {n}"))
-    if not out:
-        raise NotATrace(f"{path} is empty")
-    return out
 
 
 def open_run(path: Path) -> tuple[list[dict], str, bool]:

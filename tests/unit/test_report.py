@@ -1,7 +1,8 @@
 import json
 
 from controller import report
-from controller.trace import Trace, load
+from controller.film import summary
+from controller.trace import Trace, TraceIndex, load
 
 
 def pkt(t, host, d, flags, seq=0, ack=0, length=0):
@@ -31,8 +32,10 @@ def test_trace_is_ordered_atomic_and_report_is_written(tmp_path):
     assert not (tmp_path / "trace.partial.jsonl").exists()
     recs = load(tmp_path / "trace.jsonl")
     assert [r["t"] for r in recs] == [0.5, 2.0] and all("_n" not in r for r in recs)
+    index = TraceIndex(recs)
     report.write(tmp_path, {"run_id": "r1", "ok": True, "scenario": {"name": "seed"}, "delay_s": 3.0,
-                            "hosts": {"thinkpad": {"shaper_backend": "nfqueue"}}})
+                            "hosts": {"thinkpad": {"shaper_backend": "nfqueue"}}}, index)
+    summary.write(tmp_path, index)
     text = (tmp_path / "summary.txt").read_text()
     assert "FIN_WAIT2 -> TIME_WAIT" in text and "delayed packets are discarded" in text
     assert "thinkpad: nfqueue" in text
@@ -43,7 +46,7 @@ def test_trace_is_ordered_atomic_and_report_is_written(tmp_path):
 def test_summary_marks_a_segment_sent_again_as_a_retransmission():
     recs = [pkt(1.0, "raspberrypi", "out", ["SYN"]), pkt(2.0, "raspberrypi", "out", ["SYN"]),
             pkt(2.1, "raspberrypi", "out", ["ACK"], 1, 1), pkt(2.2, "raspberrypi", "out", ["ACK"], 1, 1)]
-    text = report.summary(recs, {"run_id": "r", "ok": True, "scenario": {"name": "s"}, "hosts": {}})
+    text = summary.render(recs, {"run_id": "r", "ok": True, "scenario": {"name": "s"}, "hosts": {}})
     rows = [ln for ln in text.splitlines() if "10.90.0.2:40000 ->" in ln]
     # the second SYN is a retransmission; a repeated pure ACK is a duplicate ACK, not one
     assert ["retransmission" in ln for ln in rows] == [False, True, False, False]

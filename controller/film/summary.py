@@ -1,0 +1,113 @@
+"""summary.txt: a finished run in a page of text, from its trace and run.json.
+
+The verdict and the scenario (run.json), the steps, each host's state sequence with what each
+change means in the terms of the seed's storyline (controller.report.WHY), what was typed and
+printed, every packet as each host's capture saw it, the causality check, and any counter of a
+drop, a miss or a refusal that is not zero (run.json ``hosts.<h>.counters``, the capture's kernel
+drops): a film whose evidence is incomplete says so on its first lines.
+
+Like the film's other files it depends on what the run directory holds alone, so ``tcplab
+render`` rebuilds it byte for byte; a trace without run.json (a bare trace.jsonl) has no summary.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from controller.film import files
+from controller.report import WHY, causality, packet_info
+from controller.trace.index import TraceIndex
+from controller.trace.schema import Direction, Kind, StepStatus, Stream, is_listener
+
+NAME = "summary.txt"
+CAPTURE_DROPS = ("kernel_drops", "kernel_freezes")  # the capture's own counters worth a warning
+
+
+def analysis_note(r: dict, sent: set) -> str:
+    """The packet's Wireshark analysis, e.g. ``  (retransmission, duplicate ack)``, or ''.
+
+    A trace from before the analysis existed has no ``analysis``: then a segment its host already
+    sent once is marked as a copy sent again, a retransmission (the seed's grey rows).
+    """
+    if "analysis" in r:
+        names = list(r["analysis"])
+        if {"fast_retransmission", "spurious_retransmission"} & set(names):
+            names.remove("retransmission")  # said by the kind of retransmission
+        return f"  ({', '.join(n.replace('_', ' ') for n in names)})" if names else ""
+    key = (r["host"], r["src"], r["dst"], tuple(r.get("flags", [])), r.get("seq"), r.get("ack"), r.get("len"))
+    again = r["dir"] == Direction.OUT and key in sent and (r.get("len") or {"SYN", "FIN"} & set(r.get("flags", [])))
+    if r["dir"] == Direction.OUT:
+        sent.add(key)
+    return "  (retransmission)" if again else ""
+
+
+def nonzero_counters(info: dict) -> dict[str, dict[str, int]]:
+    """Per host, every counter of run.json that is not zero (its counters, the capture's drops)."""
+    out: dict[str, dict[str, int]] = {}
+    for host, facts in info.get("hosts", {}).items():
+        counted = dict(facts.get("counters") or {})
+        counted.update({k: (facts.get("capture") or {}).get(k) for k in CAPTURE_DROPS})
+        found = {k: v for k, v in sorted(counted.items()) if isinstance(v, int) and v}
+        if found:
+            out[host] = found
+    return out
+
+
+def _header(info: dict) -> list[str]:
+    verdict = "OK" if info.get("ok") else "FAILED"
+    lines = [f"tcplab run {info.get('run_id')}: {verdict} — scenario {info['scenario']['name']}, "
+             f"{info.get('delay_s', 0):g} s egress delay on the lab port"]
+    if info.get("error"):
+        lines.append(f"error: {info['error']}")
+    backends = ", ".join(f"{h}: {v.get('shaper_backend') or 'none'}" for h, v in info.get("hosts", {}).items())
+    lines.append(f"shaping backend: {backends}")
+    for host, found in nonzero_counters(info).items():
+        lines.append(f"counted on {host} (the evidence may be incomplete): "
+                     + ", ".join(f"{k} {v}" for k, v in found.items()))
+    return lines
+
+
+def _host(ix: TraceIndex, host: str) -> list[str]:
+    lines = ["", f"{host}: states"]
+    for r in ix.states(host):
+        where = r["local"] if is_listener(r) else f"{r['local']} <-> {r['remote']}"
+        why = WHY.get((r["from"], r["to"]), "")
+        lines.append(f"  {r['t']:9.3f} s  {r['from']:>12} -> {r['to']:<12} {where}" + (f"  ({why})" if why else ""))
+    console = ix.console(host)
+    if console:
+        lines.append(f"{host}: console")
+        for r in console:
+            arrow = "typed " if r.get("stream") == Stream.STDIN else "prints"
+            lines.append(f"  {r['t']:9.3f} s  {arrow} {r['text']!r}")
+    return lines
+
+
+def render(trace: TraceIndex | list[dict], info: dict) -> str:
+    """summary.txt's text for the trace and run.json's ``info``."""
+    ix = TraceIndex.of(trace)
+    lines = _header(info) + ["", "Steps"]
+    for r in ix.kind(Kind.STEP):
+        if r["status"] != StepStatus.START:
+            lines.append(f"  {r['t']:9.3f} s  step {r['index']} {r['action']} on {r['target']}: {r['status']}"
+                         + (f" — {r['error']}" if r.get("error") else ""))
+    for host in info.get("hosts", {}):
+        lines += _host(ix, host)
+    lines += ["", "Packets (as each host's capture saw them; out = sent by that host)"]
+    sent: set[tuple] = set()
+    for r in ix.kind(Kind.PACKET):
+        lines.append(f"  {r['t']:9.3f} s  {r['host']:<12} {r['dir']:<3} {r['src']:>21} -> {r['dst']:<21} "
+                     f"{packet_info(r)}" + analysis_note(r, sent))
+    check = causality(ix)
+    lines += ["", f"Causality: {check['pairs']} segments seen on both hosts, "
+                  f"{len(check['violations'])} arrived before they left"]
+    return "\n".join(lines) + "\n"
+
+
+def write(run_dir: Path, trace: TraceIndex | list[dict]) -> Path | None:
+    """Write summary.txt from ``trace`` and the run directory's run.json; None when there is no run.json."""
+    meta = Path(run_dir) / "run.json"
+    if not meta.is_file():
+        return None
+    info = json.loads(meta.read_text(encoding="utf-8"))
+    return files.write_text(Path(run_dir) / NAME, render(trace, info))

@@ -1,0 +1,91 @@
+"""The trace's record schema: every kind, its fields, the statuses, and the trace's order.
+
+A record is a JSON object with ``t`` (seconds since the run started, controller clock), ``host``
+and ``kind``, plus the fields of its kind (docs/trace.md describes each). Records stay plain
+dicts (what trace.jsonl holds, what a renderer reads back from disk): this module names their
+kinds and values once, so no other module spells ``"packet"`` or ``"0.0.0.0:*"`` itself.
+
+``Kind``, ``StepStatus``, ``RunStatus``, ``Direction`` and ``Stream`` are ``StrEnum``: a member
+equals its string (``Kind.PACKET == "packet"``), so records read back from disk compare as they
+are, and a member written to JSON is its string.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from tcplab.tcpstates import LISTENER_REMOTE
+
+__all__ = ["CONTROLLER", "Direction", "FIELDS", "KIND_ORDER", "Kind", "LISTENER_REMOTE", "REQUIRED",
+           "RunStatus", "STEP_FIELDS", "StepStatus", "Stream", "is_listener", "public", "sort_key"]
+
+REQUIRED = ("t", "host", "kind")
+CONTROLLER = "controller"  # the host of the controller's own records (steps)
+
+
+class Kind(StrEnum):
+    STEP = "step"          # a scenario step started, ended ok, or failed (the controller's)
+    SHAPER = "shaper"      # a host's impairment applied or cleared
+    PACKET = "packet"      # a TCP segment a host's capture saw leave (out) or arrive (in)
+    KERNEL = "kernel"      # a TCP tracepoint (retransmit, reset, ...)
+    STATE = "state"        # a socket's state change
+    CONSOLE = "console"    # a line typed into nc or printed by it
+    NETSTAT = "netstat"    # the host's netstat -nao rows when they changed
+
+
+class StepStatus(StrEnum):
+    START = "start"
+    OK = "ok"
+    FAILED = "failed"
+
+
+class RunStatus(StrEnum):
+    """How a run ended (run.json ``status``): ansible-runner's final states, in tcplab's words."""
+    OK = "ok"                # every step's expectations were met
+    FAILED = "failed"        # a step failed (run.json ``error``, ``failed_step``)
+    REFUSED = "refused"      # refused before its first step (a probe missing, a port in use)
+    CANCELLED = "cancelled"  # the controller was stopped during the run
+
+
+class Direction(StrEnum):
+    OUT = "out"  # the capturing host sent it
+    IN = "in"    # the capturing host received it
+
+
+class Stream(StrEnum):
+    STDIN = "stdin"    # typed into nc
+    STDOUT = "stdout"  # printed by nc: the data reached the application
+    STDERR = "stderr"
+
+
+# The fields a probe event of each kind carries into its record (besides t, host, kind).
+FIELDS: dict[Kind, tuple[str, ...]] = {
+    Kind.STATE: ("local", "remote", "from", "to", "source"),
+    Kind.PACKET: ("dir", "src", "dst", "flags", "seq", "ack", "len", "payload", "win", "frame_len"),
+    Kind.CONSOLE: ("text", "stream"),
+    Kind.NETSTAT: ("rows",),
+    Kind.SHAPER: ("backend", "delay_ms", "loss_pct", "cleared", "counters"),
+    Kind.KERNEL: ("event", "local", "remote", "state"),
+}
+# A step record's fields (the controller writes them; ``error`` only when it failed).
+STEP_FIELDS = ("index", "action", "target", "status", "error")
+
+# Equal times: a step's start before what it caused; a packet before the state it caused.
+KIND_ORDER = {Kind.STEP: 0, Kind.SHAPER: 1, Kind.PACKET: 2, Kind.KERNEL: 3, Kind.STATE: 4, Kind.CONSOLE: 5,
+              Kind.NETSTAT: 6}
+
+
+def sort_key(rec: dict) -> tuple:
+    """The trace's order: by ``t``; at equal times by kind (KIND_ORDER), a segment leaving before it
+    arrives (a causal shift can make the two equal), then in the order the records arrived (``_n``)."""
+    return (rec["t"], KIND_ORDER.get(rec["kind"], 9), rec.get("dir") == Direction.IN, rec.get("_n", 0))
+
+
+def public(rec: dict) -> dict:
+    """The record as trace.jsonl holds it: without the run's private keys (``_n``, ...)."""
+    return {k: v for k, v in rec.items() if not k.startswith("_")}
+
+
+def is_listener(rec: dict) -> bool:
+    """A state or kernel record of a listening socket."""
+    return rec.get("remote") == LISTENER_REMOTE

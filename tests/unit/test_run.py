@@ -1,0 +1,122 @@
+"""The run: its expectation waits (met, met late, unmet at the timeout, only since the step began),
+its steps' records, the probes' counters kept out of the trace, and its end (align, trace.jsonl)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from controller.clock import ClockEstimate
+from controller.run import Run
+from controller.scenario import Expectation, Step
+from controller.trace import load
+
+LISTEN = Expectation("thinkpad", state="LISTEN")
+HELLO = Expectation("raspberrypi", text="hello")
+
+
+class Probe:
+    """A probe's clock that is the controller's (no offset), and its events as the bus hands them in."""
+
+    def __init__(self, run: Run):
+        self.run, self.clock = run, ClockEstimate()
+
+    def ns(self, t: float) -> int:
+        return self.run.start_ns + round(t * 1e9)
+
+    async def state(self, host: str, t: float, to: str, remote: str = "0.0.0.0:*") -> None:
+        await self.run.add_event(host, {"kind": "state", "t_ns": self.ns(t), "local": "0.0.0.0:9090",
+                                        "remote": remote, "from": "CLOSED", "to": to, "source": "tracepoint"},
+                                 self.clock)
+
+    async def prints(self, host: str, t: float, text: str, stream: str = "stdout") -> None:
+        await self.run.add_event(host, {"kind": "console", "t_ns": self.ns(t), "text": text + "\n",
+                                        "stream": stream}, self.clock)
+
+
+@pytest.fixture
+def run(tmp_path):
+    r = Run(tmp_path / "run", ("thinkpad", "raspberrypi"))
+    yield r
+    r.close()
+
+
+def test_expectations_already_met_return_at_once(run):
+    async def go():
+        probe = Probe(run)
+        await probe.state("thinkpad", 0.01, "LISTEN")
+        await probe.prints("raspberrypi", 0.02, "hello")
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        unmet = await run.wait_for((LISTEN, HELLO), since=0.0, timeout=5.0)
+        return unmet, loop.time() - t0
+    unmet, took = asyncio.run(go())
+    assert unmet == [] and took < 0.5
+
+
+def test_expectations_met_late_wake_the_wait(run):
+    async def go():
+        probe = Probe(run)
+
+        async def later():
+            await asyncio.sleep(0.1)
+            await probe.state("thinkpad", 0.1, "LISTEN")
+            await asyncio.sleep(0.1)
+            await probe.prints("raspberrypi", 0.2, "hello")
+        task = asyncio.create_task(later())
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        unmet = await run.wait_for((LISTEN, HELLO), since=0.0, timeout=5.0)
+        await task
+        return unmet, loop.time() - t0
+    unmet, took = asyncio.run(go())
+    assert unmet == [] and 0.15 < took < 2.0
+
+
+def test_at_the_timeout_the_unmet_ones_are_returned_and_observed_says_what_happened(run):
+    async def go():
+        probe = Probe(run)
+        await probe.state("thinkpad", 0.01, "LISTEN")
+        await probe.prints("raspberrypi", 0.02, "bye")
+        await probe.prints("raspberrypi", 0.03, "hello", stream="stderr")   # not stdout: not printed
+        return await run.wait_for((LISTEN, HELLO), since=0.0, timeout=0.2)
+    assert asyncio.run(go()) == [HELLO]
+    assert run.observed("raspberrypi", 0.0) == "raspberrypi: no connection state change; printed 'bye'"
+
+
+def test_only_what_happened_since_the_step_began_counts(run):
+    async def go():
+        probe = Probe(run)
+        await probe.state("thinkpad", 0.01, "LISTEN")
+        await probe.state("thinkpad", 0.02, "SYN_SENT", remote="10.90.0.2:4000")  # not a listener
+        early = await run.wait_for((LISTEN,), since=0.5, timeout=0.1)
+        await probe.state("thinkpad", 0.6, "LISTEN")
+        late = await run.wait_for((LISTEN,), since=0.5, timeout=0.1)
+        wrong_socket = await run.wait_for((Expectation("thinkpad", state="SYN_SENT"),), since=0.0, timeout=0.1)
+        return early, late, wrong_socket
+    early, late, wrong_socket = asyncio.run(go())
+    assert early == [LISTEN] and late == [] and wrong_socket == []
+
+
+def test_steps_counters_and_the_final_trace(run):
+    async def go():
+        probe = Probe(run)
+        step = Step(1, "listen", ("thinkpad",), expect=(LISTEN,))
+        start = await run.add_step(step, "start")
+        await probe.state("thinkpad", start["t"] + 0.01, "LISTEN")
+        await run.add_event("thinkpad", {"kind": "counters", "t_ns": probe.ns(0.02),
+                                         "counters": {"statemerge_dropped_foreign": 2, "bad": "x"}}, probe.clock)
+        await asyncio.sleep(0.05)
+        await run.add_step(step, "failed", error="no")
+        return start
+    start = asyncio.run(go())
+    assert start["kind"] == "step" and start["status"] == "start" and start["target"] == "thinkpad"
+    assert run.counters == {"thinkpad": {"statemerge_dropped_foreign": 2}}
+    out = run.align({})
+    index = run.finish_trace()
+    recs = load(run.dir / "trace.jsonl")
+    assert recs == index.records and [r["kind"] for r in recs] == ["step", "state", "step"]
+    assert recs[-1]["error"] == "no" and out["raspberrypi"]["causal"]["pairs"] == 0
+    with pytest.raises(ValueError):
+        asyncio.run(run.add_step(Step(2, "close"), "done"))   # not a step status
