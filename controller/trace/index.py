@@ -24,6 +24,8 @@ API (``ix = TraceIndex(records)``, or ``TraceIndex.of(records_or_index)``):
 - ``ix.sockets``                 ``{(host, local, remote): [state records]}``, each socket's states in order;
 - ``ix.states(host, listener=None, since=None)``  a host's state records, listeners only or none;
 - ``ix.console(host, stream=None, since=None)``    a host's console records;
+- ``ix.span(kind, start, stop, host=None)``  the records of a kind at trace positions start..stop-1 (the
+                                 film's views up to a record, or between two steps);
 - ``ix.shift(host, seconds)``    move one host's records in time (the clock's causal correction) and
                                  re-sort; every view is rebuilt from the new order.
 
@@ -205,6 +207,14 @@ class TraceIndex(Sequence):
     def console(self, host: str, stream: str | None = None, since: float | None = None) -> list[dict]:
         return [r for r in self.kind(Kind.CONSOLE, host) if (since is None or r["t"] >= since)
                 and (stream is None or r.get("stream") == stream)]
+
+    def span(self, kind: Kind | str, start: int = 0, stop: int | None = None, host: str | None = None) -> list[dict]:
+        """The records of ``kind`` (``host``'s, if given) at trace positions ``start`` <= p < ``stop``, in
+        trace order: what a view shows up to a record, or between two steps."""
+        records = self.kind(kind, host)
+        lo = bisect.bisect_left(records, start, key=self.position) if start else 0
+        hi = len(records) if stop is None else bisect.bisect_left(records, stop, key=self.position)
+        return records[lo:hi]
 
     def steps(self, status: StepStatus | str | None = None) -> list[dict]:
         """The step records (of one status, if given), in trace order."""
