@@ -25,6 +25,7 @@ from controller.film import html, ladder, story, summary
 from controller.trace.index import TraceIndex
 from controller.trace.reader import load
 from tcplab.errors import TcplabError
+from tcplab.files import replacing
 
 log = structlog.get_logger("tcplab.film")
 
@@ -41,13 +42,11 @@ def png(svg: Path) -> Path:
     if exe is None:
         raise RenderError("rsvg-convert is not installed (Debian/Ubuntu: apt-get install librsvg2-bin)")
     out = svg.with_suffix(".png")
-    tmp = out.with_suffix(".png.tmp")
-    res = subprocess.run([exe, "--format=png", f"--zoom={PNG_ZOOM}", "--output", str(tmp), str(svg)],
-                         capture_output=True, text=True, timeout=120)
-    if res.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise RenderError(f"rsvg-convert failed on {svg.name}: {res.stderr.strip() or res.returncode}")
-    tmp.replace(out)
+    with replacing(out) as tmp:  # a failure leaves the previous ladder.png, if any
+        res = subprocess.run([exe, "--format=png", f"--zoom={PNG_ZOOM}", "--output", str(tmp), str(svg)],
+                             capture_output=True, text=True, timeout=120)
+        if res.returncode != 0:
+            raise RenderError(f"rsvg-convert failed on {svg.name}: {res.stderr.strip() or res.returncode}")
     return out
 
 

@@ -107,3 +107,35 @@ def test_one_renderer_crashing_leaves_the_others(run_dir, monkeypatch):
     written, errors = render_all(run_dir)
     assert {p.name for p in written} == {"ladder.svg", "ladder.png", "film.html"}
     assert errors == ["story.md: KeyError: 'error'"]
+
+
+def _run_json(run_dir: Path, counters: dict) -> None:
+    from controller import report
+    info = {"run_id": run_dir.name, "ok": True, "status": "ok", "error": None, "scenario": {"name": "seed"},
+            "delay_s": 3.0, "hosts": {"thinkpad": {"shaper_backend": "netem", "counters": counters,
+                                                   "capture": {"kernel_drops": 0}},
+                                      "raspberrypi": {"shaper_backend": "netem", "counters": {},
+                                                      "capture": {"kernel_drops": 0}}}}
+    report.write(run_dir, info, load(run_dir / "trace.jsonl"))
+
+
+def test_render_rebuilds_summary_txt_byte_for_byte_from_the_trace_and_run_json(run_dir):
+    _run_json(run_dir, {"statemerge_dropped_foreign": 0, "transport_dropped": 0})
+    written, errors = render_all(run_dir)
+    assert errors == [] and run_dir / "summary.txt" in written
+    first = (run_dir / "summary.txt").read_bytes()
+    assert b"FIN_WAIT2 -> TIME_WAIT" in first and b"thinkpad: netem" in first and b"counted on" not in first
+    (run_dir / "summary.txt").unlink()
+    res = subprocess.run([TCPLAB, "render", str(run_dir)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert (run_dir / "summary.txt").read_bytes() == first
+    assert str(run_dir / "summary.txt") in res.stdout.splitlines()
+
+
+def test_summary_says_when_a_counter_is_not_zero(run_dir):
+    _run_json(run_dir, {"statemerge_dropped_foreign": 2, "transport_dropped": 0, "kstates_missed_pages": 1})
+    render_all(run_dir)
+    lines = (run_dir / "summary.txt").read_text().splitlines()
+    assert lines[2] == ("counted on thinkpad (the evidence may be incomplete): kstates_missed_pages 1, "
+                        "statemerge_dropped_foreign 2")
+    assert not any(line.startswith("counted on raspberrypi") for line in lines)
