@@ -1,13 +1,36 @@
-"""Who is connected: one record per probe, its hello, liveness, clock, and event bookkeeping."""
+"""Who is connected: one record per probe (its hello, liveness, clock, event bookkeeping), and the
+controller's counters for each host.
+
+Events come with a gapless sequence number (tcplab.wire). A :class:`ProbeLink` holds every event
+up to ``upto`` contiguously and the ones received above a gap; it acknowledges only ``upto``, so the
+probe resends the rest. A resend of an event already held is a duplicate (dropped, counted). A
+probe whose bounded queue overflowed says, in its heartbeat, the oldest event it still holds: what
+lies below it and never came is given up (counted), and the acknowledgement moves past it.
+
+A hello from another pid is a restarted probe: its events count from 1 again, so it gets a new
+link. The counters are kept per host by the :class:`Fleet`, not per link: they outlive a restart
+and a run's share of them (:meth:`Fleet.counters`, before and after) goes into its run.json.
+"""
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from controller.clock import ClockEstimate
+from tcplab import wire
 
 ALIVE_S = 5.0
+
+# The controller's counters per host (flat str -> int, beside the probe's own in run.json).
+COUNTERS = (
+    "link_duplicates",           # events received again (a resend of one already held): dropped
+    "link_given_up",             # events the probe dropped before they arrived (its heartbeat's oldest)
+    "link_frames_refused",       # frames from this peer that did not follow the wire format
+    "link_frames_before_hello",  # frames from a probe not (yet) registered: ignored until its hello
+    "link_restarts",             # hellos from a new process of a host already known
+)
 
 
 @dataclass
@@ -18,7 +41,7 @@ class ProbeLink:
     clock: ClockEstimate = field(default_factory=ClockEstimate)
     upto: int = 0                                   # every event <= upto has been received
     pending: set[int] = field(default_factory=set)  # received events above a gap
-    duplicates: int = 0
+    counters: Counter = field(default_factory=Counter)  # the host's, shared with the Fleet
 
     @property
     def lab_ip(self) -> str:
@@ -28,49 +51,86 @@ class ProbeLink:
     def alive(self) -> bool:
         return time.monotonic() - self.last_seen < ALIVE_S
 
+    @property
+    def duplicates(self) -> int:
+        return self.counters["link_duplicates"]
+
     def receive(self, seq: int) -> bool:
         """Note event ``seq``; True if it is new (not a resend of one already held)."""
         if seq <= self.upto or seq in self.pending:
-            self.duplicates += 1
+            self.counters["link_duplicates"] += 1
             return False
         self.pending.add(seq)
+        self._advance()
+        return True
+
+    def give_up_below(self, oldest: int) -> int:
+        """The probe holds nothing below ``oldest`` any more: stop waiting for it. Returns how many
+        events were given up (never received, now never will be)."""
+        if oldest - 1 <= self.upto:
+            return 0
+        held = sum(1 for s in self.pending if s < oldest)
+        lost = oldest - 1 - self.upto - held
+        self.upto = oldest - 1
+        self.pending = {s for s in self.pending if s > self.upto}
+        self._advance()
+        self.counters["link_given_up"] += lost
+        return lost
+
+    def _advance(self) -> None:
         while self.upto + 1 in self.pending:
             self.upto += 1
             self.pending.discard(self.upto)
-        return True
-
-    def give_up_below(self, oldest: int) -> None:
-        """The probe holds nothing below ``oldest`` any more: stop waiting for it."""
-        if oldest - 1 > self.upto:
-            self.upto = oldest - 1
-            self.pending = {s for s in self.pending if s > self.upto}
-            while self.upto + 1 in self.pending:
-                self.upto += 1
-                self.pending.discard(self.upto)
 
 
 class Fleet:
     def __init__(self) -> None:
         self.probes: dict[str, ProbeLink] = {}
+        self._counters: dict[str, Counter] = {}
+
+    def _of(self, host: str) -> Counter:
+        return self._counters.setdefault(host, Counter())
 
     def hello(self, host: str, body: dict) -> ProbeLink:
         """Register a probe. A new process (another pid) starts its event count again."""
         link = self.probes.get(host)
         if link is None or link.hello.get("pid") != body.get("pid"):
-            link = ProbeLink(host, dict(body))
+            if link is not None:
+                self._of(host)["link_restarts"] += 1
+            link = ProbeLink(host, dict(body), counters=self._of(host))
             self.probes[host] = link
         link.last_seen = time.monotonic()
         return link
 
     def seen(self, host: str) -> ProbeLink | None:
+        """The link of a frame's sender, marked alive; None (counted) if it has not said hello."""
         link = self.probes.get(host)
-        if link is not None:
+        if link is None:
+            self._of(host)["link_frames_before_hello"] += 1
+        else:
             link.last_seen = time.monotonic()
         return link
 
-    def missing(self, hosts: tuple[str, ...] | list[str]) -> list[str]:
-        return [h for h in hosts if h not in self.probes or not self.probes[h].alive]
+    def refused(self, peer: str) -> None:
+        """Count a refused frame from ``peer`` (a routing id that is no host name is not counted:
+        anyone can pick one, and the table would grow with each)."""
+        if wire.HOST_RE.match(peer):
+            self._of(peer)["link_frames_refused"] += 1
+
+    def connected(self, host: str) -> bool:
+        link = self.probes.get(host)
+        return bool(link and link.alive)
+
+    def counters(self, host: str) -> dict[str, int]:
+        """The controller's counters for ``host`` so far (every name of :data:`COUNTERS`)."""
+        have = self._counters.get(host, Counter())
+        return {name: have[name] for name in COUNTERS}
 
     def status(self) -> dict:
         return {h: {"alive": p.alive, "lab_ip": p.lab_ip, "clock": p.clock.as_dict(), "events": p.upto}
                 for h, p in sorted(self.probes.items())}
+
+
+def counted_since(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """What was counted between two :meth:`Fleet.counters` of one host (a run's share)."""
+    return {name: after.get(name, 0) - before.get(name, 0) for name in COUNTERS}

@@ -9,7 +9,7 @@ whose hello says nothing about shaping (an older one) is let through: its shaper
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
 from controller.scenario import Scenario
 
@@ -23,13 +23,24 @@ def shaped_hosts(scn: Scenario) -> list[str]:
     return hosts
 
 
-def cannot_shape(scn: Scenario, hellos: Mapping[str, Mapping]) -> str | None:
-    """Why the scenario cannot run (hosts that cannot shape, each with its reason), or None."""
-    bad = []
-    for host in shaped_hosts(scn):
-        shaping = (hellos.get(host) or {}).get("shaping")
-        if isinstance(shaping, Mapping) and "backend" in shaping and shaping["backend"] is None:
-            bad.append(f"{host} cannot shape ({shaping.get('reason') or 'no reason given'})")
+def why_not_shape(hello: Mapping) -> str | None:
+    """Why a probe cannot shape, from its hello (its ``shaping`` says backend None); None if it can,
+    or if the hello says nothing about shaping."""
+    shaping = hello.get("shaping")
+    if isinstance(shaping, Mapping) and "backend" in shaping and shaping["backend"] is None:
+        return shaping.get("reason") or "no reason given"
+    return None
+
+
+def shaping_refusal(scn: Scenario, why_not: Callable[[str], str | None]) -> str | None:
+    """Why the scenario cannot run (hosts that cannot shape, each with its reason), or None.
+    ``why_not(host)`` answers for one host (the probe bus's ``shaping_unavailable``)."""
+    bad = [f"{host} cannot shape ({reason})" for host in shaped_hosts(scn) if (reason := why_not(host))]
     if not bad:
         return None
     return f"scenario {scn.name} shapes a host that cannot: " + "; ".join(bad)
+
+
+def cannot_shape(scn: Scenario, hellos: Mapping[str, Mapping]) -> str | None:
+    """:func:`shaping_refusal` from the probes' hellos (host -> hello)."""
+    return shaping_refusal(scn, lambda host: why_not_shape(hellos.get(host) or {}))

@@ -1,0 +1,175 @@
+"""The probe bus: the controller's ROUTER socket to the probes, and the sequencer's ``Bus``.
+
+- Probes connect (DEALER, routing id = host name). A ``hello`` registers a probe in the
+  :class:`~controller.fleet.Fleet` and is answered ``welcome`` (with what the controller holds of
+  its events), then its clock is synced. A frame whose envelope does not check, or whose host is
+  not its routing id, is refused (logged, counted for that peer) and the bus goes on.
+- Frames come in bursts: the bus takes what is queued without waiting (up to :data:`BURST`),
+  then sends each probe one cumulative ``ack`` for the burst rather than one per event.
+- ``event`` frames go to the run in progress (:attr:`ProbeBus.run`), ``result`` frames resolve
+  the command that asked for them, ``pong`` frames go to the clock sync.
+
+For the sequencer (controller.sequencer.Bus): :meth:`lab_ip`, :meth:`lab_port`, :meth:`connected`,
+:meth:`command`, and :meth:`shaping_unavailable` (what the probe's hello said it cannot shape).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Callable
+
+import structlog
+import zmq
+import zmq.asyncio
+
+from controller import readiness
+from controller.fleet import Fleet
+from controller.run import Run
+from tcplab import wire
+from tcplab.errors import TcplabError
+
+log = structlog.get_logger("controller")
+
+BURST = 512  # frames handled before acks go out and other tasks get a turn
+
+
+class NotConnected(TcplabError, ConnectionError):
+    """A frame for a probe that is not connected (the ROUTER has no such peer)."""
+
+
+class NoAnswer(TcplabError, TimeoutError):
+    """A command whose result did not come within its timeout."""
+
+
+class ProbeBus:
+    def __init__(self, ctx: zmq.asyncio.Context, fleet: Fleet):
+        self.sock = ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a peer that is gone raises
+        self.sock.setsockopt(zmq.LINGER, 500)
+        self.fleet = fleet
+        self.session = wire.Session("controller")
+        self._ids = itertools.count(1)  # command and ping ids
+        self.pending: dict[int, asyncio.Future] = {}  # command id -> resolved by its result
+        self._ack_due: set[str] = set()  # probes owed an ack at the end of this burst
+        self.run: Run | None = None  # where events go while a run is in progress
+        self.on_hello: Callable[[str], None] = lambda host: None
+        self.on_pong: Callable[[str, dict, int], None] = lambda host, env, received_ns: None
+
+    def bind(self, endpoint: str) -> None:
+        self.sock.bind(endpoint)
+
+    def close(self, linger_ms: int = 500) -> None:
+        self.sock.close(linger=linger_ms)
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    # --- sending ------------------------------------------------------------------------------
+    def frame(self, type_: str, body: dict) -> bytes:
+        return self.session.frame(type_, body)
+
+    async def send_frame(self, host: str, frame: bytes) -> None:
+        """Send a frame :meth:`frame` made (the clock sync stamps T1 between the two)."""
+        try:
+            await self.session.send_frame(self.sock, frame, to=host.encode())
+        except zmq.ZMQError as e:  # EHOSTUNREACH: no such peer (ROUTER_MANDATORY)
+            raise NotConnected(f"{host} is not connected") from e
+
+    async def send(self, host: str, type_: str, body: dict) -> None:
+        """Send one frame to ``host``; :class:`NotConnected` when it is not connected."""
+        await self.send_frame(host, self.frame(type_, body))
+
+    # --- the Bus the sequencer uses -------------------------------------------------------------
+    def lab_ip(self, host: str) -> str | None:
+        link = self.fleet.probes.get(host)
+        return link.lab_ip if link else None
+
+    def lab_port(self, host: str) -> int | None:
+        link = self.fleet.probes.get(host)
+        return link.hello.get("port") if link else None
+
+    def connected(self, host: str) -> bool:
+        return self.fleet.connected(host)
+
+    def shaping_unavailable(self, host: str) -> str | None:
+        """Why ``host`` cannot shape, as its hello said; None if it can (or said nothing)."""
+        link = self.fleet.probes.get(host)
+        return readiness.why_not_shape(link.hello) if link else None
+
+    async def command(self, host: str, action: str, args: dict, timeout: float) -> dict:
+        cid = self.next_id()
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[cid] = fut
+        try:
+            await self.send(host, "command", {"id": cid, "action": action, "args": args})
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise NoAnswer(f"no answer to {action} within {timeout:g} s") from None
+        finally:
+            self.pending.pop(cid, None)
+
+    # --- receiving ----------------------------------------------------------------------------
+    async def serve(self) -> None:
+        """Receive until cancelled: each burst of frames, then its acks."""
+        while True:
+            msg = await self.sock.recv_multipart()
+            for _ in range(BURST):
+                await self._on_frame(msg, time.monotonic_ns())
+                try:
+                    msg = await self.sock.recv_multipart(flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+            await self._send_acks()
+
+    async def _send_acks(self) -> None:
+        for host in sorted(self._ack_due):
+            link = self.fleet.probes.get(host)
+            try:
+                if link is not None:
+                    await self.send(host, "ack", {"seq": link.upto})
+            except ConnectionError as e:
+                log.warning("probe_gone", probe=host, error=str(e))
+        self._ack_due.clear()
+
+    async def _on_frame(self, msg: list[bytes], received_ns: int) -> None:
+        peer = msg[0].decode(errors="replace")
+        try:
+            env = self.session.decode(msg[-1], peer=msg[0])
+        except wire.ProtocolError as e:
+            log.warning("frame_refused", peer=peer, reason=str(e))
+            self.fleet.refused(peer)
+            return
+        try:
+            await self._on_probe(env, received_ns)
+        except ConnectionError as e:  # it went away between its frame and our answer
+            log.warning("probe_gone", probe=env["host"], error=str(e))
+
+    async def _on_probe(self, env: dict, received_ns: int) -> None:
+        host, kind, body = env["host"], env["type"], env["body"]
+        if kind == "hello":
+            link = self.fleet.hello(host, body)
+            log.info("probe_hello", probe=host, lab_ip=link.lab_ip, pid=body.get("pid"))
+            await self.send(host, "welcome", {"ack": link.upto})
+            self.on_hello(host)
+            return
+        link = self.fleet.seen(host)
+        if link is None:  # we restarted and it has not said hello yet: it will, after SILENCE_S
+            return
+        if kind == "event":
+            if link.receive(env["seq"]) and self.run is not None:
+                await self.run.add_event(host, body, link.clock)
+            self._ack_due.add(host)
+        elif kind == "heartbeat":
+            if isinstance(body.get("oldest"), int):
+                lost = link.give_up_below(body["oldest"])
+                if lost:
+                    log.warning("events_given_up", probe=host, events=lost, upto=link.upto)
+            self._ack_due.add(host)
+        elif kind == "result":
+            fut = self.pending.get(body.get("id"))
+            if fut is not None and not fut.done():
+                fut.set_result(body)
+        elif kind == "pong":
+            self.on_pong(host, env, received_ns)

@@ -1,0 +1,142 @@
+"""One run at a time: a scenario from the CLI through to its finished run directory.
+
+The order, each step before the next: parse the scenario (a bad one is answered ``done`` with its
+one-line error); refuse what cannot start (a host not connected, a lab port that is not the
+probes', a host that must shape but cannot: before a run directory, a step or a command); sync
+the clocks of the scenario's hosts; make the run directory and the :class:`~controller.run.Run`
+the probe bus adds events to; the sequencer's steps, with the clocks followed meanwhile; then
+:func:`controller.finish.finish_run` (also when the run failed or was cancelled), which gets the
+controller's counters of each host for this run (:func:`controller.fleet.counted_since`).
+
+Progress and the final ``done`` go back through ``reply`` (the control server's, bound to the CLI
+that asked). At shutdown :meth:`ScenarioRunner.drain` refuses new runs and cancels the one in
+progress: the sequencer's cleanup still ends every nc, clears every host's shaping and syncs, the
+trace is still written; a second signal (or the drain timeout) cuts the cleanup short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import structlog
+
+from controller import readiness, scenario
+from controller.bus import ProbeBus
+from controller.clocksync import ClockSync
+from controller.finish import finish_run
+from controller.fleet import counted_since
+from controller.lifecycle import Lifecycle
+from controller.run import Run, new_run_dir
+from controller.sequencer import Sequencer, refusal
+
+log = structlog.get_logger("controller")
+
+Reply = Callable[[str, dict], Awaitable[None]]
+
+CANCELLED = "run cancelled: the controller is stopping"
+
+
+class ScenarioRunner:
+    def __init__(self, runs_dir: Path, bus: ProbeBus, clock: ClockSync):
+        self.runs_dir = runs_dir
+        self.bus = bus
+        self.clock = clock
+        self.task: asyncio.Task | None = None
+        self.closed = False
+
+    @property
+    def running(self) -> str | None:
+        """The id of the run in progress (its directory's name), or None."""
+        return self.bus.run.id if self.bus.run is not None else None
+
+    def start(self, body: dict, reply: Reply) -> str | None:
+        """Start the run ``body`` asks for; why not (one line) if it cannot start now."""
+        if self.closed:
+            return "the controller is stopping"
+        if self.task is not None and not self.task.done():
+            return f"busy with run {self.running}" if self.running else "busy with a run that is starting"
+        self.task = asyncio.create_task(self._run(body, reply))
+        return None
+
+    def refusal(self, scn: scenario.Scenario) -> str | None:
+        """Why ``scn`` cannot start on the probes connected now, or None."""
+        return refusal(scn, self.bus) or readiness.shaping_refusal(scn, self.bus.shaping_unavailable)
+
+    async def _run(self, body: dict, reply: Reply) -> None:
+        try:
+            scn = scenario.parse(body.get("scenario"), source="scenario")
+            if body.get("delay") is not None:
+                scn = scn.with_delay(float(body["delay"]))
+        except (scenario.ScenarioError, TypeError, ValueError) as e:
+            await reply("done", {"ok": False, "error": str(e)})
+            return
+        refused = self.refusal(scn)
+        if refused:  # before a run directory, a step or a command: nothing has started
+            log.warning("run_refused", scenario=scn.name, error=refused)
+            await reply("done", {"ok": False, "error": refused})
+            return
+        for host in scn.hosts:
+            if self.bus.connected(host):
+                await self.clock.sync(host)
+        run_dir = new_run_dir(self.runs_dir, scn.name)
+        run = Run(run_dir, scn.hosts)
+        try:
+            ok, error = await self._execute(scn, run, reply)
+        except asyncio.CancelledError:
+            await reply("done", {"ok": False, "error": CANCELLED, "dir": str(run_dir), "run": run.id})
+            raise
+        await reply("done", {"ok": ok, "error": error, "dir": str(run_dir), "run": run.id})
+
+    async def _execute(self, scn: scenario.Scenario, run: Run, reply: Reply) -> tuple[bool, str | None]:
+        self.bus.run = run
+        structlog.contextvars.bind_contextvars(run=run.id)
+        log.info("run_started", scenario=scn.name, delay=scn.delay, dir=str(run.dir))
+        fleet = self.bus.fleet
+        before = {h: fleet.counters(h) for h in scn.hosts}
+
+        async def progress(p: dict) -> None:
+            await reply("progress", {"run": run.id, **p})
+
+        await progress({"event": "run_started", "dir": str(run.dir), "steps": len(scn.steps)})
+        seq = Sequencer(scn, run, self.bus, progress)
+        started = time.time()
+        ok = False
+        follow = asyncio.create_task(self.clock.follow(scn.hosts))
+        try:
+            ok = await seq.execute()
+        finally:
+            follow.cancel()
+            self.bus.run = None
+            counted = {h: counted_since(before[h], fleet.counters(h)) for h in scn.hosts}
+            try:
+                path = finish_run(run, scn, seq, ok, started, {h: p.clock for h, p in fleet.probes.items()},
+                                  {h: self.bus.lab_ip(h) for h in scn.hosts})
+            except Exception as e:  # a bug at the finish: the CLI still gets its done, naming it
+                log.exception("run_finish_failed", error=repr(e))
+                ok, seq.error = False, f"the run's finish failed: {e!r}"
+            else:
+                log.info("run_finished", ok=ok, error=seq.error, trace=str(path),
+                         counters={h: {k: v for k, v in c.items() if v} for h, c in counted.items()})
+            structlog.contextvars.unbind_contextvars("run")
+        return ok, seq.error
+
+    async def drain(self, lifecycle: Lifecycle, timeout: float) -> str | None:
+        """Refuse new runs; cancel the one in progress and wait for its cleanup and finish, up to
+        ``timeout`` s or a second signal, then cut it short. None if it ended on its own, else why
+        it was cut short (``"signal"``, ``"timeout"``)."""
+        self.closed = True
+        task = self.task
+        if task is None or task.done():
+            return None
+        task.cancel()  # the sequencer's cleanup still runs; then the run's finish
+        why = await lifecycle.wait_forced(task, timeout)
+        if why is not None:
+            log.warning("run_cut_short", reason=why)
+        while not task.done():  # each cancel interrupts what the cleanup awaits: abort, clear, sync
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.2)
+        await asyncio.gather(task, return_exceptions=True)
+        return why

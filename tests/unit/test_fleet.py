@@ -1,0 +1,169 @@
+"""The fleet's event bookkeeping (gaps, duplicates, given-up events, restarts) and its counters, then
+the same through the real probe bus: a DEALER on a real ZeroMQ ipc socket, no root."""
+
+import asyncio
+import time
+
+import zmq
+import zmq.asyncio
+
+from controller.bus import ProbeBus
+from controller.fleet import COUNTERS, Fleet, counted_since
+from tcplab import wire
+
+
+def test_a_gap_holds_the_ack_until_the_resend_fills_it():
+    fleet = Fleet()
+    link = fleet.hello("thinkpad", {"pid": 1})
+    assert [link.receive(s) for s in (1, 2, 4, 5)] == [True] * 4
+    assert link.upto == 2 and link.pending == {4, 5}
+    assert link.receive(3) and link.upto == 5 and link.pending == set()
+
+
+def test_duplicates_are_dropped_and_counted_per_host():
+    fleet = Fleet()
+    link = fleet.hello("thinkpad", {"pid": 1})
+    link.receive(1), link.receive(3)
+    assert not link.receive(1) and not link.receive(3)   # below upto, and above the gap
+    assert link.duplicates == 2 and fleet.counters("thinkpad")["link_duplicates"] == 2
+    assert fleet.counters("raspberrypi") == {name: 0 for name in COUNTERS}
+
+
+def test_give_up_below_counts_only_what_never_came():
+    fleet = Fleet()
+    link = fleet.hello("thinkpad", {"pid": 1})
+    for s in (1, 2, 5, 7):
+        link.receive(s)
+    # the probe holds nothing below 7 any more: 3, 4 and 6 never came, 5 did
+    assert link.give_up_below(7) == 3
+    assert link.upto == 7 and link.pending == set()       # 7 was held: the ack moves past it
+    assert fleet.counters("thinkpad")["link_given_up"] == 3
+    assert link.give_up_below(5) == 0 and link.upto == 7  # an older heartbeat changes nothing
+    assert link.receive(8) and link.upto == 8
+
+
+def test_a_restarted_probe_counts_from_one_and_its_host_keeps_its_counters():
+    fleet = Fleet()
+    old = fleet.hello("thinkpad", {"pid": 1, "lab_ip": "10.90.0.1"})
+    old.receive(1), old.receive(1)
+    assert fleet.hello("thinkpad", {"pid": 1}) is old and fleet.counters("thinkpad")["link_restarts"] == 0
+    new = fleet.hello("thinkpad", {"pid": 2, "lab_ip": "10.90.0.1"})
+    assert new is not old and new.upto == 0 and new.receive(1)  # its 1 is new, not a duplicate
+    assert fleet.probes["thinkpad"] is new
+    counters = fleet.counters("thinkpad")
+    assert counters["link_restarts"] == 1 and counters["link_duplicates"] == 1
+
+
+def test_frames_before_hello_and_refused_frames_are_counted_and_a_run_gets_its_share():
+    fleet = Fleet()
+    before = fleet.counters("thinkpad")
+    assert fleet.seen("thinkpad") is None                # we restarted; it has not said hello
+    fleet.refused("thinkpad")
+    fleet.refused("not a host name!")                    # anyone can pick a routing id: not counted
+    share = counted_since(before, fleet.counters("thinkpad"))
+    assert share == {**{n: 0 for n in COUNTERS}, "link_frames_before_hello": 1, "link_frames_refused": 1}
+    assert "not a host name!" not in fleet._counters
+    assert fleet.connected("thinkpad") is False and fleet.hello("thinkpad", {"pid": 1}) and fleet.connected("thinkpad")
+
+
+class _Probe:
+    """A DEALER that speaks the wire like a probe, with its own Session."""
+
+    def __init__(self, ctx, endpoint: str, host: str = "thinkpad"):
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.ROUTING_ID, host.encode())
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+        self.session = wire.Session(host)
+
+    async def event(self, seq: int) -> None:
+        env = wire.make("event", self.session.host, seq, {"kind": "state", "t_ns": time.monotonic_ns()})
+        await self.sock.send(wire.encode(env))
+
+    async def until(self, type_: str) -> dict:
+        while True:
+            env = self.session.decode(await asyncio.wait_for(self.sock.recv(), 5))
+            if env["type"] == type_:
+                return env["body"]
+
+
+def test_the_bus_acks_only_contiguous_events_and_moves_past_what_the_probe_gave_up(tmp_path):
+    async def scenario():
+        ctx = zmq.asyncio.Context()
+        bus = ProbeBus(ctx, Fleet())
+        bus.bind(f"ipc://{tmp_path}/probes.sock")
+        serving = asyncio.create_task(bus.serve())
+        probe = _Probe(ctx, f"ipc://{tmp_path}/probes.sock")
+        try:
+            await probe.session.send(probe.sock, "hello", {"pid": 1, "lab_ip": "10.90.0.1", "port": 9090})
+            assert await probe.until("welcome") == {"ack": 0}
+            acks = []
+            for seq in (1, 2, 4, 4):  # 3 is lost on the way, 4 comes twice
+                await probe.event(seq)
+                acks.append((await probe.until("ack"))["seq"])
+            assert acks == [1, 2, 2, 2]
+            await probe.session.send(probe.sock, "heartbeat", {"oldest": 4})  # it gave 3 up
+            assert (await probe.until("ack"))["seq"] == 4
+            counters = bus.fleet.counters("thinkpad")
+            assert counters["link_duplicates"] == 1 and counters["link_given_up"] == 1
+            assert bus.connected("thinkpad") and bus.lab_ip("thinkpad") == "10.90.0.1"
+            assert bus.lab_port("thinkpad") == 9090 and bus.shaping_unavailable("thinkpad") is None
+            # restarted: a new pid starts again from 1, and is welcomed with nothing held
+            await probe.session.send(probe.sock, "hello", {"pid": 2, "lab_ip": "10.90.0.1", "port": 9090})
+            assert await probe.until("welcome") == {"ack": 0}
+            await probe.event(1)
+            assert (await probe.until("ack"))["seq"] == 1
+            assert bus.fleet.counters("thinkpad")["link_restarts"] == 1
+        finally:
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+            probe.sock.close()
+            bus.close(0)
+            ctx.term()
+    asyncio.run(scenario())
+
+
+def test_a_command_is_answered_by_its_result_and_a_silent_probe_times_out(tmp_path):
+    from controller.bus import NoAnswer, NotConnected
+    from tcplab.errors import TcplabError
+
+    async def scenario():
+        ctx = zmq.asyncio.Context()
+        bus = ProbeBus(ctx, Fleet())
+        bus.bind(f"ipc://{tmp_path}/probes.sock")
+        serving = asyncio.create_task(bus.serve())
+        probe = _Probe(ctx, f"ipc://{tmp_path}/probes.sock")
+        try:
+            await probe.session.send(probe.sock, "hello", {"pid": 1, "shaping": {"backend": None, "reason": "no tc"}})
+            await probe.until("welcome")
+            assert bus.shaping_unavailable("thinkpad") == "no tc"
+
+            async def answer():
+                body = await probe.until("command")
+                await probe.session.send(probe.sock, "result", {"id": body["id"], "ok": True, "data": {"a": 1}})
+                return body
+
+            answering = asyncio.create_task(answer())
+            result = await bus.command("thinkpad", "listen", {}, 5)
+            assert result["ok"] is True and result["data"] == {"a": 1}
+            assert (await answering)["action"] == "listen" and bus.pending == {}
+            try:
+                await bus.command("thinkpad", "close", {}, 0.2)  # nobody answers this one
+            except NoAnswer as e:
+                assert isinstance(e, (TimeoutError, TcplabError)) and "no answer to close within 0.2 s" in str(e)
+            else:
+                raise AssertionError("a command nobody answers must time out")
+            try:
+                await bus.command("raspberrypi", "listen", {}, 1)
+            except NotConnected as e:
+                assert isinstance(e, ConnectionError) and str(e) == "raspberrypi is not connected"
+            else:
+                raise AssertionError("a command to a host that is not connected must fail")
+            assert bus.pending == {}
+        finally:
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+            probe.sock.close()
+            bus.close(0)
+            ctx.term()
+    asyncio.run(scenario())
