@@ -1,0 +1,204 @@
+"""The probe's transport over real ZeroMQ sockets (ipc:// in a temp dir, no root): a test ROUTER
+plays the controller. Acknowledgements, resends on a stall (and only then), the welcome's resend,
+the bound on unacknowledged events, the hello after silence, and refused frames.
+
+The transport's periods are shortened for the test (HEARTBEAT_S, RESEND_S, SILENCE_S)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import pytest
+import zmq
+import zmq.asyncio
+
+from probe import transport as transport_mod
+from probe.transport import Transport
+from tcplab import wire
+
+
+@pytest.fixture
+def fast(monkeypatch):
+    monkeypatch.setattr(transport_mod, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(transport_mod, "RESEND_S", 0.4)
+    monkeypatch.setattr(transport_mod, "SILENCE_S", 60.0)
+    return monkeypatch
+
+
+class Controller:
+    """The controller's side: a ROUTER and a Session; keeps every frame a probe sent, by type."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str):
+        self.sock = ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(endpoint)
+        self.session = wire.Session("controller")
+        self.frames: list[dict] = []
+
+    async def take(self, timeout: float = 0.05) -> list[dict]:
+        """Every frame that arrives within ``timeout`` of the previous one."""
+        got = []
+        while await self.sock.poll(int(timeout * 1000)):
+            got.append((await self.session.recv_from(self.sock, named=True))[1])
+        self.frames += got
+        return got
+
+    async def until(self, pred, timeout: float = 5.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while not pred(self.frames):
+            assert time.monotonic() < deadline, f"not seen in {timeout} s: {[f['type'] for f in self.frames]}"
+            await self.take(0.02)
+        return self.frames
+
+    def events(self) -> list[int]:
+        return [f["seq"] for f in self.frames if f["type"] == "event"]
+
+    async def send(self, type_: str, body: dict) -> None:
+        await self.session.send(self.sock, type_, body, to=b"thinkpad")
+
+
+@contextlib.asynccontextmanager
+async def link(tmp_path, welcome: bool = True):
+    ctx = zmq.asyncio.Context()
+    endpoint = f"ipc://{tmp_path}/ctl.sock"
+    ctl = Controller(ctx, endpoint)
+    t = Transport(endpoint, "thinkpad", hello={"pid": 1, "port": 9090}, ctx=ctx)
+    t.connect()
+    await t.hello()
+
+    async def pump():
+        while True:
+            await t.recv()
+
+    tasks = [asyncio.create_task(pump()), asyncio.create_task(t.keepalive())]
+    try:
+        await ctl.until(lambda fs: any(f["type"] == "hello" for f in fs))
+        if welcome:
+            await ctl.send("welcome", {"ack": 0})
+            await asyncio.wait_for(t.welcomed.wait(), 5)
+        yield t, ctl
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        t.close()
+        ctl.sock.close()
+        ctx.term()
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+def test_events_are_kept_until_acknowledged_and_drain_waits_for_the_acks(tmp_path, fast):
+    async def main():
+        async with link(tmp_path) as (t, ctl):
+            for i in range(5):
+                await t.event({"kind": "state", "i": i})
+            await ctl.until(lambda fs: len([f for f in fs if f["type"] == "event"]) == 5)
+            assert ctl.events() == [1, 2, 3, 4, 5] and list(t.unacked) == [1, 2, 3, 4, 5]
+            await ctl.send("ack", {"seq": 3})
+            assert await t.drain(0.3) is False  # 4 and 5 still held
+            assert list(t.unacked) == [4, 5]
+            await ctl.send("ack", {"seq": 5})
+            assert await t.drain(5) is True
+            assert t.resent == 0 and t.dropped == 0
+            assert t.counters["events"] == 5 and t.counters["received"] >= 3
+
+    run(main())
+
+
+def test_a_stall_resends_only_what_was_not_acknowledged(tmp_path, fast):
+    async def main():
+        async with link(tmp_path) as (t, ctl):
+            for i in range(4):
+                await t.event({"kind": "state", "i": i})
+            await ctl.until(lambda fs: len(ctl.events()) == 4)
+            await ctl.send("ack", {"seq": 2})  # then the acknowledgements stop moving: a stall
+            await ctl.until(lambda fs: len(ctl.events()) >= 6, timeout=5)
+            assert ctl.events()[:6] == [1, 2, 3, 4, 3, 4]  # the same events, the same numbers
+            first = [f for f in ctl.frames if f["type"] == "event" and f["seq"] == 3]
+            assert first[0] == first[1]  # the very frame again (same time stamp and body)
+            await ctl.send("ack", {"seq": 4})
+            assert await t.drain(5) is True
+            before = len(ctl.events())
+            await asyncio.sleep(3 * transport_mod.RESEND_S)
+            await ctl.take()
+            assert len(ctl.events()) == before  # nothing left to resend
+            assert t.resent >= 2
+
+    run(main())
+
+
+def test_a_backlog_that_is_moving_is_not_resent(tmp_path, fast):
+    """Acknowledgements that keep moving mean the controller is behind, not gone: no copies."""
+    async def main():
+        async with link(tmp_path) as (t, ctl):
+            for i in range(12):
+                await t.event({"kind": "state", "i": i})
+            await ctl.until(lambda fs: len(ctl.events()) == 12)
+            for upto in range(1, 13):  # one ack per 0.1 s, faster than RESEND_S (0.4 s)
+                await ctl.send("ack", {"seq": upto})
+                await asyncio.sleep(0.1)
+                await ctl.take(0.001)
+            assert await t.drain(2) is True
+            assert ctl.events() == list(range(1, 13)) and t.resent == 0
+
+    run(main())
+
+
+def test_a_welcome_resends_at_once_what_was_sent_before_it(tmp_path, fast):
+    fast.setattr(transport_mod, "RESEND_S", 5.0)  # so a stall's resend cannot be what the test sees
+
+    async def main():
+        async with link(tmp_path, welcome=False) as (t, ctl):
+            for i in range(3):
+                await t.event({"kind": "state", "i": i})
+            await ctl.until(lambda fs: len(ctl.events()) == 3)
+            await ctl.send("welcome", {"ack": 0})  # e.g. a controller that restarted
+            await ctl.until(lambda fs: len(ctl.events()) == 6, timeout=2)
+            assert ctl.events() == [1, 2, 3, 1, 2, 3] and t.welcomed.is_set()
+
+    run(main())
+
+
+def test_beyond_max_unacked_the_oldest_are_dropped_and_the_heartbeat_says_so(tmp_path, fast):
+    fast.setattr(transport_mod, "MAX_UNACKED", 3)
+
+    async def main():
+        async with link(tmp_path) as (t, ctl):
+            for i in range(5):
+                await t.event({"kind": "state", "i": i})
+            assert list(t.unacked) == [3, 4, 5] and t.dropped == 2
+            beats = await ctl.until(lambda fs: any(f["type"] == "heartbeat" and f["body"]["dropped"] == 2
+                                                   for f in fs))
+            beat = [f for f in beats if f["type"] == "heartbeat"][-1]["body"]
+            assert beat == {"unacked": 3, "oldest": 3, "dropped": 2}  # the controller may move past 1, 2
+
+    run(main())
+
+
+def test_a_silent_controller_gets_a_hello_again(tmp_path, fast):
+    fast.setattr(transport_mod, "SILENCE_S", 0.3)
+
+    async def main():
+        async with link(tmp_path) as (t, ctl):
+            await ctl.until(lambda fs: len([f for f in fs if f["type"] == "hello"]) == 2, timeout=5)
+            assert not t.welcomed.is_set()
+            assert [f["body"] for f in ctl.frames if f["type"] == "hello"][-1] == {"pid": 1, "port": 9090}
+
+    run(main())
+
+
+def test_a_bad_frame_from_the_controller_is_skipped_and_counted(tmp_path, fast):
+    async def main():
+        async with link(tmp_path) as (t, ctl):
+            await t.event({"kind": "state"})
+            await ctl.sock.send_multipart([b"thinkpad", b"\xc1"])
+            await ctl.send("ack", {"seq": 1})  # the next good frame is still read
+            assert await t.drain(5) is True
+            assert t.counters["refused"] == 1
+
+    run(main())
