@@ -40,7 +40,7 @@ class ClockSync:
         probe's loop) and arrives late: a one-sided delay that biases its offset by ~100 us. The
         rest find every thread awake and travel as fast both ways (~40 us each on ipc); the
         minimum-round-trip filter picks them. T1 is stamped after encoding, right before sending.
-        Raises ConnectionError when ``host`` is not connected.
+        Raises :class:`~controller.bus.NotConnected` when ``host`` is not connected.
         """
         for _ in range(n):
             pid = self.bus.next_id()

@@ -5,6 +5,9 @@ A probe checks at start which shaping backend it will use (probe/readiness.py) a
 is None is refused with one line naming the host and the reason, before a run directory, a step or a
 command: a host that cannot shape is not found out by a command error in the middle of a run. A probe
 whose hello says nothing about shaping (an older one) is let through: its shaper still answers.
+
+The probe bus answers for one host (``ProbeBus.shaping_unavailable``, from :func:`why_not_shape`);
+:func:`shaping_refusal` asks it for each host the scenario shapes, beside the sequencer's refusal.
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 the same through the real probe bus: a DEALER on a real ZeroMQ ipc socket, no root."""
 
 import asyncio
+import contextlib
 import time
 
+import pytest
 import zmq
 import zmq.asyncio
 
@@ -87,14 +89,27 @@ class _Probe:
                 return env["body"]
 
 
+@contextlib.asynccontextmanager
+async def _bus_and_probe(tmp_path):
+    """A real ProbeBus serving on an ipc socket, and a probe's DEALER connected to it."""
+    ctx = zmq.asyncio.Context()
+    bus = ProbeBus(ctx, Fleet())
+    bus.bind(f"ipc://{tmp_path}/probes.sock")
+    serving = asyncio.create_task(bus.serve())
+    probe = _Probe(ctx, f"ipc://{tmp_path}/probes.sock")
+    try:
+        yield bus, probe
+    finally:
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        probe.sock.close()
+        bus.close(0)
+        ctx.term()
+
+
 def test_the_bus_acks_only_contiguous_events_and_moves_past_what_the_probe_gave_up(tmp_path):
     async def scenario():
-        ctx = zmq.asyncio.Context()
-        bus = ProbeBus(ctx, Fleet())
-        bus.bind(f"ipc://{tmp_path}/probes.sock")
-        serving = asyncio.create_task(bus.serve())
-        probe = _Probe(ctx, f"ipc://{tmp_path}/probes.sock")
-        try:
+        async with _bus_and_probe(tmp_path) as (bus, probe):
             await probe.session.send(probe.sock, "hello", {"pid": 1, "lab_ip": "10.90.0.1", "port": 9090})
             assert await probe.until("welcome") == {"ack": 0}
             acks = []
@@ -114,12 +129,6 @@ def test_the_bus_acks_only_contiguous_events_and_moves_past_what_the_probe_gave_
             await probe.event(1)
             assert (await probe.until("ack"))["seq"] == 1
             assert bus.fleet.counters("thinkpad")["link_restarts"] == 1
-        finally:
-            serving.cancel()
-            await asyncio.gather(serving, return_exceptions=True)
-            probe.sock.close()
-            bus.close(0)
-            ctx.term()
     asyncio.run(scenario())
 
 
@@ -128,12 +137,7 @@ def test_a_command_is_answered_by_its_result_and_a_silent_probe_times_out(tmp_pa
     from tcplab.errors import TcplabError
 
     async def scenario():
-        ctx = zmq.asyncio.Context()
-        bus = ProbeBus(ctx, Fleet())
-        bus.bind(f"ipc://{tmp_path}/probes.sock")
-        serving = asyncio.create_task(bus.serve())
-        probe = _Probe(ctx, f"ipc://{tmp_path}/probes.sock")
-        try:
+        async with _bus_and_probe(tmp_path) as (bus, probe):
             await probe.session.send(probe.sock, "hello", {"pid": 1, "shaping": {"backend": None, "reason": "no tc"}})
             await probe.until("welcome")
             assert bus.shaping_unavailable("thinkpad") == "no tc"
@@ -147,23 +151,11 @@ def test_a_command_is_answered_by_its_result_and_a_silent_probe_times_out(tmp_pa
             result = await bus.command("thinkpad", "listen", {}, 5)
             assert result["ok"] is True and result["data"] == {"a": 1}
             assert (await answering)["action"] == "listen" and bus.pending == {}
-            try:
+            with pytest.raises(NoAnswer, match="no answer to close within 0.2 s") as timed_out:
                 await bus.command("thinkpad", "close", {}, 0.2)  # nobody answers this one
-            except NoAnswer as e:
-                assert isinstance(e, (TimeoutError, TcplabError)) and "no answer to close within 0.2 s" in str(e)
-            else:
-                raise AssertionError("a command nobody answers must time out")
-            try:
+            assert isinstance(timed_out.value, TimeoutError) and isinstance(timed_out.value, TcplabError)
+            with pytest.raises(NotConnected, match="^raspberrypi is not connected$") as gone:
                 await bus.command("raspberrypi", "listen", {}, 1)
-            except NotConnected as e:
-                assert isinstance(e, ConnectionError) and str(e) == "raspberrypi is not connected"
-            else:
-                raise AssertionError("a command to a host that is not connected must fail")
+            assert isinstance(gone.value, ConnectionError)
             assert bus.pending == {}
-        finally:
-            serving.cancel()
-            await asyncio.gather(serving, return_exceptions=True)
-            probe.sock.close()
-            bus.close(0)
-            ctx.term()
     asyncio.run(scenario())
