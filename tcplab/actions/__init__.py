@@ -5,21 +5,22 @@ An action module holds its wire arguments and their checks, how a scenario step 
 (``from_step``) and the probe's handler (:class:`~tcplab.actions.action.Action`). The scenario
 format, the sequencer, the wire check of a command and the probe's dispatch all read this one
 registry, so nothing else names an action. To add one: write ``tcplab/actions/<name>.py`` ending
-in ``ACTION = Action("<name>", handle, ...)`` and name the module in the import line below.
+in ``ACTION = Action("<name>", handle, ...)`` and add its name to :data:`NAMES` (one entry).
 
 The probe executes these and nothing else: no shell strings.
 """
 
 from __future__ import annotations
 
-from tcplab.actions import abort, close, connect, listen, send, shape, sync
+from importlib import import_module
+
 from tcplab.actions.action import Action, ActionError, Arg, ProbeHost, StepContext
 from tcplab.wire import ProtocolError
 
-#: name -> Action, in the order a scenario's documentation lists them
-ACTIONS: dict[str, Action] = {m.ACTION.name: m.ACTION for m in (shape, listen, connect, send, close, abort, sync)}
+#: The registry: one module per name, in the order a scenario's error message lists them.
+NAMES = ("shape", "listen", "connect", "send", "close", "abort", "sync")
 
-MAX_TEXT = send.MAX_TEXT
+ACTIONS: dict[str, Action] = {name: import_module(f"tcplab.actions.{name}").ACTION for name in NAMES}
 
 
 def scenario_actions() -> tuple[str, ...]:
@@ -42,5 +43,5 @@ def check_command(body: dict) -> tuple[str, dict]:
     return name, action.check_args(body.get("args", {}))
 
 
-__all__ = ["ACTIONS", "MAX_TEXT", "Action", "ActionError", "Arg", "ProbeHost", "StepContext", "check_command",
+__all__ = ["ACTIONS", "NAMES", "Action", "ActionError", "Arg", "ProbeHost", "StepContext", "check_command",
            "scenario_actions"]
