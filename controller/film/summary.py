@@ -4,7 +4,7 @@ The verdict and the scenario (run.json), the steps, each host's state sequence w
 change means in the terms of the seed's storyline (controller.report.WHY), what was typed and
 printed, every packet as each host's capture saw it, the causality check, and any counter of a
 drop, a miss or a refusal that is not zero (run.json ``hosts.<h>.counters``, the capture's kernel
-drops): a film whose evidence is incomplete says so on its first lines.
+drops): a film whose evidence may be incomplete says so on its first lines.
 
 Like the film's other files it depends on what the run directory holds alone, so ``tcplab
 render`` rebuilds it byte for byte; a trace without run.json (a bare trace.jsonl) has no summary.
@@ -21,7 +21,12 @@ from controller.trace.index import TraceIndex
 from controller.trace.schema import Direction, Kind, StepStatus, Stream, is_listener
 
 NAME = "summary.txt"
-CAPTURE_DROPS = ("kernel_drops", "kernel_freezes")  # the capture's own counters worth a warning
+CAPTURE_DROPS = ("kernel_drops", "kernel_freezes")  # the capture's own counters of a loss
+# A counter whose name holds one of these counts a drop, a miss or a refusal (the others count
+# work done: frames sent, events resent, restarts): e.g. statemerge_dropped_foreign,
+# kstates_missed_pages, transport_refused, link_given_up, link_duplicates, link_frames_before_hello.
+LOSS_WORDS = ("drop", "miss", "refus", "reject", "given_up", "lost", "unresolved", "duplicate", "before_hello",
+              "error", "freeze")
 
 
 def analysis_note(r: dict, sent: set) -> str:
@@ -42,11 +47,12 @@ def analysis_note(r: dict, sent: set) -> str:
     return "  (retransmission)" if again else ""
 
 
-def nonzero_counters(info: dict) -> dict[str, dict[str, int]]:
-    """Per host, every counter of run.json that is not zero (its counters, the capture's drops)."""
+def losses(info: dict) -> dict[str, dict[str, int]]:
+    """Per host, every counter of a drop, miss or refusal in run.json that is not zero
+    (``hosts.<h>.counters`` by LOSS_WORDS, and the capture's kernel drops)."""
     out: dict[str, dict[str, int]] = {}
     for host, facts in info.get("hosts", {}).items():
-        counted = dict(facts.get("counters") or {})
+        counted = {k: v for k, v in (facts.get("counters") or {}).items() if any(w in k for w in LOSS_WORDS)}
         counted.update({k: (facts.get("capture") or {}).get(k) for k in CAPTURE_DROPS})
         found = {k: v for k, v in sorted(counted.items()) if isinstance(v, int) and v}
         if found:
@@ -62,9 +68,8 @@ def _header(info: dict) -> list[str]:
         lines.append(f"error: {info['error']}")
     backends = ", ".join(f"{h}: {v.get('shaper_backend') or 'none'}" for h, v in info.get("hosts", {}).items())
     lines.append(f"shaping backend: {backends}")
-    for host, found in nonzero_counters(info).items():
-        lines.append(f"counted on {host} (the evidence may be incomplete): "
-                     + ", ".join(f"{k} {v}" for k, v in found.items()))
+    for host, found in losses(info).items():
+        lines.append(f"dropped, missed or refused on {host}: " + ", ".join(f"{k} {v}" for k, v in found.items()))
     return lines
 
 

@@ -120,11 +120,11 @@ def _run_json(run_dir: Path, counters: dict) -> None:
 
 
 def test_render_rebuilds_summary_txt_byte_for_byte_from_the_trace_and_run_json(run_dir):
-    _run_json(run_dir, {"statemerge_dropped_foreign": 0, "transport_dropped": 0})
+    _run_json(run_dir, {"statemerge_dropped_foreign": 0, "transport_dropped": 0, "transport_sent": 80})
     written, errors = render_all(run_dir)
     assert errors == [] and run_dir / "summary.txt" in written
     first = (run_dir / "summary.txt").read_bytes()
-    assert b"FIN_WAIT2 -> TIME_WAIT" in first and b"thinkpad: netem" in first and b"counted on" not in first
+    assert b"FIN_WAIT2 -> TIME_WAIT" in first and b"thinkpad: netem" in first and b"dropped, missed or refused" not in first
     (run_dir / "summary.txt").unlink()
     res = subprocess.run([TCPLAB, "render", str(run_dir)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
@@ -133,9 +133,10 @@ def test_render_rebuilds_summary_txt_byte_for_byte_from_the_trace_and_run_json(r
 
 
 def test_summary_says_when_a_counter_is_not_zero(run_dir):
-    _run_json(run_dir, {"statemerge_dropped_foreign": 2, "transport_dropped": 0, "kstates_missed_pages": 1})
+    _run_json(run_dir, {"statemerge_dropped_foreign": 2, "transport_dropped": 0, "kstates_missed_pages": 1,
+                        "transport_sent": 80, "link_given_up": 3, "link_restarts": 1})
     render_all(run_dir)
     lines = (run_dir / "summary.txt").read_text().splitlines()
-    assert lines[2] == ("counted on thinkpad (the evidence may be incomplete): kstates_missed_pages 1, "
-                        "statemerge_dropped_foreign 2")
-    assert not any(line.startswith("counted on raspberrypi") for line in lines)
+    assert lines[2] == ("dropped, missed or refused on thinkpad: kstates_missed_pages 1, link_given_up 3, "
+                        "statemerge_dropped_foreign 2")   # not the frames sent, nor a restart
+    assert not any(line.startswith("dropped, missed or refused on raspberrypi") for line in lines)
