@@ -120,3 +120,20 @@ def test_steps_counters_and_the_final_trace(run):
     assert recs[-1]["error"] == "no" and out["raspberrypi"]["causal"]["pairs"] == 0
     with pytest.raises(ValueError):
         asyncio.run(run.add_step(Step(2, "close"), "done"))   # not a step status
+
+
+def test_align_maps_again_with_the_final_fit_and_says_how_far_the_live_times_moved(run):
+    live, final = ClockEstimate(), ClockEstimate()
+    t0 = run.start_ns
+    live.add(t0, t0 + 1_000_000, t0 + 2_000)             # offset about +1 ms, known at arrival
+    final.add(t0, t0 + 1_200_000, t0 + 2_000)            # the run's final fit: +1.2 ms
+
+    async def go():
+        await run.add_event("raspberrypi", {"kind": "console", "t_ns": t0 + 501_000_000, "text": "x",
+                                            "stream": "stdout"}, live)
+    asyncio.run(go())
+    (rec,) = run.trace.records
+    assert rec["t"] == pytest.approx(0.5, abs=2e-6)      # what the live view shows
+    out = run.align({"raspberrypi": final})
+    assert rec["t"] == pytest.approx(0.4998, abs=2e-6)
+    assert out["raspberrypi"]["realigned_max_s"] == pytest.approx(200e-6, abs=2e-6)
