@@ -24,6 +24,7 @@ import structlog
 
 from controller.run import Run
 from controller.scenario import Scenario, Step, port_conflict
+from controller.trace.schema import StepStatus
 from tcplab import actions
 from tcplab.errors import TcplabError
 
@@ -91,13 +92,16 @@ class Sequencer:
         finally:
             await self._cleanup()
 
+    async def _record(self, step: Step, status: StepStatus, error: str | None = None) -> float:
+        """The step's record in the run's trace and its progress line to the CLI; the record's ``t``."""
+        rec = await self.run.add_step(step, status, error)
+        extra = {} if error is None else {"error": error}
+        await self._report(event="step", index=step.index, total=len(self.scenario.steps), action=step.action,
+                           target=step.target, status=status.value, **extra)
+        return rec["t"]
+
     async def _step(self, step: Step) -> None:
-        since = self.run.now()
-        base = {"host": "controller", "kind": "step", "index": step.index, "action": step.action,
-                "target": step.target}
-        await self.run.add({"t": since, **base, "status": "start"})
-        await self._report(event="step", index=step.index, total=len(self.scenario.steps),
-                           action=step.action, target=step.target, status="start")
+        since = await self._record(step, StepStatus.START)
         structlog.contextvars.bind_contextvars(step=step.index)
         try:
             await self._act(step)
@@ -112,15 +116,11 @@ class Sequencer:
         except StepFailed as e:
             self.failed_step = step.index
             log.warning("step_failed", error=str(e))
-            await self.run.add({"t": self.run.now(), **base, "status": "failed", "error": str(e)})
-            await self._report(event="step", index=step.index, total=len(self.scenario.steps),
-                               action=step.action, target=step.target, status="failed", error=str(e))
+            await self._record(step, StepStatus.FAILED, str(e))
             raise
         finally:
             structlog.contextvars.unbind_contextvars("step")
-        await self.run.add({"t": self.run.now(), **base, "status": "ok"})
-        await self._report(event="step", index=step.index, total=len(self.scenario.steps),
-                           action=step.action, target=step.target, status="ok")
+        await self._record(step, StepStatus.OK)
 
     async def _act(self, step: Step) -> None:
         action = actions.ACTIONS.get(step.action)
