@@ -108,7 +108,8 @@ class Controller:
         self.bus.close(linger)
         self.control.close(linger)
         self.ctx.term()
-        log.info("controller_stopped", run_cut_short=cut, forced=self.lifecycle.force_exit.is_set())
+        log.info("controller_stopped", run_cut_short=cut, forced=self.lifecycle.force_exit.is_set(),
+                 probe_frames=self.bus.session.counters, control_frames=self.control.session.counters)
 
 
 def _serve(cfg: controller_config.ControllerConfig) -> int:

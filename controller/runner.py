@@ -31,6 +31,7 @@ from controller.fleet import counted_since
 from controller.lifecycle import Lifecycle
 from controller.run import Run, new_run_dir
 from controller.sequencer import Sequencer, refusal
+from controller.trace.schema import RunStatus
 
 log = structlog.get_logger("controller")
 
@@ -103,17 +104,20 @@ class ScenarioRunner:
         await progress({"event": "run_started", "dir": str(run.dir), "steps": len(scn.steps)})
         seq = Sequencer(scn, run, self.bus, progress)
         started = time.time()
-        ok = False
+        ok, status = False, None
         follow = asyncio.create_task(self.clock.follow(scn.hosts))
         try:
             ok = await seq.execute()
+        except asyncio.CancelledError:
+            status = RunStatus.CANCELLED
+            raise
         finally:
             follow.cancel()
             self.bus.run = None
             counted = {h: counted_since(before[h], fleet.counters(h)) for h in scn.hosts}
             try:
                 path = finish_run(run, scn, seq, ok, started, {h: p.clock for h, p in fleet.probes.items()},
-                                  {h: self.bus.lab_ip(h) for h in scn.hosts})
+                                  {h: self.bus.lab_ip(h) for h in scn.hosts}, link_counters=counted, status=status)
             except Exception as e:  # a bug at the finish: the CLI still gets its done, naming it
                 log.exception("run_finish_failed", error=repr(e))
                 ok, seq.error = False, f"the run's finish failed: {e!r}"

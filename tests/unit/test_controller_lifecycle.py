@@ -29,7 +29,8 @@ SCENARIO = scenario.parse({"name": "hang", "steps": [{"action": "listen", "host"
 
 
 class FakeProbe:
-    """Says hello, answers pings, records commands and answers those in ``answers`` (ok)."""
+    """Says hello, answers pings, records commands and answers those in ``answers`` (ok). At its
+    first command it sends its counters event twice (the second a duplicate the controller counts)."""
 
     def __init__(self, ctx, endpoint: str, answers: set[str]):
         self.sock = ctx.socket(zmq.DEALER)
@@ -48,6 +49,10 @@ class FakeProbe:
             if env["type"] == "ping":
                 await self.session.send(self.sock, "pong", {"id": body["id"], "rx_ns": wire.now_ns()})
             elif env["type"] == "command":
+                if not self.commands:
+                    counters = {"kind": "counters", "t_ns": wire.now_ns(), "counters": {"transport_dropped": 2}}
+                    for _ in range(2):
+                        await self.sock.send(wire.encode(wire.make("event", "thinkpad", 1, counters)))
                 self.commands.append((body["action"], body["args"]))
                 if body["action"] in self.answers:
                     await self.session.send(self.sock, "result", {"id": body["id"], "ok": True, "data": {}})
@@ -143,6 +148,11 @@ def test_one_sigterm_waits_for_the_cleanup_and_exits_cleanly(tmp_path):
     assert code == 0
     assert commands == [("listen", {}), ("abort", {}), ("shape", {"clear": True}), ("sync", {})]
     assert done["ok"] is False and done["error"] == CANCELLED
-    assert json.loads((Path(done["dir"]) / "run.json").read_text())["ok"] is False
+    info = json.loads((Path(done["dir"]) / "run.json").read_text())
+    assert info["ok"] is False and info["status"] == "cancelled"
+    # the probe's counters, then the controller's for that host: the duplicate event was counted
+    counters = info["hosts"]["thinkpad"]["counters"]
+    assert counters["transport_dropped"] == 2 and counters["link_duplicates"] == 1
+    assert counters["link_given_up"] == counters["link_frames_refused"] == counters["link_restarts"] == 0
     events = [e["event"] for e in _events(tmp_path)]
     assert "exit_forced" not in events and "run_cut_short" not in events and "controller_stopped" in events
