@@ -30,16 +30,15 @@ class FakeProbe:
         self.sock.setsockopt(zmq.ROUTING_ID, host.encode())
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(endpoint)
-        self.seq = 0
+        self.session = wire.Session(host)
 
     async def send(self, type_: str, body: dict) -> None:
-        self.seq += 1
-        await self.sock.send(wire.encode(wire.make(type_, self.host, self.seq, body)))
+        await self.session.send(self.sock, type_, body)
 
     async def serve(self) -> None:
         await self.send("hello", {"pid": 1, "lab_ip": IPS[self.host], "port": self.port})
         while True:
-            env = wire.decode(await self.sock.recv())
+            env = await self.session.recv(self.sock)
             if env["type"] == "ping":
                 await self.send("pong", {"id": env["body"]["id"], "t0": env["time"], "rx_ns": wire.now_ns()})
             elif env["type"] == "command":
@@ -65,9 +64,10 @@ async def _run(tmp_path, ports: dict[str, int], scenario_port: int | None) -> tu
         if scenario_port is not None:
             doc["port"] = scenario_port
         scn = scenario.parse(doc)
-        await cli.send(wire.encode(wire.make("run", "cli", 1, {"scenario": scn.to_dict(), "delay": 0})))
+        session = wire.Session("cli")
+        await session.send(cli, "run", {"scenario": scn.to_dict(), "delay": 0})
         while True:
-            env = wire.decode(await asyncio.wait_for(cli.recv(), 30))
+            env = await asyncio.wait_for(session.recv(cli), 30)
             if env["type"] == "done":
                 return env["body"], probes
     finally:
