@@ -1,14 +1,15 @@
-"""Writing a film file so that a reader never sees half of it: a temporary name, then a rename."""
+"""The film's files are written whole by the one atomic writer, :func:`tcplab.files.atomic_write`.
+
+:func:`write_text` is that writer under its old name, for a caller not yet moved to it (summary.py).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from tcplab.files import atomic_write
+
 
 def write_text(path: Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` by way of ``path.tmp``; return ``path``."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    """Write ``text`` (UTF-8) to ``path`` whole (:func:`tcplab.files.atomic_write`); return ``path``."""
+    return atomic_write(path, text)

@@ -7,108 +7,100 @@ nothing is fetched. The data is what :mod:`controller.film.model` makes of the t
 never re-derives causes or states itself, only shows them at the viewer's position.
 
 The output depends on the trace alone (sorted keys, no time of rendering): rendering twice gives
-byte-identical files.
+byte-identical files. :func:`data`, :func:`render` and :func:`write` take the trace's index
+(:class:`~controller.trace.TraceIndex`) or its records in trace order (indexed first).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from html import escape
 from pathlib import Path
 
-from controller.film import diagram, files, gaps
-from controller.film.model import LISTENER_REMOTE, Film, build, port_of
+from controller.film import diagram, gaps
+from controller.film.model import Film, build, is_listener
+from controller.trace import Direction, Kind, StepStatus, Stream, TraceIndex
+from tcplab.files import atomic_write
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
 
-def _delay_ms(records: list[dict]) -> int:
-    return max((r.get("delay_ms") or 0 for r in records if r["kind"] == "shaper" and r.get("backend")), default=0)
-
-
-def _port(records: list[dict]) -> str | None:
-    """The lab port: the listener's, else the port a client connected to."""
-    for r in records:
-        if r["kind"] == "state" and r.get("remote") == LISTENER_REMOTE:
-            return port_of(r["local"])
-    for r in records:
-        if r["kind"] == "state" and r["to"] == "SYN_SENT":
-            return port_of(r["remote"])
-    return None
+def _delay_ms(ix: TraceIndex) -> int:
+    return max((r.get("delay_ms") or 0 for r in ix.kind(Kind.SHAPER) if r.get("backend")), default=0)
 
 
 def _commands(film: Film) -> dict[str, list[dict]]:
     """The command line each host's console shows when its step starts: nc -l PORT or nc ADDR PORT."""
-    port = _port(film.records) or "?"
-    server_ip = next((r["remote"].rsplit(":", 1)[0] for r in film.records if r["kind"] == "state"
-                      and r["host"] == film.client() and r["to"] == "SYN_SENT"), None)
+    ix, port = film.records, film.port or "?"
+    server_ip = next((r["remote"].rsplit(":", 1)[0] for r in ix.states(film.client()) if r["to"] == "SYN_SENT"),
+                     None)
     if server_ip is None:
-        server_ip = next((r["local"].rsplit(":", 1)[0] for r in film.records if r["kind"] == "state"
-                          and r["host"] == film.server() and r.get("remote") != LISTENER_REMOTE), "?")
+        server_ip = next((r["local"].rsplit(":", 1)[0] for r in ix.states(film.server(), listener=False)), "?")
     out: dict[str, list[dict]] = {h: [] for h in film.hosts}
-    for i, r in enumerate(film.records):
-        if r["kind"] == "step" and r["status"] == "start" and r["action"] in ("listen", "connect"):
+    for r in ix.steps(StepStatus.START):
+        if r["action"] in ("listen", "connect"):
             text = f"nc -l {port}" if r["action"] == "listen" else f"nc {server_ip} {port}"
             for h in r["target"].split(","):
                 if h in out:
-                    out[h].append({"t": r["t"], "record": i, "text": text})
+                    out[h].append({"t": r["t"], "record": ix.position(r), "text": text})
     return out
 
 
 def _moment(film: Film, i: int, transition_of: dict[int, int]) -> dict:
     r = film.records[i]
     m = {"t": r["t"], "record": i, "kind": r["kind"], "host": r["host"]}
-    if r["kind"] == "packet":
+    kind = m["kind"]  # a moment's label, by its kind
+    if kind == Kind.PACKET:
         row = film.packets[film.packet_no[i] - 1]
         m["packet"] = row["no"]
-        m["label"] = f"{r['host']} {'sent' if r['dir'] == 'out' else 'received'} #{row['no']}: {row['info']}"
-    elif r["kind"] == "state":
+        m["label"] = f"{r['host']} {'sent' if r['dir'] == Direction.OUT else 'received'} #{row['no']}: {row['info']}"
+    elif kind == Kind.STATE:
         m["transition"] = transition_of.get(i)
-        what = "listener" if r.get("remote") == LISTENER_REMOTE else "socket"
+        what = "listener" if is_listener(r) else "socket"
         m["label"] = f"{r['host']} {what}: {r['from']} → {r['to']}"
-    elif r["kind"] == "step":
+    elif kind == Kind.STEP:
         m["step"] = r["index"]
         m["label"] = f"step {r['index']}: {r['action']} on {r['target']}" + (
-            f" failed: {r.get('error') or 'no reason given'}" if r["status"] == "failed" else "")
-    elif r["kind"] == "console":
-        m["label"] = f"{r['host']} {'typed' if r.get('stream') == 'stdin' else 'printed'} {r['text']!r}"
-    elif r["kind"] == "shaper":
+            f" failed: {r.get('error') or 'no reason given'}" if r["status"] == StepStatus.FAILED else "")
+    elif kind == Kind.CONSOLE:
+        m["label"] = f"{r['host']} {'typed' if r.get('stream') == Stream.STDIN else 'printed'} {r['text']!r}"
+    elif kind == Kind.SHAPER:
         m["label"] = (f"{r['host']}: {r.get('delay_ms')} ms egress delay ({r['backend']})" if r.get("backend")
                       else f"{r['host']}: shaping cleared")
-    elif r["kind"] == "kernel":
+    elif kind == Kind.KERNEL:
         m["label"] = f"{r['host']} kernel: {r['event']} ({r.get('state') or '?'})"
     return m
 
 
-def data(records: list[dict]) -> dict:
+def data(trace: TraceIndex | Iterable[dict]) -> dict:
     """Everything the page shows, as one JSON-able dict."""
-    film = build(records)
+    film = build(trace)
+    ix = film.records
     transition_of = {tr.record: n for n, tr in enumerate(film.transitions)}
     steps = {}
-    for r in records:
-        if r["kind"] == "step":
-            s = steps.setdefault(r["index"], {"index": r["index"], "action": r["action"], "target": r["target"],
-                                              "t": r["t"], "status": "start"})
-            s["status"] = r["status"]
-            if r.get("error"):
-                s["error"] = r["error"]
+    for r in ix.steps():
+        s = steps.setdefault(r["index"], {"index": r["index"], "action": r["action"], "target": r["target"],
+                                          "t": r["t"], "status": StepStatus.START})
+        s["status"] = r["status"]
+        if r.get("error"):
+            s["error"] = r["error"]
     return {
         "hosts": film.hosts,
         "roles": film.roles,
-        "port": _port(records),
-        "delay_ms": _delay_ms(records),
-        "t_end": max((r["t"] for r in records), default=0.0),
+        "port": film.port,
+        "delay_ms": _delay_ms(ix),
+        "t_end": max((r["t"] for r in ix), default=0.0),
         "long_gap_s": gaps.LONG_GAP_S,
         "packets": [{k: v for k, v in p.items() if k not in ("flags", "payload")} for p in film.packets],
         "transitions": [tr.as_dict() for tr in film.transitions],
         "moments": [_moment(film, i, transition_of) for i in film.moments],
         "steps": [steps[k] for k in sorted(steps)],
-        "console": [{"t": r["t"], "record": i, "host": r["host"], "stream": r.get("stream"), "text": r["text"]}
-                    for i, r in enumerate(records) if r["kind"] == "console"],
+        "console": [{"t": r["t"], "record": ix.position(r), "host": r["host"], "stream": r.get("stream"),
+                     "text": r["text"]} for r in ix.kind(Kind.CONSOLE)],
         "commands": _commands(film),
-        "netstat": {h: [{"t": r["t"], "rows": r["rows"]} for r in records if r["kind"] == "netstat"
-                        and r["host"] == h] for h in film.hosts},
+        "netstat": {h: [{"t": r["t"], "rows": r["rows"]} for r in ix.kind(Kind.NETSTAT, h)] for h in film.hosts},
     }
 
 
@@ -118,8 +110,9 @@ def _json_for_script(obj: dict) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def render(records: list[dict], title: str = "") -> str:
-    d = data(records)
+def render(trace: TraceIndex | Iterable[dict], title: str = "") -> str:
+    """film.html's text for the trace: its index, or its records in trace order."""
+    d = data(trace)
     server, client = d["hosts"]
     heading = title or (f"{server} (server) ⇄ {client} (client), port {d['port']}, "
                         f"{d['delay_ms'] / 1000:g} s egress delay")
@@ -131,5 +124,6 @@ def render(records: list[dict], title: str = "") -> str:
     return re.sub(r"@(TITLE|STYLE|DIAGRAM|DATA|SCRIPT)@", lambda m: parts[m.group(1)], page)
 
 
-def write(run_dir: Path, records: list[dict]) -> Path:
-    return files.write_text(Path(run_dir) / "film.html", render(records))
+def write(run_dir: Path, trace: TraceIndex | Iterable[dict]) -> Path:
+    """film.html in ``run_dir``, from the trace's index (or its records)."""
+    return atomic_write(Path(run_dir) / "film.html", render(trace))

@@ -1,6 +1,7 @@
-"""ladder.svg: the classic two-column sequence diagram of a run, drawn from trace.jsonl alone.
+"""ladder.svg: the classic two-column sequence diagram of a run, drawn from the trace alone.
 
-One timeline per host (in the order the hosts first appear in the trace), time running down.
+One timeline per host (in the order the hosts first appear in the trace's packets and states), time
+running down.
 Each segment is an arrow from the moment its sender's TCP sent it to the moment it arrived (the
 matching ``in`` record on the other host), so the delay slants it as in the seed's film. The lab
 delays on egress, and a capture sees a packet leave only after the delay, so the arrow starts at the
@@ -9,18 +10,26 @@ label gives the flags and seq/ack/len as Wireshark does. Retransmissions (the pa
 dashed. Each host's state names are written along its timeline where they change.
 
 Time is linear, except that a quiet stretch longer than the long-gap rule's limit (controller/film/gaps.py,
-3 s; TIME_WAIT's 60 s) is drawn that long with a break mark saying how long it really was. The output depends on the trace
-only, so rendering twice gives byte-identical files.
+3 s; TIME_WAIT's 60 s) is drawn that long with a break mark saying how long it really was. The output
+depends on the trace only, so rendering twice gives byte-identical files.
+
+:func:`render` and :func:`write` take the trace's index (:class:`~controller.trace.TraceIndex`) or its
+records in trace order (indexed first): the packets, states, segment pairs and delays are the index's.
 """
 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from controller.film import files, gaps
-from controller.report import packet_info, segment_pairs
+from controller.film import gaps
+from controller.film.model import is_listener, is_retransmission
+from controller.report import packet_info
+from controller.trace import Direction, Kind, TraceIndex
+from controller.trace.schema import CONTROLLER
+from tcplab.files import atomic_write
 
 PX_PER_S = 220.0
 TOP, BOTTOM = 70, 40
@@ -28,12 +37,13 @@ COL_X = (230, 630)   # the timelines' x
 WIDTH = 860
 
 
-def _hosts(records: list[dict]) -> list[str]:
-    hosts: list[str] = []
-    for r in records:
-        if r["host"] != "controller" and r["kind"] in ("packet", "state") and r["host"] not in hosts:
-            hosts.append(r["host"])
-    return hosts[:2]
+def _hosts(ix: TraceIndex) -> list[str]:
+    """The first two hosts to appear in the trace's packets and states."""
+    hosts: dict[str, None] = {}
+    for r in sorted(ix.kind(Kind.PACKET) + ix.kind(Kind.STATE), key=ix.position):
+        if r["host"] != CONTROLLER:
+            hosts.setdefault(r["host"], None)
+    return list(hosts)[:2]
 
 
 class _Timescale:
@@ -68,15 +78,6 @@ def _f(v: float) -> str:
     return f"{v:.1f}"
 
 
-def _delay_at(shapers: list[dict], host: str, t: float) -> float:
-    """The egress delay (s) in force on ``host`` at ``t``, from its shaper records."""
-    delay = 0.0
-    for r in shapers:
-        if r["host"] == host and r["t"] <= t:
-            delay = (r.get("delay_ms") or 0) / 1000.0 if r.get("backend") else 0.0
-    return delay
-
-
 class _Lanes:
     """Text at nearly the same height would overlap: each lane pushes the next label down."""
 
@@ -90,17 +91,20 @@ class _Lanes:
         return y
 
 
-def render(records: list[dict]) -> str:
-    hosts = _hosts(records)
+def render(trace: TraceIndex | Iterable[dict]) -> str:
+    """ladder.svg's text for the trace: its index, or its records in trace order."""
+    ix = TraceIndex.of(trace)
+    hosts = _hosts(ix)
     if len(hosts) < 2:
         raise ValueError("the trace has fewer than two hosts with packets or states: nothing to draw")
     col = dict(zip(hosts, COL_X))
-    packets = [r for r in records if r["kind"] == "packet" and r["host"] in col]
-    states = [r for r in records if r["kind"] == "state" and r["host"] in col]
-    pairs = {id(o): i for o, i in segment_pairs(packets)}
+    packets = [r for h in hosts for r in ix.kind(Kind.PACKET, h)]
+    packets.sort(key=ix.position)
+    states = [r for h in hosts for r in ix.kind(Kind.STATE, h)]
+    states.sort(key=ix.position)
+    pairs = {id(o): i for o, i in ix.pairs if o["host"] in col and i["host"] in col}
     arrived = {id(i) for i in pairs.values()}
-    shapers = [r for r in records if r["kind"] == "shaper"]
-    sent = {id(p): p["t"] - _delay_at(shapers, p["host"], p["t"]) for p in packets if p["dir"] == "out"}
+    sent = {id(p): p["t"] - ix.delay_at(p["host"], p["t"]) for p in packets if p["dir"] == Direction.OUT}
     scale = _Timescale([r["t"] for r in packets + states] + list(sent.values()))
     lanes = _Lanes()
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{_f(scale.height)}" '
@@ -122,21 +126,20 @@ def render(records: list[dict]) -> str:
         x, y = col[r["host"]], lanes.place(r["host"], scale.y(r["t"]))
         left = r["host"] == hosts[0]
         tx, anchor = (x - 10, "end") if left else (x + 10, "start")
-        name = r["to"] if r.get("remote") != "0.0.0.0:*" else f"{r['to']} (listener)"
+        name = f"{r['to']} (listener)" if is_listener(r) else r["to"]
         out.append(f'<text class="state" x="{tx}" y="{_f(y + 4)}" text-anchor="{anchor}" fill="#06c">'
                    f'{escape(name)} <tspan fill="#999">{r["t"]:.3f} s</tspan></text>')
     for p in packets:
-        if p["dir"] == "in" and id(p) in arrived:
+        if p["dir"] == Direction.IN and id(p) in arrived:
             continue  # drawn with its departure
-        sender = p["host"] if p["dir"] == "out" else next(h for h in hosts if h != p["host"])
+        sender = p["host"] if p["dir"] == Direction.OUT else next(h for h in hosts if h != p["host"])
         receiver = next(h for h in hosts if h != sender)
         t0 = sent.get(id(p), p["t"])
         t1 = pairs[id(p)]["t"] if id(p) in pairs else p["t"]
         x0, x1, y0, y1 = col[sender], col[receiver], scale.y(t0), scale.y(t1)
-        if p["dir"] == "in":  # only the receiver captured it: drawn level, ending at its arrival
+        if p["dir"] == Direction.IN:  # only the receiver captured it: drawn level, ending at its arrival
             y0 = y1
-        retrans = any(a in ("retransmission", "fast_retransmission", "spurious_retransmission")
-                      for a in p.get("analysis", []))
+        retrans = is_retransmission(p)
         dash = ' stroke-dasharray="6,4"' if retrans else ""
         out.append(f'<line class="segment{" retransmission" if retrans else ""}" x1="{x0}" y1="{_f(y0)}" '
                    f'x2="{x1}" y2="{_f(y1)}" stroke="{"#999" if retrans else "#333"}"{dash} '
@@ -148,5 +151,6 @@ def render(records: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
-def write(run_dir: Path, records: list[dict]) -> Path:
-    return files.write_text(Path(run_dir) / "ladder.svg", render(records))
+def write(run_dir: Path, trace: TraceIndex | Iterable[dict]) -> Path:
+    """ladder.svg in ``run_dir``, from the trace's index (or its records)."""
+    return atomic_write(Path(run_dir) / "ladder.svg", render(trace))

@@ -13,34 +13,35 @@ from __future__ import annotations
 
 from controller.film.model import Film
 from controller.film.term import step_label, step_progress
+from controller.trace import Direction, Kind, StepStatus, Stream
 
 
 def describe(film: Film, i: int) -> str:
     """What trace record ``i`` (a moment) shows, in words."""
     r = film.records[i]
-    kind, host = r["kind"], r["host"]
-    if kind == "step":
-        verb = {"start": "begins", "ok": "done"}.get(r["status"], "FAILED")
+    kind, host = r["kind"], r["host"]  # a moment's words, by its kind
+    if kind == Kind.STEP:
+        verb = {StepStatus.START: "begins", StepStatus.OK: "done"}.get(r["status"], "FAILED")
         return f"step {r['index']} {verb}" + (f": {r['error']}" if r.get("error") else "")
-    if kind == "shaper":
+    if kind == Kind.SHAPER:
         if not r.get("backend"):
             return f"{host}: shaping cleared"
         return f"{host}: shaping on ({r['backend']}, {r.get('delay_ms')} ms delay, {r.get('loss_pct')} % loss)"
-    if kind == "packet":
+    if kind == Kind.PACKET:
         row = film.packets[film.packet_no[i] - 1]
-        verb = "sends" if r["dir"] == "out" else "receives"
+        verb = "sends" if r["dir"] == Direction.OUT else "receives"
         again = " (retransmission)" if row["retransmission"] else ""
         return f"No. {row['no']} {host} {verb} {row['info']}{again}"
-    if kind == "kernel":
+    if kind == Kind.KERNEL:
         return f"{host} kernel: {r.get('event')} on {r.get('local')} ({r.get('state') or 'state unknown'})"
-    if kind == "state":
+    if kind == Kind.STATE:
         tr = next((tr for tr in film.transitions if tr.record == i), None)
         if tr is not None:
             why = tr.because if tr.packet is None else f"No. {tr.packet}: {tr.because}"
             return f"{host} {tr.frm} -> {tr.to}: {why}"
         return f"{host} socket {r['local']} {r['from']} -> {r['to']}"
-    if kind == "console":
-        verb = "types" if r.get("stream") == "stdin" else "prints"
+    if kind == Kind.CONSOLE:
+        verb = "types" if r.get("stream") == Stream.STDIN else "prints"
         return f"{host} {verb} {r['text']!r}"
     return f"{host} {kind}"
 

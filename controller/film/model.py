@@ -1,6 +1,10 @@
-"""What every view of a run shows, computed from trace.jsonl alone.
+"""What every view of a run shows, computed from the trace's index alone.
 
-The browser film, the terminal replay and story.md all read one :class:`Film`:
+The browser film, the terminal replay and story.md all read one :class:`Film`, made by :func:`build`
+from a :class:`~controller.trace.TraceIndex` (or from a list of records, indexed first). The film reads
+the trace through the index's views (records by kind and host, segment pairs, roles, delays); it never
+sorts raw records by kind itself. ``Film.records`` is that index, a sequence of the trace's records:
+``film.records[i]`` is trace record ``i``.
 
 - the hosts' roles: the server is the host that listened (the seed's thinkpad, blue), the client the
   one that connected (raspberrypi, red);
@@ -17,12 +21,15 @@ The browser film, the terminal replay and story.md all read one :class:`Film`:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-LISTENER_REMOTE = "0.0.0.0:*"
+from controller.trace import Direction, Kind, StepStatus, TraceIndex
+from controller.trace.schema import LISTENER_REMOTE, is_listener
+from tcplab.tcpstates import NAMES as STATES
 
-STATES = ("CLOSED", "LISTEN", "SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2",
-          "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT")
+__all__ = ["CALL_WORDS", "Film", "LISTENER_REMOTE", "MOMENT_KINDS", "RFC_TRANSITIONS", "STATES", "Transition",
+           "build", "is_listener", "is_retransmission", "port_of", "record_cause", "wireshark_info"]
 
 # RFC 9293 section 3.3.2, figure 5: every transition of the diagram, with its event / action.
 RFC_TRANSITIONS = {
@@ -81,14 +88,10 @@ CALL_WORDS = {"listen": "the application listens (nc -l)", "connect": "the appli
               "close": "the application closes its socket", "abort": "the application aborts (RST)"}
 TIME_WAIT_S = 60.0
 
-MOMENT_KINDS = ("step", "shaper", "packet", "kernel", "state", "console")
+MOMENT_KINDS = (Kind.STEP, Kind.SHAPER, Kind.PACKET, Kind.KERNEL, Kind.STATE, Kind.CONSOLE)
 
 
 FLAG_ORDER = ("FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR")
-
-
-def is_listener(r: dict) -> bool:
-    return r.get("remote") == LISTENER_REMOTE
 
 
 def port_of(addr: str) -> str:
@@ -151,13 +154,14 @@ class Transition:
 
 @dataclass
 class Film:
-    records: list[dict]
+    records: TraceIndex                            # the trace's index: records[i] is trace record i
     hosts: list[str]                               # server first, then client
     roles: dict[str, str]                          # host -> "server" | "client"
     packets: list[dict] = field(default_factory=list)      # rows, No. = index + 1
     transitions: list[Transition] = field(default_factory=list)
     moments: list[int] = field(default_factory=list)       # trace indexes a viewer steps through
     packet_no: dict[int, int] = field(default_factory=dict)  # trace index -> packet No.
+    port: str | None = None                        # the lab port (:func:`lab_port`)
 
     def server(self) -> str:
         return self.hosts[0]
@@ -174,36 +178,25 @@ class Film:
         return state
 
 
-def _roles(records: list[dict]) -> tuple[list[str], dict[str, str]]:
-    """[server, client]: by the scenario's steps (listen, connect), else by the sockets (a listener or a
-    SYN_RECEIVED socket makes a server, a SYN_SENT one a client), else in the order the hosts appear."""
-    hosts: list[str] = []
-    for r in records:
-        if r["host"] != "controller" and r["kind"] in ("packet", "state", "console", "netstat") \
-                and r["host"] not in hosts:
-            hosts.append(r["host"])
-    if len(hosts) < 2:
-        raise ValueError("the trace has fewer than two hosts: nothing to film")
-
-    def first(match) -> str | None:
-        return next((h for r in records if match(r) for h in r.get("target", r["host"]).split(",") if h in hosts),
-                    None)
-
-    server = first(lambda r: r["kind"] == "step" and r["action"] == "listen")
-    client = first(lambda r: r["kind"] == "step" and r["action"] == "connect")
-    server = server or first(lambda r: r["kind"] == "state" and r["to"] in ("LISTEN", "SYN_RECEIVED")
-                             and r["host"] != client)
-    client = client or first(lambda r: r["kind"] == "state" and r["to"] == "SYN_SENT" and r["host"] != server)
-    server = server or next((h for h in hosts if h != client), hosts[0])
-    client = client if client and client != server else next(h for h in hosts if h != server)
-    return [server, client], {server: "server", client: "client"}
+def lab_port(ix: TraceIndex) -> str | None:
+    """The lab port: the listener's, else the one a client connected to, else the server's side of the
+    first segment captured."""
+    listener = next((r for r in ix.kind(Kind.STATE) if is_listener(r)), None)
+    if listener is not None:
+        return port_of(listener["local"])
+    connect = next((r for r in ix.kind(Kind.STATE) if r["to"] == "SYN_SENT"), None)
+    if connect is not None:
+        return port_of(connect["remote"])
+    server = ix.server
+    for r in ix.kind(Kind.PACKET):
+        return port_of(r["src"] if ix.host_of(r["src"], r["src"]) == server else r["dst"])
+    return None
 
 
-def _packet_rows(records: list[dict]) -> tuple[list[dict], dict[int, int]]:
+def _packet_rows(ix: TraceIndex) -> tuple[list[dict], dict[int, int]]:
     rows, numbers = [], {}
-    for i, r in enumerate(records):
-        if r["kind"] != "packet":
-            continue
+    for r in ix.kind(Kind.PACKET):
+        i = ix.position(r)
         numbers[i] = len(rows) + 1
         src_ip, dst_ip = r["src"].rsplit(":", 1)[0], r["dst"].rsplit(":", 1)[0]
         rows.append({"no": len(rows) + 1, "record": i, "t": r["t"], "host": r["host"], "dir": r["dir"],
@@ -214,22 +207,19 @@ def _packet_rows(records: list[dict]) -> tuple[list[dict], dict[int, int]]:
     return rows, numbers
 
 
-def _latest_step(records: list[dict], i: int, host: str) -> dict | None:
+def _latest_step(ix: TraceIndex, i: int, host: str) -> dict | None:
     """The latest step started on ``host`` at or before record ``i``."""
-    for j in range(i, -1, -1):
-        s = records[j]
-        if s["kind"] == "step" and s["status"] == "start" and host in s["target"].split(","):
-            return s
-    return None
+    return next((s for s in reversed(ix.span(Kind.STEP, 0, i + 1)) if s["status"] == StepStatus.START
+                 and host in s["target"].split(",")), None)
 
 
-def _cause(records: list[dict], i: int, frm: str, to: str, numbers: dict[int, int],
+def _cause(ix: TraceIndex, i: int, frm: str, to: str, numbers: dict[int, int],
            entered: dict[str, float]) -> tuple[str, str, int | None, int | None]:
-    r = records[i]
+    r = ix[i]
     host = r["host"]
     calls = _BY_CALL.get((frm, to))
     if calls:  # the call of the host's latest step, if that step made it
-        step = _latest_step(records, i, host)
+        step = _latest_step(ix, i, host)
         if step is not None and step["action"] in calls:
             return "call", f"step {step['index']}: {CALL_WORDS[step['action']]}", None, step["index"]
         if (frm, to) in _ONLY_BY_CALL:  # nothing else makes it: the application did, unasked
@@ -239,25 +229,25 @@ def _cause(records: list[dict], i: int, frm: str, to: str, numbers: dict[int, in
     if needs is None and to == "CLOSED":
         needs = {"RST"}
     if needs:
-        for j in range(i - 1, -1, -1):
-            p = records[j]
-            if p["kind"] == "packet" and p["host"] == host and p["dir"] == "in" \
+        for p in reversed(ix.span(Kind.PACKET, 0, i, host)):
+            if p["dir"] == Direction.IN \
                     and p["dst"] == r["local"] and (is_listener(r) or p["src"] == r["remote"] or frm == "LISTEN") \
                     and needs <= set(p.get("flags", [])):
-                return "packet", f"{', '.join(p['flags'])} arrived ({wireshark_info(p)})", numbers[j], None
+                return "packet", f"{', '.join(p['flags'])} arrived ({wireshark_info(p)})", numbers[ix.position(p)], \
+                    None
     if (frm, to) == ("TIME_WAIT", "CLOSED"):
         waited = r["t"] - entered.get("TIME_WAIT", r["t"])
         return "timer", f"the TIME_WAIT timer (2 MSL, {TIME_WAIT_S:g} s on Linux) ran out after {waited:.1f} s", \
             None, None
     if to == "CLOSED":  # no RST seen: an abort, or a close of a socket that had no connection yet
-        step = _latest_step(records, i, host)
+        step = _latest_step(ix, i, host)
         if step is not None and (step["action"] == "abort"
                                  or (step["action"] == "close" and frm in ("LISTEN", "SYN_SENT", "SYN_RECEIVED"))):
             return "call", f"step {step['index']}: {CALL_WORDS[step['action']]}", None, step["index"]
     return "unknown", "not seen in the trace", None, None
 
 
-def _transitions(records: list[dict], hosts: list[str], numbers: dict[int, int]) -> list[Transition]:
+def _transitions(ix: TraceIndex, hosts: list[str], numbers: dict[int, int]) -> list[Transition]:
     """Each host's connection-state changes, the states the RFC diagram shows for that side.
 
     Before the host has a connection socket the diagram follows its listener (CLOSED, LISTEN); from
@@ -270,9 +260,8 @@ def _transitions(records: list[dict], hosts: list[str], numbers: dict[int, int])
     for host in hosts:
         listener, conn, shown = "CLOSED", None, "CLOSED"
         entered: dict[str, float] = {}
-        for i, r in enumerate(records):
-            if r["kind"] != "state" or r["host"] != host:
-                continue
+        for r in ix.kind(Kind.STATE, host):
+            i = ix.position(r)
             frm = shown
             if is_listener(r):
                 listener = r["to"]
@@ -287,7 +276,7 @@ def _transitions(records: list[dict], hosts: list[str], numbers: dict[int, int])
                 now = "LISTEN"
             if now == shown and frm == shown:
                 continue
-            cause, because, pkt, step = _cause(records, i, frm, now, numbers, entered)
+            cause, because, pkt, step = _cause(ix, i, frm, now, numbers, entered)
             if frm != shown:
                 because = f"a new connection ({r['local']} ↔ {r['remote']}): {because}"
             entered[now] = r["t"]
@@ -298,19 +287,23 @@ def _transitions(records: list[dict], hosts: list[str], numbers: dict[int, int])
     return out
 
 
-def build(records: list[dict]) -> Film:
-    hosts, roles = _roles(records)
-    rows, numbers = _packet_rows(records)
-    film = Film(records, hosts, roles, rows, _transitions(records, hosts, numbers),
-                [i for i, r in enumerate(records) if r["kind"] in MOMENT_KINDS
-                 and not (r["kind"] == "step" and r["status"] == "ok")], numbers)
-    return film
+def build(trace: TraceIndex | Iterable[dict]) -> Film:
+    """The film of a trace: its index, or its records in trace order (indexed here).
+
+    ValueError when the trace has fewer than two hosts (the index's roles)."""
+    ix = TraceIndex.of(trace)
+    roles = ix.roles
+    hosts = list(roles)
+    rows, numbers = _packet_rows(ix)
+    moments = sorted(ix.position(r) for kind in MOMENT_KINDS for r in ix.kind(kind)
+                     if not (kind == Kind.STEP and r["status"] == StepStatus.OK))
+    return Film(ix, hosts, dict(roles), rows, _transitions(ix, hosts, numbers), moments, numbers, lab_port(ix))
 
 
 def record_cause(film: Film, i: int) -> tuple[str, str, int | None, int | None]:
     """The cause of state record ``i`` by the socket's own from/to, also for a change the diagram does not
     show (the listener closing while the connection is open): ``(cause, because, packet No., step)``."""
-    r = film.records[i]
-    entered = {s["to"]: s["t"] for s in film.records[:i] if s["kind"] == "state"
-               and (s["host"], s["local"], s["remote"]) == (r["host"], r["local"], r["remote"])}
-    return _cause(film.records, i, r["from"], r["to"], film.packet_no, entered)
+    ix = film.records
+    r = ix[i]
+    entered = {s["to"]: s["t"] for s in ix.sockets[r["host"], r["local"], r["remote"]] if ix.position(s) < i}
+    return _cause(ix, i, r["from"], r["to"], film.packet_no, entered)

@@ -19,7 +19,6 @@ same way.
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 import threading
@@ -34,6 +33,7 @@ from rich.live import Live
 from controller.film import gaps, lines, model, term
 from controller.film.model import Film
 from controller.film.tracefile import NotATrace, open_run
+from tcplab import logs
 
 SPEED_MIN, SPEED_MAX = 0.1, 20.0
 SLOW_MIN_S = 1.0
@@ -131,9 +131,7 @@ def replay(film: Film, speed: float = 1.0, slow: bool = False, max_gap: float = 
 
 def main(path: str, speed: float = 1.0, slow: bool = False, max_gap: float = MAX_GAP_S) -> int:
     """``tcplab replay RUN_DIR``: 0 done, 2 bad input (one line on stderr), 130 Ctrl-C."""
-    if not structlog.is_configured():  # events on stderr, the film on stdout; routine ones are debug
-        structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-                            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    logs.configure_cli()  # events on stderr, the film on stdout; routine ones are debug
     if not SPEED_MIN <= speed <= SPEED_MAX:
         return _bad(f"--speed {speed:g} is out of range: {SPEED_MIN:g} to {SPEED_MAX:g}")
     if max_gap < 0:

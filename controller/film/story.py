@@ -8,70 +8,50 @@ what it means (controller.report.WHY) and its cause (the packet, the application
 from controller.film.model), retransmissions and why they happened, the kernel's retransmit and reset
 events, what was typed and printed, shaping, and a failed step's error. Nothing but the trace is read,
 so rendering twice gives the same text.
+
+:func:`render` and :func:`write` take the trace's index (:class:`~controller.trace.TraceIndex`) or its
+records in trace order (indexed first); every fact is read through the index's views (records by kind
+and host, segment pairs, hosts by address, the delay at a time) and the film model.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
-from controller.film import files, model
+from controller.film import model
 from controller.film.words import CLOSED_BY, CLOSING, KERNEL, PHASES, and_list, code, later, seq_end, stamp
-from controller.report import WHY, segment_pairs
+from controller.report import WHY
+from controller.trace import Direction, Kind, StepStatus, Stream, TraceIndex
+from tcplab.files import atomic_write
+
 
 class _Story:
-    def __init__(self, records: list[dict]):
-        self.film = model.build(records)
-        self.records = records
+    def __init__(self, trace: TraceIndex | Iterable[dict]):
+        self.film = model.build(trace)
+        self.ix = self.records = self.film.records
         self.by_record = {tr.record: tr for tr in self.film.transitions}
-        self.pair: dict[int, dict] = {}
-        for o, i in segment_pairs(records):
-            self.pair[id(o)], self.pair[id(i)] = i, o
-        self.index = {id(r): n for n, r in enumerate(records)}
-        self.host_of = {}
-        for r in records:  # each host's own addresses: its packets' and its sockets'
-            if r["kind"] == "packet":
-                self.host_of[r["src" if r["dir"] == "out" else "dst"].rsplit(":", 1)[0]] = r["host"]
-            elif r["kind"] == "state" and not model.is_listener(r):
-                self.host_of.setdefault(r["local"].rsplit(":", 1)[0], r["host"])
         self.shaping: dict[str, tuple] = {}
-        self.shapers = [r for r in records if r["kind"] == "shaper"]
-        self.actions = {r["index"]: r["action"] for r in records if r["kind"] == "step"}
+        self.actions = {r["index"]: r["action"] for r in self.ix.steps()}
         # segments that take sequence space (SYN, FIN, data), by (src, dst, end): what an Ack can acknowledge
         self.ends: dict[tuple, list[int]] = defaultdict(list)
-        for n, r in enumerate(records):
-            if r["kind"] == "packet" and seq_end(r) > r.get("seq", 0) and (r["dir"] == "out" or id(r) not in self.pair):
-                self.ends[r["src"], r["dst"], seq_end(r)].append(n)
-        self.port = self._port()
+        for r in self.ix.kind(Kind.PACKET):
+            if seq_end(r) > r.get("seq", 0) and (r["dir"] == Direction.OUT or self.ix.pair_of(r) is None):
+                self.ends[r["src"], r["dst"], seq_end(r)].append(self.ix.position(r))
+        self.port = self.film.port
 
     def host(self, addr: str) -> str:
         """The host of an address ("ip:port" or "ip"), or the address when no capture names it."""
-        return self.host_of.get(addr.rsplit(":", 1)[0] if addr.count(":") else addr, addr)
+        return self.ix.host_of(addr, addr)
 
     # ---- facts -------------------------------------------------------------------------------
-    def _port(self) -> str | None:
-        for r in self.records:
-            if r["kind"] == "state" and model.is_listener(r):
-                return model.port_of(r["local"])
-        server = self.film.server()
-        for r in self.records:
-            if r["kind"] == "packet":
-                return model.port_of(r["src"] if self.host(r["src"]) == server else r["dst"])
-        return None
-
-    def delay_s(self, host: str, t: float) -> float:
-        delay = 0.0
-        for r in self.shapers:
-            if r["host"] == host and r["t"] <= t:
-                delay = (r.get("delay_ms") or 0) / 1000.0 if r.get("backend") else 0.0
-        return delay
-
     def intro(self) -> list[str]:
-        film, recs = self.film, self.records
+        film, ix = self.film, self.ix
         server, client = film.server(), film.client()
-        sockets = {r["host"]: r["local"] for r in reversed(recs) if r["kind"] == "state" and not model.is_listener(r)}
-        listened = any(r["kind"] == "state" and r["host"] == server and r["to"] == "LISTEN" for r in recs)
+        sockets = {h: mine[0]["local"] for h in (server, client) if (mine := ix.states(h, listener=False))}
+        listened = any(r["to"] == "LISTEN" for r in ix.states(server))
         port = f" on port {self.port}" if self.port else ""
         text = [f"# The run in plain words: {server} (server) and {client} (client)", ""]
         text.append(f"**{server}** is the server: " + (f"its application listened{port}" if listened
@@ -79,8 +59,8 @@ class _Story:
                     + f" **{client}** is the client: it connected"
                     + (f" from {sockets[client]}." if client in sockets else "."))
         shaped = {}
-        for r in recs:
-            if r["kind"] == "shaper" and r.get("backend"):
+        for r in ix.kind(Kind.SHAPER):
+            if r.get("backend"):
                 shaped.setdefault(r["host"], (r.get("delay_ms") or 0, r.get("loss_pct") or 0, r["backend"]))
         if shaped:
             parts = [f"for {ms:g} ms" + (f", dropping {loss:g} % of them" if loss else "") + f" ({backend})"
@@ -95,11 +75,11 @@ class _Story:
                         "TCP sent it that much earlier.")
         else:
             text.append("No delay was applied.")
-        steps = sorted({r["index"] for r in recs if r["kind"] == "step"})
-        failed = [r["index"] for r in recs if r["kind"] == "step" and r["status"] == "failed"]
-        segments = [r for r in recs if r["kind"] == "packet" and not (r["dir"] == "in" and id(r) in self.pair)]
+        steps = sorted({r["index"] for r in ix.steps()})
+        failed = [r["index"] for r in ix.steps(StepStatus.FAILED)]
+        segments = [r for r in ix.kind(Kind.PACKET) if not (r["dir"] == Direction.IN and ix.pair_of(r) is not None)]
         again = sum(1 for r in segments if self._analysis(r) & {"retransmission"})
-        last = recs[-1]["t"] if recs else 0.0
+        last = ix[-1]["t"] if len(ix) else 0.0
         text += ["", f"The run took {last:.1f} s in {len(steps)} steps"
                  + (f" (step {and_list([str(i) for i in failed])} failed)" if failed else "")
                  + f"; {len(segments)} segments crossed, {again} of them retransmissions. Times are seconds since "
@@ -109,13 +89,13 @@ class _Story:
 
     # ---- segments ----------------------------------------------------------------------------
     def _analysis(self, r: dict) -> set[str]:
-        other = self.pair.get(id(r))
+        other = self.ix.pair_of(r)
         return set(r.get("analysis", [])) | set(other.get("analysis", []) if other else [])
 
     def _acked(self, p: dict) -> str:
         """What an ACK acknowledges: the peer's latest segment that ends at its Ack."""
         candidates = self.ends.get((p["dst"], p["src"], p.get("ack")), [])
-        before = bisect_left(candidates, self.index[id(p)])
+        before = bisect_left(candidates, self.ix.position(p))
         if before:
             r = self.records[candidates[before - 1]]
             return f" that acknowledges {self.host(r['src'])}'s {self._noun(r, short=True)}"
@@ -152,7 +132,7 @@ class _Story:
                     "before its timer ran out.")
         why = f" This is a retransmission: {sender}'s retransmission timer ran out while it waited for " \
               f"{self._answer(p)}"
-        rtt = self.delay_s(sender, p["t"]) + self.delay_s(receiver, p["t"])
+        rtt = self.ix.delay_at(sender, p["t"]) + self.ix.delay_at(receiver, p["t"])
         if rtt:
             why += f" (with the delay an answer needs at least {rtt:g} s to come back)"
         if "spurious_retransmission" in names:
@@ -160,18 +140,18 @@ class _Story:
         return why + "."
 
     def segment(self, r: dict) -> str | None:
-        other = self.pair.get(id(r))
-        if r["dir"] == "in" and other is not None:
+        other = self.ix.pair_of(r)
+        if r["dir"] == Direction.IN and other is not None:
             return None  # told with its departure
         src_host, dst_host = self.host(r["src"]), self.host(r["dst"])
         again = "retransmission" in self._analysis(r)
         noun = (f"the {self._noun(r, short=True)} again" if again else self._noun(r))
-        no = self.film.packet_no[self.index[id(r)]]
+        no = self.film.packet_no[self.ix.position(r)]
         info = f"`{model.wireshark_info(r)}`"
-        if r["dir"] == "out" and other is not None:
+        if r["dir"] == Direction.OUT and other is not None:
             text = (f"{src_host} sends {noun}; it arrives at {dst_host} {later(other['t'] - r['t'])} "
-                    f"(No. {no} → No. {self.film.packet_no[self.index[id(other)]]}): {info}.")
-        elif r["dir"] == "out":
+                    f"(No. {no} → No. {self.film.packet_no[self.ix.position(other)]}): {info}.")
+        elif r["dir"] == Direction.OUT:
             text = f"{src_host} sends {noun} (No. {no}), but {dst_host}'s capture never saw it arrive: {info}."
         else:
             text = f"{dst_host} receives {noun} from {src_host} (No. {no}); {src_host}'s capture did not see it " \
@@ -215,13 +195,12 @@ class _Story:
         return text + self._diagram(i, r, tr)
 
     def _timewait_timer(self, host: str, r: dict) -> str | None:
-        for n in self.records[self.index[id(r)]:]:
+        for n in self.ix.span(Kind.NETSTAT, self.ix.position(r), host=host):
             if n["t"] > r["t"] + 2.0:
                 break  # netstat shows a change within a second
-            if n["kind"] == "netstat" and n["host"] == host:
-                for row in n.get("rows", []):
-                    if row.get("state") == "TIME_WAIT" and row.get("local") == r["local"]:
-                        return row.get("timer")
+            for row in n.get("rows", []):
+                if row.get("state") == "TIME_WAIT" and row.get("local") == r["local"]:
+                    return row.get("timer")
         return None
 
     def _diagram(self, i: int, r: dict, tr: model.Transition | None) -> str:
@@ -248,9 +227,9 @@ class _Story:
 
     def console(self, r: dict) -> str:
         text = code(r.get("text", ""))
-        if r.get("stream") == "stdin":
+        if r.get("stream") == Stream.STDIN:
             return f"{stamp(r['t'])} — {r['host']}: {text} is typed into nc, which hands it to TCP to send."
-        if r.get("stream") == "stderr":
+        if r.get("stream") == Stream.STDERR:
             return f"{stamp(r['t'])} — {r['host']}: nc reports {text} on stderr."
         return f"{stamp(r['t'])} — {r['host']}: nc prints {text}: the data has reached the application."
 
@@ -266,13 +245,14 @@ class _Story:
         return f"{stamp(r['t'])} — {r['host']} now holds every outgoing segment{port} for {now[1]:g} ms before it " \
                f"leaves{loss} ({r['backend']})."
 
-    def heading(self, step: dict | None, section: list[tuple[int, dict]], end: dict | None) -> str:
+    def heading(self, step: dict | None, lo: int, hi: int, end: dict | None) -> str:
+        """The section's title: ``step`` and what happened at trace positions ``lo`` to ``hi``."""
         if step is None:
             return "## Before the first step"
         hosts = step["target"].split(",")
         act, who = step["action"], and_list(hosts)
         if act == "shape":
-            first = next((r for _, r in section if r["kind"] == "shaper"), None)
+            first = next(iter(self.ix.span(Kind.SHAPER, lo, hi)), None)
             title = (f"the delay is switched on for {who}" if first and first.get("backend")
                      else f"the delay is switched off for {who}")
         elif act == "listen":
@@ -280,7 +260,7 @@ class _Story:
         elif act == "connect":
             title = f"{who}'s application connects to {and_list([h for h in self.film.hosts if h not in hosts])}"
         elif act == "send":
-            typed = next((r["text"] for _, r in section if r["kind"] == "console" and r.get("stream") == "stdin"),
+            typed = next((r["text"] for r in self.ix.span(Kind.CONSOLE, lo, hi) if r.get("stream") == Stream.STDIN),
                          None)
             title = f"{who} sends " + (code(typed) if typed is not None else "a line")
         elif act in ("close", "abort"):
@@ -291,61 +271,61 @@ class _Story:
             title = "waiting"
         else:
             title = f"{act} on {who}"
-        phases = self._phases(section)
+        phases = self._phases(lo, hi)
         if phases:
             title += " — " + and_list(phases)
         span = f"{step['t']:.3f} s" + (f" to {end['t']:.3f} s" if end else "")
-        failed = " — FAILED" if end and end["status"] == "failed" else ""
+        failed = " — FAILED" if end and end["status"] == StepStatus.FAILED else ""
         return f"## Step {step['index']}, {span}: {title}{failed}"
 
-    def _phases(self, section: list[tuple[int, dict]]) -> list[str]:
+    def _phases(self, lo: int, hi: int) -> list[str]:
         seen = set()
-        for _, r in section:
-            if r["kind"] == "state" and not model.is_listener(r):
-                if r["to"] in ("SYN_SENT", "SYN_RECEIVED") or r["from"] in ("SYN_SENT", "SYN_RECEIVED") \
-                        and r["to"] == "ESTABLISHED":
-                    seen.add("handshake")
-                if r["to"] in CLOSING or r["from"] == "LAST_ACK":
-                    seen.add("close")
-                if (r["from"], r["to"]) == ("TIME_WAIT", "CLOSED"):
-                    seen.add("timewait")
-            elif r["kind"] == "packet" and r.get("len"):
+        for r in self.ix.span(Kind.STATE, lo, hi):
+            if model.is_listener(r):
+                continue
+            if r["to"] in ("SYN_SENT", "SYN_RECEIVED") or r["from"] in ("SYN_SENT", "SYN_RECEIVED") \
+                    and r["to"] == "ESTABLISHED":
+                seen.add("handshake")
+            if r["to"] in CLOSING or r["from"] == "LAST_ACK":
+                seen.add("close")
+            if (r["from"], r["to"]) == ("TIME_WAIT", "CLOSED"):
+                seen.add("timewait")
+        for r in self.ix.span(Kind.PACKET, lo, hi):
+            if r.get("len"):
                 seen.add("data")
-            if r["kind"] == "packet" and "RST" in r.get("flags", []) or r["kind"] == "kernel" and "reset" in r["event"]:
+            if "RST" in r.get("flags", []):
                 seen.add("reset")
+        if any("reset" in r["event"] for r in self.ix.span(Kind.KERNEL, lo, hi)):
+            seen.add("reset")
         return [words for key, words in PHASES if key in seen]
 
+    def failed(self, r: dict) -> str | None:
+        if r["status"] != StepStatus.FAILED:
+            return None
+        return f"{stamp(r['t'])} — **step {r['index']} ({r['action']}) failed**: " \
+               f"{r.get('error') or 'no reason was recorded'}"
+
+    def told(self, lo: int, hi: int) -> list[str]:
+        """What happened at trace positions ``lo`` to ``hi``, one line each, in trace order."""
+        tellers = ((Kind.STEP, lambda i, r: self.failed(r)), (Kind.SHAPER, lambda i, r: self.shaper(r)),
+                   (Kind.PACKET, lambda i, r: self.segment(r)), (Kind.KERNEL, lambda i, r: self.kernel(r)),
+                   (Kind.STATE, self.state), (Kind.CONSOLE, lambda i, r: self.console(r)))
+        said = sorted((self.ix.position(r), tell) for kind, tell in tellers for r in self.ix.span(kind, lo, hi))
+        return [f"- {line}" for line in (tell(i, self.ix[i]) for i, tell in said) if line]
+
     def markdown(self) -> str:
-        sections: list[tuple[dict | None, list[tuple[int, dict]]]] = [(None, [])]
-        for i, r in enumerate(self.records):
-            if r["kind"] == "step" and r["status"] == "start":
-                sections.append((r, []))
-            else:
-                sections[-1][1].append((i, r))
+        # one section per step start: the records after it, up to the next start
+        starts = [self.ix.position(r) for r in self.ix.steps(StepStatus.START)]
+        ends = starts + [len(self.ix)]
+        sections = [(None, 0, ends[0])] + [(self.ix[at], at + 1, ends[k + 1]) for k, at in enumerate(starts)]
         out = self.intro()
-        for step, section in sections:
-            end = next((r for _, r in section if r["kind"] == "step" and r["status"] != "start"
+        for step, lo, hi in sections:
+            end = next((r for r in self.ix.span(Kind.STEP, lo, hi) if r["status"] != StepStatus.START
                         and r["index"] == step["index"]), None) if step else None
-            lines = []
-            for i, r in section:
-                kind = r["kind"]
-                if kind == "packet":
-                    lines.append(self.segment(r))
-                elif kind == "state":
-                    lines.append(self.state(i, r))
-                elif kind == "kernel":
-                    lines.append(self.kernel(r))
-                elif kind == "console":
-                    lines.append(self.console(r))
-                elif kind == "shaper":
-                    lines.append(self.shaper(r))
-                elif kind == "step" and r["status"] == "failed":
-                    lines.append(f"{stamp(r['t'])} — **step {r['index']} ({r['action']}) failed**: "
-                                 f"{r.get('error') or 'no reason was recorded'}")
-            lines = [f"- {line}" for line in lines if line]
+            lines = self.told(lo, hi)
             if step is None and not lines:
                 continue
-            out += ["", self.heading(step, section, end), ""] + (lines or ["- Nothing happened on the lab port."])
+            out += ["", self.heading(step, lo, hi, end), ""] + (lines or ["- Nothing happened on the lab port."])
         out += ["", "## Each side's path through the diagram", ""]
         for host in self.film.hosts:
             path = ["CLOSED"] + [tr.to for tr in self.film.transitions if tr.host == host]
@@ -353,10 +333,11 @@ class _Story:
         return "\n".join(out) + "\n"
 
 
-def render(records: list[dict]) -> str:
-    """story.md's text (Markdown) for the trace's records."""
-    return _Story(records).markdown()
+def render(trace: TraceIndex | Iterable[dict]) -> str:
+    """story.md's text (Markdown) for the trace: its index, or its records in trace order."""
+    return _Story(trace).markdown()
 
 
-def write(run_dir: Path, records: list[dict]) -> Path:
-    return files.write_text(Path(run_dir) / "story.md", render(records))
+def write(run_dir: Path, trace: TraceIndex | Iterable[dict]) -> Path:
+    """story.md in ``run_dir``, from the trace's index (or its records)."""
+    return atomic_write(Path(run_dir) / "story.md", render(trace))

@@ -29,6 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from controller.film.model import Film
+from controller.trace import Kind, StepStatus, Stream
 
 ROLE_COLOURS = {"server": "blue", "client": "red"}
 BOTH_COLOUR = "green"
@@ -57,10 +58,9 @@ def step_progress(film: Film, upto: int, total: int | None = None) -> tuple[dict
     The number of steps is the largest ``index`` among the trace's step records, or ``total`` when
     that is larger (a running film knows only the steps so far).
     """
-    steps = [r for r in film.records if r["kind"] == "step"]
-    known = max((r["index"] for r in steps), default=0)
-    seen = [r for r in film.records[:upto + 1] if r["kind"] == "step"]
-    done = {r["index"] for r in seen if r["status"] in ("ok", "failed")}
+    known = max((r["index"] for r in film.records.steps()), default=0)
+    seen = film.records.span(Kind.STEP, 0, upto + 1)
+    done = {r["index"] for r in seen if r["status"] in (StepStatus.OK, StepStatus.FAILED)}
     return (seen[-1] if seen else None), len(done), max(known, total or 0)
 
 
@@ -89,7 +89,7 @@ def _header(film: Film, t: float, upto: int, run: str, total: int | None, note: 
     grid.add_column(no_wrap=True, justify="right")
     clock = f"t = {t:7.3f} s" + (f" of {end:.3f} s" if end is not None else "")
     grid.add_row(Text(clock), ProgressBar(total=max(steps, 1), completed=done), Text(f"{done}/{steps} steps"))
-    failed = step is not None and step["status"] == "failed"
+    failed = step is not None and step["status"] == StepStatus.FAILED
     line = Text(step_label(step, steps), style="bold red" if failed else "bold", no_wrap=True, overflow="ellipsis")
     if note:
         line.append(f"   {note}", style="italic yellow")
@@ -163,11 +163,11 @@ def _packets(film: Film, upto: int, rows: int, narrow: bool, widths: dict[str, i
 
 
 def _console(film: Film, host: str, upto: int, lines: int) -> Panel:
-    seen = [r for r in film.records[:upto + 1] if r["kind"] == "console" and r["host"] == host]
+    seen = film.records.span(Kind.CONSOLE, 0, upto + 1, host)
     text = Text()
     for r in seen[-lines:]:
         style = {"stdin": "bold", "stderr": "red"}.get(r.get("stream"), "")
-        text.append(("> " if r.get("stream") == "stdin" else "") + r["text"] + "\n", style=style)
+        text.append(("> " if r.get("stream") == Stream.STDIN else "") + r["text"] + "\n", style=style)
     text.append("\n" * max(0, lines - len(seen)))
     text.rstrip()
     return Panel(text, title=f"{host} console", title_align="left", box=box.ROUNDED, height=lines + 2)
@@ -180,8 +180,7 @@ def _netstat(film: Film, t: float, upto: int, narrow: bool) -> Table:
     for i in keep:
         table.add_column(names[i], no_wrap=True, overflow="ellipsis")
     for host in film.hosts:
-        latest = next((r for r in reversed(film.records[:upto + 1]) if r["kind"] == "netstat" and r["host"] == host),
-                      None)
+        latest = next(reversed(film.records.span(Kind.NETSTAT, 0, upto + 1, host)), None)
         colour = ROLE_COLOURS[film.roles[host]]
         if latest is None or not latest["rows"]:
             cells = [Text(host, style=colour)] + [""] * (len(keep) - 1)
@@ -211,7 +210,7 @@ def _frame(film: Film, t: float, upto: int, head: Panel, width: int, widths: dic
 
 def _sizes(film: Film) -> list[tuple[int, bool, int]]:
     """(packet rows, big state blocks, console lines), from the full layout down to the smallest."""
-    most = max([sum(1 for r in film.records if r["kind"] == "console" and r["host"] == h) for h in film.hosts])
+    most = max(len(film.records.kind(Kind.CONSOLE, h)) for h in film.hosts)
     lines = min(CONSOLE_LINES, max(1, most))
     return [(n, True, lines) for n in range(PACKET_ROWS, 2, -1)] + [(3, False, lines)] + \
         [(2, False, n) for n in range(lines, 0, -1)] + [(1, False, 1), (0, False, 1)]

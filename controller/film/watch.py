@@ -18,7 +18,6 @@ timers count down while nothing new arrives.
 
 from __future__ import annotations
 
-import logging
 import re
 import signal
 import sys
@@ -33,7 +32,8 @@ from rich.live import Live
 from controller import scenario as scenarios
 from controller.film import lines, model, term
 from controller.film.tracefile import NotATrace, PartialTrace, ordered, read_lines
-from tcplab import pidfile
+from controller.trace import StepStatus, TraceIndex
+from tcplab import logs, pidfile
 
 FRESH_S = 30.0
 POLL_S = 0.1
@@ -81,6 +81,7 @@ class Watcher:
         self.message = ""
         self.skipped = 0
         self._film: model.Film | None = None  # the film of the records drawn last
+        self._drawn: list[dict] | TraceIndex | None = None  # those records
 
     def _pid_ended(self) -> bool:
         return self.until_pid is not None and not pidfile.running(self.until_pid)
@@ -157,11 +158,11 @@ class Watcher:
             partial.close()
             self.skipped = partial.skipped
 
-    def _draw(self, run_dir: Path, records: list[dict], now: float | None, total: int | None,
+    def _draw(self, run_dir: Path, records: list[dict] | TraceIndex, now: float | None, total: int | None,
               live: Live | None, note: str) -> model.Film | None:
         try:
-            if self._film is None or self._film.records is not records:
-                self._film = model.build(records)
+            if self._film is None or self._drawn is not records:
+                self._film, self._drawn = model.build(records), records
             film = self._film
         except (ValueError, KeyError):
             self._show(live, term.waiting(f"{run_dir.name}: waiting for both hosts' records …", run_dir.name))
@@ -181,11 +182,11 @@ class Watcher:
 
     def _finish(self, run_dir: Path, live: Live | None, total: int | None) -> int:
         try:
-            records = read_lines(run_dir / "trace.jsonl")
+            records = TraceIndex(read_lines(run_dir / "trace.jsonl"))
         except NotATrace as e:
             self.message = f"tcplab watch: {e}"
             return 1
-        failed = [r for r in records if r["kind"] == "step" and r.get("status") == "failed"]
+        failed = records.steps(StepStatus.FAILED)
         note = f"step {failed[0]['index']} failed" if failed else "finished"
         if self.plain:  # the finished trace numbers the records afresh: print only the end
             self.console.print(f"{run_dir.name}: {note}", highlight=False, markup=False, soft_wrap=True)
@@ -198,9 +199,7 @@ class Watcher:
 def main(runs: str, since_now: bool = False, until_pid: int | None = None, steps: int | None = None,
          scenario_file: str | None = None) -> int:
     """``tcplab watch``: 0 the run finished, 1 it failed or never finished, 2 bad input, 130 Ctrl-C."""
-    if not structlog.is_configured():  # events on stderr, the film on stdout; routine ones are debug
-        structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-                            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    logs.configure_cli()  # events on stderr, the film on stdout; routine ones are debug
     known = None
     if scenario_file is not None:
         try:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from controller.film import model
-from controller.trace import load
+from controller.trace import Kind, TraceIndex, load
 
 SEED = Path(__file__).resolve().parent.parent / "data" / "seed-0.3s.trace.jsonl"
 
@@ -135,3 +135,28 @@ def test_a_reset_in_syn_received_goes_back_to_listen():
                state(0.5, "thinkpad", s, c, "SYN_RECEIVED", "CLOSED")]
     back = model.build(records).transitions[-1]
     assert (back.frm, back.to, back.cause, back.rfc) == ("SYN_RECEIVED", "LISTEN", "packet", "rcv RST")
+
+
+def test_build_takes_the_trace_index_or_its_records(film):
+    ix = TraceIndex(load(SEED))
+    again = model.build(ix)
+    assert again.records is ix and model.build(again.records).records is ix  # indexed once, never again
+    assert [t.as_dict() for t in again.transitions] == [t.as_dict() for t in film.transitions]
+    assert (again.moments, again.packets, again.port) == (film.moments, film.packets, "9090")
+
+
+def test_span_is_the_records_of_a_kind_between_two_positions():
+    ix = TraceIndex(load(SEED))
+    for kind in Kind:
+        for lo, hi in ((0, len(ix)), (0, 40), (17, 18), (40, 40), (60, None)):
+            want = [r for r in ix[lo:hi] if r["kind"] == kind]
+            assert ix.span(kind, lo, hi) == want
+            assert ix.span(kind, lo, hi, "thinkpad") == [r for r in want if r["host"] == "thinkpad"]
+
+
+def test_the_lab_port_without_a_listener_is_the_one_the_client_connected_to():
+    records = [{"t": 0.1, "host": "controller", "kind": "step", "index": 1, "action": "connect",
+                "target": "raspberrypi", "status": "start"},
+               state(0.2, "raspberrypi", "10.90.0.2:40000", "10.90.0.1:9090", "CLOSED", "SYN_SENT"),
+               {"t": 0.3, "host": "thinkpad", "kind": "netstat", "rows": []}]
+    assert model.build(records).port == "9090"

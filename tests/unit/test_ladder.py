@@ -1,8 +1,13 @@
 import xml.etree.ElementTree as ET
 
+from pathlib import Path
+
 import pytest
 
-from controller.film import ladder
+from controller.film import gaps, html, ladder, playback
+from controller.trace import load
+
+SEED = Path(__file__).resolve().parent.parent / "data" / "seed-0.3s.trace.jsonl"
 
 A, B = "10.90.0.1:9090", "10.90.0.2:40000"
 
@@ -56,3 +61,13 @@ def test_rendering_twice_gives_the_same_bytes(tmp_path):
 def test_a_trace_without_two_hosts_is_refused():
     with pytest.raises(ValueError, match="fewer than two hosts"):
         ladder.render([state(0.1, "thinkpad", "CLOSED", "LISTEN")])
+
+
+def test_one_long_gap_rule_for_every_view():
+    assert gaps.shown(61.3) == gaps.LONG_GAP_S == playback.MAX_GAP_S == 3.0
+    assert gaps.shown(2.5) == 2.5 and not gaps.is_cut(100.0, 0)  # 0: every gap kept (--max-gap 0)
+    # a 2.5 s quiet stretch is drawn as it was (the ladder cut those at 1.5 s); TIME_WAIT's is still cut
+    texts = "".join(ET.fromstring(ladder.render(TRACE + [state(72.5, "raspberrypi", "ESTABLISHED", "CLOSE_WAIT",
+                                                                B, A)])).itertext())
+    assert "~ 67.7 s ~" in texts and "~ 2.5 s ~" not in texts
+    assert html.data(load(SEED))["long_gap_s"] == gaps.LONG_GAP_S  # film.js's scrubber reads it from there
