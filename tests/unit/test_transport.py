@@ -92,12 +92,17 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 30))
 
 
+async def events_out(t: Transport, ctl: Controller, n: int) -> None:
+    """``n`` events from the probe, each seen by the controller once."""
+    for i in range(n):
+        await t.event({"kind": "state", "i": i})
+    await ctl.until(lambda fs: len(ctl.events()) == n)
+
+
 def test_events_are_kept_until_acknowledged_and_drain_waits_for_the_acks(tmp_path, fast):
     async def main():
         async with link(tmp_path) as (t, ctl):
-            for i in range(5):
-                await t.event({"kind": "state", "i": i})
-            await ctl.until(lambda fs: len([f for f in fs if f["type"] == "event"]) == 5)
+            await events_out(t, ctl, 5)
             assert ctl.events() == [1, 2, 3, 4, 5] and list(t.unacked) == [1, 2, 3, 4, 5]
             await ctl.send("ack", {"seq": 3})
             assert await t.drain(0.3) is False  # 4 and 5 still held
@@ -113,9 +118,7 @@ def test_events_are_kept_until_acknowledged_and_drain_waits_for_the_acks(tmp_pat
 def test_a_stall_resends_only_what_was_not_acknowledged(tmp_path, fast):
     async def main():
         async with link(tmp_path) as (t, ctl):
-            for i in range(4):
-                await t.event({"kind": "state", "i": i})
-            await ctl.until(lambda fs: len(ctl.events()) == 4)
+            await events_out(t, ctl, 4)
             await ctl.send("ack", {"seq": 2})  # then the acknowledgements stop moving: a stall
             await ctl.until(lambda fs: len(ctl.events()) >= 6, timeout=5)
             assert ctl.events()[:6] == [1, 2, 3, 4, 3, 4]  # the same events, the same numbers
@@ -136,9 +139,7 @@ def test_a_backlog_that_is_moving_is_not_resent(tmp_path, fast):
     """Acknowledgements that keep moving mean the controller is behind, not gone: no copies."""
     async def main():
         async with link(tmp_path) as (t, ctl):
-            for i in range(12):
-                await t.event({"kind": "state", "i": i})
-            await ctl.until(lambda fs: len(ctl.events()) == 12)
+            await events_out(t, ctl, 12)
             for upto in range(1, 13):  # one ack per 0.1 s, faster than RESEND_S (0.4 s)
                 await ctl.send("ack", {"seq": upto})
                 await asyncio.sleep(0.1)
@@ -154,9 +155,7 @@ def test_a_welcome_resends_at_once_what_was_sent_before_it(tmp_path, fast):
 
     async def main():
         async with link(tmp_path, welcome=False) as (t, ctl):
-            for i in range(3):
-                await t.event({"kind": "state", "i": i})
-            await ctl.until(lambda fs: len(ctl.events()) == 3)
+            await events_out(t, ctl, 3)
             await ctl.send("welcome", {"ack": 0})  # e.g. a controller that restarted
             await ctl.until(lambda fs: len(ctl.events()) == 6, timeout=2)
             assert ctl.events() == [1, 2, 3, 1, 2, 3] and t.welcomed.is_set()
