@@ -29,21 +29,23 @@ scaling), written down in the Wireshark User's Guide, section "TCP Analysis". Th
 sequence numbers, unscaled windows and the frames' own timestamps; state is kept per conversation
 (address/port pair, both directions), and a SYN with a new sequence number on a known pair starts a
 new conversation (Wireshark's "port numbers reused"). ``zero_window_probe_ack`` is computed (it stops
-the duplicate-ACK rule, as in Wireshark) but not reported. A pure function: no I/O.
+the duplicate-ACK rule, as in Wireshark) but not reported. A pure function: no I/O. The headers are
+read by tcplab.tcpheader, the decoder the probe's capture uses too.
 """
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple
+
+from tcplab import tcpheader
+from tcplab.tcpheader import ACK, FIN, RST, SYN
 
 FLAGS = ("retransmission", "fast_retransmission", "spurious_retransmission", "out_of_order",
          "duplicate_ack", "keep_alive", "keep_alive_ack", "zero_window", "zero_window_probe",
          "window_update", "window_full", "previous_segment_not_captured", "ack_of_unseen_segment")
 ZERO_WINDOW_PROBE_ACK = "zero_window_probe_ack"  # Wireshark has it; the trace does not report it
 
-FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 _M = 0xFFFFFFFF
 _MAX_UNACKED = 10000  # TCP_MAX_UNACKED_SEGMENTS
 _FAST_RT_NS = 20_000_000  # a fast retransmission comes within 20 ms of the last duplicate ACK
@@ -63,55 +65,12 @@ class Segment(NamedTuple):
 
 def decode(frame: bytes) -> Segment | None:
     """The TCP header fields of an Ethernet frame (IPv4 or IPv6), or None when it holds no TCP."""
-    if len(frame) < 14:
+    h = tcpheader.decode(frame)
+    if h is None:
         return None
-    off, etype = 14, struct.unpack_from("!H", frame, 12)[0]
-    while etype in (0x8100, 0x88A8) and len(frame) >= off + 4:  # VLAN tags
-        etype = struct.unpack_from("!H", frame, off + 2)[0]
-        off += 4
-    if etype == 0x0800 and len(frame) >= off + 20:
-        ihl = (frame[off] & 0x0F) * 4
-        total, frag, proto = struct.unpack_from("!H2xH1xB", frame, off + 2)
-        if proto != 6 or frag & 0x1FFF:
-            return None
-        src, dst = frame[off + 12:off + 16], frame[off + 16:off + 20]
-        payload = (total or len(frame) - off) - ihl  # total 0: a segmentation-offloaded giant
-        off += ihl
-    elif etype == 0x86DD and len(frame) >= off + 40:
-        plen, nxt = struct.unpack_from("!HB", frame, off + 4)
-        if nxt != 6:
-            return None
-        src, dst = frame[off + 8:off + 24], frame[off + 24:off + 40]
-        payload = plen or len(frame) - off - 40
-        off += 40
-    else:
-        return None
-    if len(frame) < off + 20:
-        return None
-    sport, dport, seq, ack, offflags, window = struct.unpack_from("!HHIIHH", frame, off)
-    hlen = (offflags >> 12) * 4
-    flags = offflags & 0x0FFF
-    wscale = None
-    if flags & SYN:
-        wscale = _wscale(frame[off + 20:off + hlen])
-    return Segment((src, sport), (dst, dport), seq, ack, flags, window, max(0, payload - hlen), wscale)
-
-
-def _wscale(opts: bytes) -> int | None:
-    i = 0
-    while i < len(opts):
-        kind = opts[i]
-        if kind == 0:
-            break
-        if kind == 1:
-            i += 1
-            continue
-        if i + 1 >= len(opts) or opts[i + 1] < 2:
-            break
-        if kind == 3 and opts[i + 1] == 3 and i + 2 < len(opts):
-            return min(opts[i + 2], 14)
-        i += opts[i + 1]
-    return None
+    src, dst, sport, dport, seq, ack, flags, window, _, data_at, end = h
+    wscale = tcpheader.window_scale(frame, h) if flags & SYN else None
+    return Segment((src, sport), (dst, dport), seq, ack, flags, window, max(0, end - data_at), wscale)
 
 
 def _sd(a: int, b: int) -> int:
