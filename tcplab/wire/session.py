@@ -95,17 +95,6 @@ class Session:
         return env
 
     async def recv(self, sock: Any) -> dict:
-        """The next frame on a DEALER, checked; a bad one raises ProtocolError (the caller goes on)."""
+        """The next frame on a DEALER, checked; a bad one raises ProtocolError (the caller goes on).
+        A ROUTER's reader takes ``[routing id, frame]`` itself (in bursts) and calls :meth:`decode`."""
         return self.decode(await sock.recv())
-
-    async def recv_from(self, sock: Any, *, named: bool = False) -> tuple[bytes, dict]:
-        """The next ``(routing id, envelope)`` on a ROUTER. ``named``: the peers' routing ids are
-        their host names (the probes'), and a frame whose ``host`` differs is refused. A refusal's
-        ProtocolError carries the routing id as ``peer``."""
-        parts = await sock.recv_multipart()
-        ident, frame = parts[0], parts[-1]
-        try:
-            return ident, self.decode(frame, peer=ident if named else None)
-        except ProtocolError as e:
-            e.peer = ident
-            raise

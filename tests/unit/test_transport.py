@@ -41,7 +41,8 @@ class Controller:
         """Every frame that arrives within ``timeout`` of the previous one."""
         got = []
         while await self.sock.poll(int(timeout * 1000)):
-            got.append((await self.session.recv_from(self.sock, named=True))[1])
+            ident, frame = await self.sock.recv_multipart()
+            got.append(self.session.decode(frame, peer=ident))
         self.frames += got
         return got
 

@@ -116,15 +116,15 @@ def test_session_over_real_dealer_and_router_sockets(tmp_path):
         ctl, probe = wire.Session("controller"), wire.Session("thinkpad")
         try:
             sent = await probe.send(dealer, "hello", {"pid": 1})
-            ident, env = await asyncio.wait_for(ctl.recv_from(router, named=True), 5)
-            assert (ident, env) == (b"thinkpad", sent)
+            ident, frame = await asyncio.wait_for(router.recv_multipart(), 5)
+            assert (ident, ctl.decode(frame, peer=ident)) == (b"thinkpad", sent)
             await ctl.send(router, "welcome", {"ack": 0}, to=ident)
             got = await asyncio.wait_for(probe.recv(dealer), 5)
             assert (got["type"], got["host"], got["body"]) == ("welcome", "controller", {"ack": 0})
             await ghost.send(wire.Session("thinkpad").frame("hello"))  # another peer's name
-            with pytest.raises(wire.ProtocolError, match="does not match routing id") as refused:
-                await asyncio.wait_for(ctl.recv_from(router, named=True), 5)
-            assert refused.value.peer == b"ghost"
+            ident, frame = await asyncio.wait_for(router.recv_multipart(), 5)
+            with pytest.raises(wire.ProtocolError, match="'thinkpad' does not match routing id b'ghost'"):
+                ctl.decode(frame, peer=ident)
             assert ctl.counters == {"sent": 1, "received": 1, "refused": 1}
             assert probe.counters == {"sent": 1, "received": 1, "refused": 0}
         finally:
