@@ -1,0 +1,82 @@
+"""The probe's side of the conversation with the controller, above the transport.
+
+- **Events out**: every observer and action hands its events to :meth:`Link.emit` (stamped with the
+  probe's monotonic clock if they carry no time); one sender task puts them on the wire in order, and
+  :meth:`Link.flush` waits until every event emitted so far has been sent (the sync barrier).
+- **Frames in**: commands go to the command queue (:mod:`probe.commands`), pings are answered with a
+  pong at once (NTP's T2 is when the ping arrived; the pong's envelope time is T3, see
+  controller/clock.py). Acknowledgements and welcomes are the transport's own business.
+- **While stopping** the receiver keeps running (the drain needs the controller's acks), but a
+  command that arrives is answered as refused instead of being run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import structlog
+
+from probe.transport import Transport
+
+log = structlog.get_logger("probe.link")
+
+STOPPING = "the probe is stopping"
+
+
+class Link:
+    def __init__(self, transport: Transport, on_command: Callable[[dict], None]):
+        self.transport = transport
+        self.on_command = on_command
+        self.events: asyncio.Queue[dict] = asyncio.Queue()
+        self.accepting = True
+
+    def emit(self, body: dict) -> None:
+        body.setdefault("t_ns", time.monotonic_ns())
+        self.events.put_nowait(body)
+
+    async def send_events(self) -> None:
+        """The sender task: every event, in the order emitted."""
+        while True:
+            body = await self.events.get()
+            try:
+                await self.transport.event(body)
+            finally:
+                self.events.task_done()
+
+    async def flush(self) -> None:
+        """Until every event emitted so far was handed to the transport."""
+        await self.events.join()
+
+    async def receive(self) -> None:
+        """The receiver task: commands and pings from the controller."""
+        while True:
+            env = await self.transport.recv()
+            rx_ns = time.monotonic_ns()
+            kind = env["type"]
+            if kind == "command" and self.accepting:
+                self.on_command(env["body"])
+            elif kind == "command":
+                cid = env["body"].get("id")
+                log.warning("command_refused", reason=STOPPING, command=cid)
+                await self.transport.send("result", {"id": cid if isinstance(cid, int) else -1, "ok": False,
+                                                     "error": STOPPING})
+            elif kind == "ping":
+                await self.transport.send("pong", {"id": env["body"].get("id"), "t0": env["time"], "rx_ns": rx_ns})
+
+    async def drain(self, timeout: float) -> bool:
+        """Every event emitted sent, then acknowledged, within ``timeout`` seconds: True when all were."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # not asyncio.wait_for: on 3.11 it swallows a cancel that meets a finished flush, and a
+        # forced exit cancels this drain
+        flushed = asyncio.ensure_future(self.flush())
+        try:
+            await asyncio.wait([flushed], timeout=timeout)
+        finally:
+            if not flushed.done():
+                flushed.cancel()
+        if flushed.cancelled():
+            return False
+        return await self.transport.drain(max(0.0, deadline - loop.time()))
