@@ -67,29 +67,33 @@ class ScenarioRunner:
         return refusal(scn, self.bus) or readiness.shaping_refusal(scn, self.bus.shaping_unavailable)
 
     async def _run(self, body: dict, reply: Reply) -> None:
+        where: dict = {}  # the run's directory and id, once it has them
+        try:
+            done = await self._attempt(body, reply, where)
+        except asyncio.CancelledError:  # the controller is stopping: the CLI still gets its done
+            await reply("done", {"ok": False, "error": CANCELLED, **where})
+            raise
+        await reply("done", done)
+
+    async def _attempt(self, body: dict, reply: Reply, where: dict) -> dict:
+        """Parse, refuse, sync the clocks, run; the ``done`` body."""
         try:
             scn = scenario.parse(body.get("scenario"), source="scenario")
             if body.get("delay") is not None:
                 scn = scn.with_delay(float(body["delay"]))
         except (scenario.ScenarioError, TypeError, ValueError) as e:
-            await reply("done", {"ok": False, "error": str(e)})
-            return
+            return {"ok": False, "error": str(e)}
         refused = self.refusal(scn)
         if refused:  # before a run directory, a step or a command: nothing has started
             log.warning("run_refused", scenario=scn.name, error=refused)
-            await reply("done", {"ok": False, "error": refused})
-            return
+            return {"ok": False, "error": refused}
         for host in scn.hosts:
             if self.bus.connected(host):
                 await self.clock.sync(host)
-        run_dir = new_run_dir(self.runs_dir, scn.name)
-        run = Run(run_dir, scn.hosts)
-        try:
-            ok, error = await self._execute(scn, run, reply)
-        except asyncio.CancelledError:
-            await reply("done", {"ok": False, "error": CANCELLED, "dir": str(run_dir), "run": run.id})
-            raise
-        await reply("done", {"ok": ok, "error": error, "dir": str(run_dir), "run": run.id})
+        run = Run(new_run_dir(self.runs_dir, scn.name), scn.hosts)
+        where.update(dir=str(run.dir), run=run.id)
+        ok, error = await self._execute(scn, run, reply)
+        return {"ok": ok, "error": error, **where}
 
     async def _execute(self, scn: scenario.Scenario, run: Run, reply: Reply) -> tuple[bool, str | None]:
         self.bus.run = run
