@@ -1,9 +1,9 @@
 """Does the probe's capture keep up? Probe vs ``tcpdump -w`` on the same flood, rate by rate.
 
 Builds a fresh namespace pair, and for each rate: starts on host b (10.90.0.2) the probe's
-``Capture`` on eth0 (in a process of its own, handing events to an asyncio loop as the probe daemon
-does; ``--sink batch`` hands them over in batches through ``on_packets``, ``--sink plain`` counts them in
-the reader thread) and ``tcpdump -w`` with the same
+``Capture`` on eth0 (in a process of its own, handing each batch of events to an asyncio loop as the
+probe daemon does; ``--sink asyncio`` hands each event of a batch over on its own, ``--sink plain``
+counts them in the reader thread) and ``tcpdump -w`` with the same
 filter; then floods from host a raw TCP segments to b's port 9090 (bad checksum, so b's stack ignores
 them and answers nothing) at that rate for a few seconds (tests/flood.py: a raw socket and
 ``sendmmsg`` through ctypes, paced in batches of up to 256; ~290,000 packets/s alone here, a
@@ -45,11 +45,12 @@ async def main():
     loop = asyncio.get_running_loop()
     seen = [0]
     queue = asyncio.Queue()
-    def count(event):
-        seen[0] += 1
-    def to_loop(event):  # as probe.daemon.Probe._packet
-        loop.call_soon_threadsafe(queue.put_nowait, event)
-    def batch_to_loop(events):  # one hand-over per batch
+    def count(events):
+        seen[0] += len(events)
+    def to_loop(events):  # one hand-over per event
+        for event in events:
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+    def batch_to_loop(events):  # one hand-over per batch, as the probe daemon does
         loop.call_soon_threadsafe(put_all, events)
     def put_all(events):
         for event in events:
@@ -59,10 +60,8 @@ async def main():
             await queue.get()
             seen[0] += 1
     consumer = asyncio.create_task(consume())
-    if sink == "batch":
-        cap = Capture(ifname, port, local_ip, None, on_packets=batch_to_loop)
-    else:
-        cap = Capture(ifname, port, local_ip, count if sink == "plain" else to_loop)
+    sinks = {"batch": batch_to_loop, "plain": count, "asyncio": to_loop}
+    cap = Capture(ifname, port, local_ip, on_packets=sinks[sink])
     await asyncio.to_thread(cap.start)
     cpu0 = cpu()
     print("ready", flush=True)
@@ -155,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("rates", nargs="*", default=DEFAULT_RATES, help="packets/s, or max (unpaced)")
     parser.add_argument("--seconds", type=float, default=2.0, help="flood length per rate")
     parser.add_argument("--sink", choices=("asyncio", "batch", "plain"), default="asyncio",
-                        help="hand each event to an asyncio loop as the daemon does, or batches of them (on_packets), "
+                        help="hand each event to an asyncio loop on its own, or each batch as the daemon does, "
                              "or just count them in the reader thread")
     parser.add_argument("--capture", default="probe.capture", help="module whose Capture to measure")
     args = parser.parse_args(argv)

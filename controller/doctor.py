@@ -22,12 +22,14 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
+from tcplab.errors import TcplabError
+
 REPO = Path(__file__).resolve().parent.parent
 PLAYBOOK = "playbooks/doctor.yml"
 OK, CANNOT, BAD_INPUT, UNREACHABLE = 0, 1, 2, 3
 
 
-class DoctorError(Exception):
+class DoctorError(TcplabError):
     """Bad input: the inventory cannot be read or names no lab host."""
 
 

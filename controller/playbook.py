@@ -18,6 +18,7 @@ from typing import Any, Mapping, Optional
 import structlog
 
 from tcplab import logs
+from tcplab.errors import TcplabError
 
 log = structlog.get_logger("tcplab.playbook")
 
@@ -32,7 +33,7 @@ _TASK_EVENTS = {
 }
 
 
-class PlaybookError(Exception):
+class PlaybookError(TcplabError):
     """ansible-runner could not start the playbook at all (bad path, missing ansible-playbook)."""
 
 

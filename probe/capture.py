@@ -1,15 +1,15 @@
 """Packets of the lab port on the lab interface, as Wireshark would list them.
 
-``Capture(ifname, port, local_ip, on_packet)`` reads a :class:`probe.pktring.PacketRing`: an AF_PACKET
+``Capture(ifname, port, local_ip, on_packets=...)`` reads a :class:`probe.pktring.PacketRing`: an AF_PACKET
 socket whose kernel BPF filter ``tcp port PORT`` (compiled by libpcap through scapy) lets only the lab
 port through, into a TPACKET_V3 ring the reader thread empties without a system call per packet.
 ``start()`` opens it in the calling thread (so in the caller's network namespace) and returns once the
 socket is bound and the reader thread runs: from then on no packet is missed, they wait in the ring
-until read. ``on_packet`` runs in the reader thread; an exception it raises is logged and counted and
-the capture goes on. Or ``on_packets`` (keyword) gets lists of up to BATCH events, one call per
+until read. ``on_packets`` runs in the reader thread with lists of up to BATCH events, one call per
 batch: a daemon handing events to its asyncio loop pays one ``call_soon_threadsafe`` (a pipe write)
-per batch instead of per packet, which halves the capture's CPU (bench/capture.py). ``on_stats`` (optional) gets the kernel's counters from the same thread every
-``stats_every_s`` and whenever the drop count grows.
+per batch instead of per packet, which halves the capture's CPU (bench/capture.py); an exception it
+raises is logged and counted and the capture goes on. ``on_stats`` (optional) gets the kernel's
+counters from the same thread every ``stats_every_s`` and whenever the drop count grows.
 
 Only the headers the trace needs are decoded (tcplab.tcpheader, the controller's analysis reads
 frames with it too: Ethernet, IPv4, TCP), no scapy per packet:
@@ -35,6 +35,7 @@ from typing import Callable
 import structlog
 
 from probe.pktring import LINKTYPE_ETHERNET, PacketRing
+from tcplab.errors import TcplabError
 from tcplab.tcpheader import decode
 
 log = structlog.get_logger(__name__)
@@ -45,12 +46,8 @@ FLAG_ORDER = (("FIN", 0x01), ("SYN", 0x02), ("RST", 0x04), ("PSH", 0x08), ("ACK"
 _FLAG_NAMES = [[name for name, bit in FLAG_ORDER if bits & bit] for bits in range(256)]
 
 
-class CaptureError(RuntimeError):
+class CaptureError(TcplabError, RuntimeError):
     """The capture could not start (no such interface, filter not compiled, no permission)."""
-
-
-def flag_names(bits: int) -> list[str]:
-    return list(_FLAG_NAMES[bits & 0xFF])
 
 
 class RelativeSeq:
@@ -136,7 +133,7 @@ class WallToMono:
 # What a0c81a9 learnt with scapy's socket: its 64 KiB receive buffer overflowed as soon as two or three
 # big outgoing segments (each charged its whole skb) queued while the reader was busy. The ring holds
 # 16 MiB of frames, each charged only its own bytes; a block goes to the reader when full or RETIRE_MS
-# after its first frame, so a packet reaches on_packet at most that late.
+# after its first frame, so a packet reaches on_packets at most that late.
 RING_BLOCK = 1 << 17  # holds any frame up to 128 KiB (a 64 KiB GSO segment on a veth)
 RING_BLOCKS = 128
 RETIRE_MS = 10
@@ -144,13 +141,16 @@ BATCH = 256  # events per on_packets call at most
 
 
 class Capture:
-    def __init__(self, ifname: str, port: int, local_ip: str, on_packet: Callable[[dict], None] | None, *,
-                 on_packets: Callable[[list[dict]], None] | None = None,
+    def __init__(self, ifname: str, port: int, local_ip: str, _was_on_packet: None = None, *,
+                 on_packets: Callable[[list[dict]], None],
                  on_stats: Callable[[dict], None] | None = None, stats_every_s: float = 1.0):
+        # TRANSITION (issue 9): the per-packet callback is gone; the probe's call still passes None
+        # in its place until its owner drops it, then this parameter goes.
+        if _was_on_packet is not None:
+            raise TypeError("Capture hands batches to on_packets=; the per-packet callback is gone")
         self.ifname = ifname
         self.port = port
         self.local_ip = local_ip
-        self.on_packet = on_packet
         self.on_packets = on_packets
         self.on_stats = on_stats
         self.stats_every_s = stats_every_s
@@ -189,11 +189,7 @@ class Capture:
         next_stats, drops = time.monotonic() + self.stats_every_s, 0
         try:
             while True:
-                if self.on_packets is None:
-                    for frame, wall_ns in ring.frames():
-                        self._handle(frame, wall_ns)
-                else:
-                    self._handle_batches(ring)
+                self._handle_batches(ring)
                 now = time.monotonic()
                 if now >= next_stats or self._stats_due:
                     self._stats_due = False
@@ -213,17 +209,6 @@ class Capture:
             finally:
                 ring.close()
 
-    def _handle(self, frame: bytes, wall_ns: int) -> None:
-        try:
-            event = packet_event(frame, wall_ns, self._clock.offset_ns(), self.local_ip, self._rel)
-            if event is None:
-                return
-            self.packets += 1
-            self.on_packet(event)  # type: ignore[misc]
-        except Exception as e:  # a bad callback must not stop the capture
-            self.errors += 1
-            log.error("capture_callback_failed", error=repr(e))
-
     def _handle_batches(self, ring: PacketRing) -> None:
         batch: list[dict] = []
         offset = self._clock.offset_ns()
@@ -240,7 +225,7 @@ class Capture:
     def _deliver(self, batch: list[dict]) -> None:
         self.packets += len(batch)
         try:
-            self.on_packets(batch)  # type: ignore[misc]
+            self.on_packets(batch)
         except Exception as e:
             self.errors += 1
             log.error("capture_callback_failed", error=repr(e))
@@ -276,7 +261,7 @@ class Capture:
         self._stop_at = time.monotonic() + 2 * RETIRE_MS / 1000 + 0.005
         ring.wake()
         thread.join(timeout=10)
-        if thread.is_alive():  # on_packet hangs; the reader closes the ring when it returns
+        if thread.is_alive():  # on_packets hangs; the reader closes the ring when it returns
             log.error("capture_reader_stuck", ifname=self.ifname)
             result = self._stats(ring)
         else:

@@ -39,6 +39,7 @@ from typing import Callable
 import structlog
 
 from probe import sockets
+from tcplab.errors import TcplabError
 from tcplab.files import atomic_write
 
 log = structlog.get_logger(__name__)
@@ -47,7 +48,7 @@ PID_FILE = "nc.pid"
 NC_NAMES = ("nc", "nc.openbsd", "netcat")
 
 
-class EndpointError(RuntimeError):
+class EndpointError(TcplabError, RuntimeError):
     """nc could not be started, or the operation needs a running (or stopped) nc."""
 
 

@@ -51,7 +51,8 @@ from typing import Callable, Collection
 import structlog
 
 from tcplab import pidfile, tcpstates
-from probe.tracefs_raw import (HEADER_64, STATE_EVENT, TCP_EVENTS, Format, FormatError, PageHeader,
+from tcplab.errors import TcplabError
+from probe.tracefs_raw import (HEADER_64, TCP_EVENTS, Format, FormatError, PageHeader,
                                parse_format, parse_header_page, parse_page, sockaddr)
 
 log = structlog.get_logger(__name__)
@@ -60,11 +61,10 @@ TRACEFS = Path("/sys/kernel/tracing")
 # Where tracefs is mounted; only the default place is mounted when missing. Tests point it at a
 # directory without tracefs to run a probe on inet_diag alone.
 ROOT_ENV = "TCPLAB_TRACEFS"
-KERNEL_EVENTS = {event: kind for event, (kind, _) in TCP_EVENTS.items() if event != STATE_EVENT}
 INSTANCE_RE = re.compile(r"^tcplab-(?P<host>.+)-(?P<pid>\d+)$")
 UNDECIDED_NS = 500_000_000  # how long a listener's event waits for its task to be known as ours
 BUFFER_KB = 1024  # per CPU: ~14,000 state records between two reads
-class KStatesError(OSError):
+class KStatesError(TcplabError, OSError):
     """tracefs cannot be used: not mountable, no permission, or the tracepoints are missing."""
 
 

@@ -45,10 +45,6 @@ _FRAME = struct.Struct("IIIIIIH")  # tp_next_offset, tp_sec, tp_nsec, tp_snaplen
 _STATS3 = struct.Struct("III")  # tp_packets (drops included), tp_drops, tp_freeze_q_cnt
 
 
-class RingError(OSError):
-    """The packet socket, its filter or its ring could not be set up."""
-
-
 def compile_bpf(expr: str) -> tuple[int, bytes]:
     """libpcap's BPF for an Ethernet link, as (instruction count, instructions): no interface needed.
 

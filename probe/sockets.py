@@ -25,24 +25,22 @@ import errno
 import socket
 import struct
 import time
-from typing import Iterable
 
 from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NETLINK_SOCK_DIAG
 from pyroute2.netlink.diag import SOCK_DIAG_BY_FAMILY, inet_diag_msg, inet_diag_req
 
 from tcplab import tcpstates
+from tcplab.errors import TcplabError
 
 INET_DIAG_INFO_EXT = 1 << (2 - 1)  # ask for INET_DIAG_INFO (struct tcp_info)
 TIMER_NAMES = {0: "off", 1: "on", 2: "keepalive", 3: "timewait", 4: "probe"}
 ANY_REMOTE = "0.0.0.0:*"
-NETSTAT_HEADER = ("Proto Recv-Q Send-Q Local Address           Foreign Address         State       Timer")
-NETSTAT_TITLE = "Active Internet connections (servers and established)"
 _LISTEN = 10
 _SYN_RECV = 3
 _CLOSE = 7
 
 
-class SocketWatchError(OSError):
+class SocketWatchError(TcplabError, OSError):
     """The inet_diag dump failed."""
 
 
@@ -123,17 +121,6 @@ def row_of(msg) -> dict:
         "state": tcpstates.netstat_name(tcpstates.name(state)),
         "timer": _timer(msg),
     }
-
-
-def render_netstat(rows: Iterable[dict], title: bool = False) -> list[str]:
-    """Text lines as ``netstat -nao`` prints them: the header, then one line per row."""
-    lines = [NETSTAT_TITLE] if title else []
-    lines.append(NETSTAT_HEADER)
-    for r in rows:
-        lines.append("%-4s  %6d %6d %-*s %-*s %-11s %s" % (
-            r["proto"], r["recv_q"], r["send_q"], max(23, len(r["local"])), r["local"],
-            max(23, len(r["foreign"])), r["foreign"], r["state"], r["timer"]))
-    return lines
 
 
 class SocketWatcher:

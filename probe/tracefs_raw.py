@@ -19,6 +19,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from tcplab.errors import TcplabError
+
 _MS_AF_INET = socket.AF_INET
 _TYPE_PADDING, _TYPE_TIME_EXTEND, _TYPE_TIME_STAMP = 29, 30, 31
 # The kernel's flags in a page's commit word (RB_MISSED_EVENTS, RB_MISSED_STORED); the rest is the length.
@@ -40,7 +42,7 @@ TCP_EVENTS = {
 COMMON_FIELDS = ("common_type", "common_pid")
 
 
-class FormatError(ValueError):
+class FormatError(TcplabError, ValueError):
     """A ``format`` or ``header_page`` file this decoder cannot read."""
 
 

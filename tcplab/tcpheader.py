@@ -36,11 +36,7 @@ class TcpHeader(NamedTuple):
     window: int  # as on the wire (unscaled)
     options_at: int  # offset in the frame of the TCP options (the header's 21st byte)
     data_at: int  # offset of the TCP payload
-    end: int  # offset where the IP packet ends
-
-    @property
-    def payload_len(self) -> int:
-        return max(0, self.end - self.data_at)
+    end: int  # offset where the IP packet ends (the payload is frame[data_at:end])
 
 
 _new = tuple.__new__  # builds a TcpHeader without NamedTuple's Python-level __new__ (the hot path)

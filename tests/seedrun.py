@@ -109,8 +109,8 @@ def run_conversation(pair: NetnsPair, gates: bool = True, settle: float = 0.3) -
     sa, sb = Side(), Side()
     with NetnsThread(pair.a.ns) as ta, NetnsThread(pair.b.ns) as tb:
         wa, wb = ta.call(SocketWatcher, PORT), tb.call(SocketWatcher, PORT)
-        ca = ta.call(Capture, "eth0", PORT, pair.a.ip, sa.packets.append)
-        cb = tb.call(Capture, "eth0", PORT, pair.b.ip, sb.packets.append)
+        ca = ta.call(Capture, "eth0", PORT, pair.a.ip, on_packets=sa.packets.extend)
+        cb = tb.call(Capture, "eth0", PORT, pair.b.ip, on_packets=sb.packets.extend)
         ea = Endpoint(lambda text, stream: sa.console.append((stream, text)))
         eb = Endpoint(lambda text, stream: sb.console.append((stream, text)))
         ta.call(ca.start)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Tuple
 
+from tcplab.errors import TcplabError
+
 DEFAULT_HOME = "/var/lib/tcplab"
 # The probes' code on the embedded lab (inventory/netns.yml's tcplab_probe_install_dir, one directory
 # per host): kept by `down`, so the next film reuses it; removed by `purge`.
@@ -21,7 +23,7 @@ PROBE_CACHE = "/var/cache/tcplab/probes"
 HOST_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
 
-class TestbedError(Exception):
+class TestbedError(TcplabError):
     """The testbed could not be built, inspected or removed; the message is one line."""
 
     __test__ = False  # not a pytest test class

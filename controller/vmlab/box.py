@@ -27,12 +27,12 @@ from pathlib import Path
 
 import structlog
 
+from tcplab.errors import TcplabError
 from tcplab.files import replacing
 
 log = structlog.get_logger(__name__)
 
 SUITE = "bookworm"
-BOX_NAME = "tcplab/bookworm64"
 DISK_GB = 3
 # What the probe role installs (playbooks/roles/probe/defaults: tcplab_probe_packages) and what
 # Ansible's modules need on a host (python3-apt for apt, sudo for become), plus a bootable system
@@ -74,7 +74,7 @@ iface eth0 inet dhcp
 """
 
 
-class BoxError(Exception):
+class BoxError(TcplabError):
     """The box could not be built; the message says which step and why."""
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import structlog
 
+from tcplab.errors import TcplabError
+
 log = structlog.get_logger(__name__)
 
 URI = "qemu:///system"
@@ -32,7 +34,7 @@ BOX = "tcplab/bookworm64"
 DAEMONS = (("virtlogd", "/run/virtlogd.pid"), ("libvirtd", "/run/libvirtd.pid"))
 
 
-class VmLabError(Exception):
+class VmLabError(TcplabError):
     """The Vagrant lab's host side could not be prepared or removed."""
 
 

@@ -15,6 +15,8 @@ Both print one JSON object (``changed``, paths) for Ansible; nothing is rebuilt 
 fingerprint matches the last build's.
 """
 
+from tcplab.errors import TcplabError
 
-class WheelhouseError(Exception):
+
+class WheelhouseError(TcplabError):
     """The root of every error this package raises: the message is one line, meant for the user."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from tcplab.errors import TcplabError
 
-class ShaperError(Exception):
+
+class ShaperError(TcplabError):
     """Shaping could not be applied, verified or removed."""
 
 

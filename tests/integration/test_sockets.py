@@ -7,9 +7,10 @@ import time
 
 import pytest
 
-from probe.sockets import SocketWatcher, listening, render_netstat
+from probe.sockets import SocketWatcher, listening
 from tests.nsthread import NetnsThread
 from tests.seedrun import PORT, SYN_ACK, drop, run_conversation
+from tests.unit.test_netstat_rows import netstat_fields
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +44,7 @@ def _no_expiry(line):
 
 
 @pytest.mark.skipif(shutil.which("netstat") is None, reason="net-tools (netstat) not installed")
-def test_rows_render_as_netstat_prints_them(netns_pair):
+def test_rows_are_what_netstat_prints(netns_pair):
     a, b = netns_pair.a, netns_pair.b
     with NetnsThread(a.ns) as ta:
         watcher = ta.call(SocketWatcher, PORT)
@@ -61,7 +62,8 @@ def test_rows_render_as_netstat_prints_them(netns_pair):
                 _, rows = watcher.poll()
                 lines = _netstat_tcp_lines(a)
             assert [r["state"] for r in rows] == ["LISTEN", "SYN_RECV"]
-            assert [_no_expiry(x) for x in render_netstat(rows)[1:]] == [_no_expiry(x) for x in lines]
+            assert [netstat_fields(r)[:6] + [_no_expiry(r["timer"])] for r in rows] == \
+                [x.split(None, 6)[:6] + [_no_expiry(x.split(None, 6)[6])] for x in lines]
         finally:
             for p in (srv, cli):
                 if p is not None:

@@ -4,7 +4,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.packet import Padding
 
-from probe.capture import RelativeSeq, flag_names, packet_event
+from probe.capture import RelativeSeq, packet_event
 
 A, B = "10.90.0.1", "10.90.0.2"
 
@@ -15,6 +15,10 @@ def frame(src, dst, sport, dport, flags, seq, ack=0, load=b"", pad=b""):
     if pad:
         pkt = pkt / Padding(load=pad)
     return bytes(pkt)
+
+
+def flag_names(bits: int) -> list[str]:
+    return packet_event(frame(A, B, 9090, 40000, bits, 1), 0, 0, A, RelativeSeq())["flags"]
 
 
 def test_flag_names_in_wiresharks_order():
