@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 
 import pytest
@@ -37,10 +38,10 @@ class Controller:
         self.session = wire.Session("controller")
         self.frames: list[dict] = []
 
-    async def take(self, timeout: float = 0.05) -> list[dict]:
-        """Every frame that arrives within ``timeout`` of the previous one."""
-        got = []
-        while await self.sock.poll(int(timeout * 1000)):
+    async def take(self, timeout: float = 0.05, most: int | None = None) -> list[dict]:
+        """Every frame that arrives within ``timeout`` of the previous one (at most ``most``)."""
+        got: list[dict] = []
+        while (most is None or len(got) < most) and await self.sock.poll(int(timeout * 1000)):
             ident, frame = await self.sock.recv_multipart()
             got.append(self.session.decode(frame, peer=ident))
         self.frames += got
@@ -202,3 +203,70 @@ def test_a_bad_frame_from_the_controller_is_skipped_and_counted(tmp_path, fast):
             assert t.counters["refused"] == 1
 
     run(main())
+
+
+def test_a_burst_of_events_reads_the_acks_as_it_goes(tmp_path, fast):
+    """A backlog handed over at once (a queue that is never empty does not yield, nor does a send that
+    does not block): the transport still lets its receiver read the acks during the burst, so the
+    unacknowledged events stay few and none is given up at MAX_UNACKED while the controller keeps up."""
+    fast.setattr(transport_mod, "MAX_UNACKED", 4000)
+    stop = threading.Event()
+
+    def controller(endpoint: str) -> None:  # in a thread of its own, as the real one is a process of its own
+        ctx = zmq.Context()
+        sock, session, upto = ctx.socket(zmq.ROUTER), wire.Session("controller"), 0
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(endpoint)
+        try:
+            while not stop.is_set():
+                if not sock.poll(10):
+                    continue
+                for _ in range(512):  # a burst, then one ack (as the controller's bus does)
+                    try:
+                        ident, frame = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    env = session.decode(frame, peer=ident)
+                    if env["type"] == "hello":
+                        session.send_blocking(sock, "welcome", {"ack": 0}, to=ident)
+                    elif env["type"] == "event":
+                        upto = env["seq"]
+                session.send_blocking(sock, "ack", {"seq": upto}, to=b"thinkpad")
+        finally:
+            sock.close()
+            ctx.term()
+
+    endpoint = f"ipc://{tmp_path}/ctl.sock"
+    ctl = threading.Thread(target=controller, args=(endpoint,), daemon=True)
+    ctl.start()
+
+    async def main():
+        ctx = zmq.asyncio.Context()
+        t = Transport(endpoint, "thinkpad", hello={"pid": 1}, ctx=ctx)
+        t.connect()
+        await t.hello()
+
+        async def pump():
+            while True:
+                await t.recv()
+
+        tasks = [asyncio.create_task(pump()), asyncio.create_task(t.keepalive())]
+        try:
+            await asyncio.wait_for(t.welcomed.wait(), 5)
+            for i in range(20_000):
+                await t.event({"kind": "state", "i": i})
+            assert await t.drain(20) is True
+            return t
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            t.close()
+            ctx.term()
+
+    try:
+        t = run(main())
+    finally:
+        stop.set()
+        ctl.join(5)
+    assert t.dropped == 0 and t.resent == 0
