@@ -24,6 +24,7 @@ API (``ix = TraceIndex(records)``, or ``TraceIndex.of(records_or_index)``):
 - ``ix.sockets``                 ``{(host, local, remote): [state records]}``, each socket's states in order;
 - ``ix.states(host, listener=None, since=None)``  a host's state records, listeners only or none;
 - ``ix.console(host, stream=None, since=None)``    a host's console records;
+- ``ix.steps(status=None)``      the step records (of one StepStatus, if given);
 - ``ix.span(kind, start, stop, host=None)``  the records of a kind at trace positions start..stop-1 (the
                                  film's views up to a record, or between two steps);
 - ``ix.shift(host, seconds)``    move one host's records in time (the clock's causal correction) and
