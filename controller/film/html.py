@@ -93,6 +93,7 @@ def data(trace: TraceIndex | Iterable[dict]) -> dict:
         "delay_ms": _delay_ms(ix),
         "t_end": max((r["t"] for r in ix), default=0.0),
         "long_gap_s": gaps.LONG_GAP_S,
+        "slow_min_s": gaps.SLOW_MIN_S,
         "packets": [{k: v for k, v in p.items() if k not in ("flags", "payload")} for p in film.packets],
         "transitions": [tr.as_dict() for tr in film.transitions],
         "moments": [_moment(film, i, transition_of) for i in film.moments],

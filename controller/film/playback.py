@@ -4,7 +4,7 @@ Timing. The film steps through ``film.moments`` (steps, shaping, packets, kernel
 changes, console lines). The wait after a moment is the trace's gap to the next moment, in film
 seconds, played at ``speed`` (1 = real time, 0.1 to 20):
 
-- ``--slow`` (slow motion): every moment stays on screen at least ``SLOW_MIN_S`` film seconds, so
+- ``--slow`` (slow motion): every moment stays on screen at least ``SLOW_MIN_S`` film seconds (gaps.py), so
   a state that lived microseconds (a zero-delay handshake) can still be seen; longer gaps are kept;
 - a quiet stretch longer than ``max_gap`` film seconds (default ``MAX_GAP_S``, the long-gap rule's limit
   of controller/film/gaps.py; 0 keeps every gap),
@@ -36,7 +36,7 @@ from controller.film.tracefile import NotATrace, open_run
 from tcplab import logs
 
 SPEED_MIN, SPEED_MAX = 0.1, 20.0
-SLOW_MIN_S = 1.0
+SLOW_MIN_S = gaps.SLOW_MIN_S
 MAX_GAP_S = gaps.LONG_GAP_S
 FPS = 10
 log = structlog.get_logger(__name__)

@@ -70,4 +70,6 @@ def test_one_long_gap_rule_for_every_view():
     texts = "".join(ET.fromstring(ladder.render(TRACE + [state(72.5, "raspberrypi", "ESTABLISHED", "CLOSE_WAIT",
                                                                 B, A)])).itertext())
     assert "~ 67.7 s ~" in texts and "~ 2.5 s ~" not in texts
-    assert html.data(load(SEED))["long_gap_s"] == gaps.LONG_GAP_S  # film.js's scrubber reads it from there
+    data = html.data(load(SEED))  # film.js reads the scrubber's limit and slow motion's gap from the page's data
+    assert (data["long_gap_s"], data["slow_min_s"]) == (gaps.LONG_GAP_S, gaps.SLOW_MIN_S)
+    assert playback.SLOW_MIN_S == gaps.SLOW_MIN_S == 1.0

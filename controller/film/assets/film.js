@@ -9,7 +9,7 @@
   const M = D.moments;
   const HOSTS = D.hosts;
   const ROLE = D.roles;
-  const SLOW_MIN_GAP_S = 1.0;   // slow motion: every gap between moments lasts at least this long
+  const SLOW_MIN_GAP_S = D.slow_min_s;  // slow motion: every gap between moments lasts at least this long
   const LONG_GAP_S = D.long_gap_s;  // the long-gap rule (controller/film/gaps.py): the scrubber draws longer
                                     // quiet stretches (TIME_WAIT) this long
   const SPEEDS = [0.1, 0.25, 0.5, 1, 2, 5, 10, 20];
