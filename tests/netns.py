@@ -1,7 +1,12 @@
-"""Real, isolated lab hosts for tests: a pair of network namespaces joined by a veth cable.
+"""Real, isolated lab hosts for tests: two network namespaces built from the testbed's own spec.
 
-Each pair is fresh (random name, tcplab prefix), has no default route, and is deleted
-afterwards even when the test fails. Addresses are inside the lab subnet only.
+A :class:`NetnsPair` is a small embedded lab (controller.testbed: a TestbedSpec built by
+LabNetwork, as ``tcplab lab up`` builds the real one): hosts ``a`` (10.90.0.1) and ``b``
+(10.90.0.2), each ``eth0`` cabled to a bridge, with the real lab's link settings (offloads off so
+captured segments look like a NIC's, IPv6 off, no default route). What differs is only what must:
+random names (``tcplab-t<tag>a``, bridge ``tcplabt<tag>``, veths ``tcplab<tag>1``), so pairs and the
+real lab stand side by side, and no address in the root namespace (``controller_host=None``), so
+the same subnet is never routed twice there. Deleted afterwards even when the test fails.
 """
 
 from __future__ import annotations
@@ -10,6 +15,9 @@ import os
 import secrets
 import subprocess
 from dataclasses import dataclass
+
+from controller.testbed.network import LabNetwork
+from controller.testbed.spec import TestbedSpec
 
 
 def sh(*args: str, check: bool = True, ns: str | None = None, **kw) -> subprocess.CompletedProcess:
@@ -32,38 +40,31 @@ class Host:
         return subprocess.Popen(["ip", "netns", "exec", self.ns, *args], **kw)
 
 
-class NetnsPair:
-    """Two hosts, ``a`` (10.90.0.1) and ``b`` (10.90.0.2), on one veth cable."""
+def pair_spec(tag: str | None = None) -> TestbedSpec:
+    """The spec of a throw-away two-host lab named by ``tag`` (4 hex digits, random by default)."""
+    tag = tag or secrets.token_hex(2)
+    return TestbedSpec(hosts=(f"t{tag}a", f"t{tag}b"), bridge=f"tcplabt{tag}", link_prefix=f"tcplab{tag}",
+                       controller_host=None)
 
-    def __init__(self, a_ip: str = "10.90.0.1", b_ip: str = "10.90.0.2", prefix: int = 24):
-        tag = secrets.token_hex(2)
-        self.a = Host(f"tcplab-t{tag}a", a_ip)
-        self.b = Host(f"tcplab-t{tag}b", b_ip)
-        self._veth = (f"tcplab{tag}a", f"tcplab{tag}b")
-        self.prefix = prefix
+
+class NetnsPair:
+    """Two hosts, ``a`` (10.90.0.1) and ``b`` (10.90.0.2), on one bridge of their own."""
+
+    def __init__(self) -> None:
+        self.spec = pair_spec()
+        self.network = LabNetwork(self.spec)
+        self.a, self.b = (Host(h.netns, h.ip, h.ifname) for h in self.spec.host_specs())
 
     def __enter__(self) -> "NetnsPair":
         try:
-            for h in (self.a, self.b):
-                sh("ip", "netns", "add", h.ns)
-            va, vb = self._veth
-            sh("ip", "link", "add", va, "type", "veth", "peer", "name", vb)
-            for h, v in ((self.a, va), (self.b, vb)):
-                sh("ip", "link", "set", v, "netns", h.ns)
-                h.run("ip", "link", "set", v, "name", h.ifname)
-                h.run("ip", "addr", "add", f"{h.ip}/{self.prefix}", "dev", h.ifname)
-                h.run("ip", "link", "set", h.ifname, "up")
-                h.run("ip", "link", "set", "lo", "up")
+            self.network.ensure()
         except BaseException:
-            self.__exit__(None, None, None)
+            self.network.remove()
             raise
         return self
 
     def __exit__(self, *exc) -> None:
-        for h in (self.a, self.b):
-            sh("ip", "netns", "del", h.ns, check=False)
-        for v in self._veth:  # only exists if creation stopped half-way
-            sh("ip", "link", "del", v, check=False)
+        self.network.remove()
 
 
 def require_root() -> None:

@@ -91,7 +91,8 @@ class LabNetwork:
         if data.get_attr("IFLA_BR_FORWARD_DELAY") != 0 or data.get_attr("IFLA_BR_STP_STATE") != 0:
             ipr.link("set", index=link["index"], kind="bridge", br_forward_delay=0, br_stp_state=0)
             changed = True
-        changed |= _ensure_addr(ipr, link["index"], self.spec.controller_ip, self.spec.prefixlen)
+        if self.spec.controller_ip is not None:
+            changed |= _ensure_addr(ipr, link["index"], self.spec.controller_ip, self.spec.prefixlen)
         changed |= _ensure_up(ipr, link)
         return changed
 

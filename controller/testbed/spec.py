@@ -3,6 +3,10 @@
 :class:`TestbedSpec` names the bridge, the lab subnet, the controller's address and the
 lab hosts; :class:`HostSpec` gives each host its namespace, address, root-side veth and the
 paths of its sshd. ``network.py`` and ``sshd.py`` build what this describes.
+
+The defaults are the embedded lab's fixed names. Tests build throw-away labs from the same spec
+(tests/netns.py): their own host names, bridge and veth prefix, and ``controller_host=None`` (the
+root namespace takes no address, so such a lab can stand beside the real one, same subnet).
 """
 
 from __future__ import annotations
@@ -38,10 +42,11 @@ class HostSpec:
     """One lab host: namespace ``tcplab-<name>`` with ``eth0`` cabled to root-side ``veth``."""
 
     name: str
-    index: int  # 1-based: address .index, root-side veth tcplab<index>
+    index: int  # 1-based: address .index, root-side veth <link_prefix><index>
     ip: str
     prefixlen: int
     home: Path
+    link_prefix: str = "tcplab"
 
     @property
     def netns(self) -> str:
@@ -49,7 +54,7 @@ class HostSpec:
 
     @property
     def veth(self) -> str:
-        return f"tcplab{self.index}"
+        return f"{self.link_prefix}{self.index}"
 
     @property
     def ifname(self) -> str:
@@ -85,9 +90,10 @@ class TestbedSpec:
     hosts: Tuple[str, ...] = ("thinkpad", "raspberrypi")
     subnet: str = "10.90.0.0/24"
     bridge: str = "tcplab0"
-    controller_host: int = 254  # the root namespace's address on the bridge: .254
+    controller_host: int | None = 254  # the root namespace's address on the bridge: .254; None: none
     home: Path = field(default_factory=default_home)
     probe_cache: Path = Path(PROBE_CACHE)
+    link_prefix: str = "tcplab"  # the root-side veths: <link_prefix>1, <link_prefix>2, ...
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home).absolute())
@@ -99,10 +105,15 @@ class TestbedSpec:
                 raise TestbedError(f"bad host name {name!r}: want [a-z][a-z0-9-]*, at most 31 chars")
             if len(f"tcplab-{name}") > 40:
                 raise TestbedError(f"host name {name!r} too long")
-        if len(self.hosts) >= min(self.controller_host, net.num_addresses - 2):
+        if len(self.hosts) >= min(self.controller_host or net.num_addresses, net.num_addresses - 2):
             raise TestbedError(f"subnet {self.subnet} too small for {len(self.hosts)} hosts")
         if not self.bridge.startswith("tcplab") or len(self.bridge) > 15:
             raise TestbedError(f"bridge name {self.bridge!r} must start with tcplab, max 15 chars")
+        longest = f"{self.link_prefix}{len(self.hosts)}p"  # the namespace end's name before its move
+        if not self.link_prefix.startswith("tcplab") or len(longest) > 15:
+            raise TestbedError(f"veth prefix {self.link_prefix!r} must start with tcplab, {longest} max 15 chars")
+        if self.bridge in {h.veth for h in self.host_specs()}:
+            raise TestbedError(f"bridge name {self.bridge!r} is one of the veths' names")
 
     @property
     def network(self) -> ipaddress.IPv4Network:
@@ -117,8 +128,9 @@ class TestbedSpec:
         return self.network.prefixlen
 
     @property
-    def controller_ip(self) -> str:
-        return str(self.network[self.controller_host])
+    def controller_ip(self) -> str | None:
+        """The root namespace's address on the bridge (None: it has none)."""
+        return None if self.controller_host is None else str(self.network[self.controller_host])
 
     @property
     def dir(self) -> Path:
@@ -138,7 +150,7 @@ class TestbedSpec:
 
     def host_specs(self) -> list[HostSpec]:
         net = self.network
-        return [HostSpec(name, i, str(net[i]), net.prefixlen, self.home)
+        return [HostSpec(name, i, str(net[i]), net.prefixlen, self.home, self.link_prefix)
                 for i, name in enumerate(self.hosts, start=1)]
 
     def link_names(self) -> list[str]:

@@ -49,3 +49,20 @@ def test_the_netns_inventory_keeps_the_probes_code_where_purge_removes_it():
     lab = inv["all"]["children"]["lab"]["vars"]
     assert lab["tcplab_probe_install_dir"] == PROBE_CACHE + "/{{ inventory_hostname }}"
     assert TestbedSpec().probe_cache == Path(PROBE_CACHE) and PROBE_CACHE.startswith("/var/cache/tcplab/")
+
+
+def test_a_test_lab_from_the_same_spec_has_names_of_its_own_and_no_root_address(tmp_path):
+    from tests.netns import pair_spec
+    spec = pair_spec("1a2b")
+    assert [(h.name, h.ip, h.netns, h.veth) for h in spec.host_specs()] == [
+        ("t1a2ba", "10.90.0.1", "tcplab-t1a2ba", "tcplab1a2b1"),
+        ("t1a2bb", "10.90.0.2", "tcplab-t1a2bb", "tcplab1a2b2")]
+    assert spec.controller_ip is None and spec.link_names() == ["tcplabt1a2b", "tcplab1a2b1", "tcplab1a2b2"]
+    assert not set(spec.link_names()) & set(TestbedSpec(home=tmp_path).link_names())
+
+
+@pytest.mark.parametrize("kw", [{"link_prefix": "veth"}, {"link_prefix": "tcplab123456789"},
+                                {"bridge": "tcplab1"}])
+def test_bad_link_names_are_refused(tmp_path, kw):
+    with pytest.raises(TestbedError):
+        TestbedSpec(home=tmp_path, **kw)
