@@ -20,3 +20,17 @@ from tcplab.errors import TcplabError
 
 class WheelhouseError(TcplabError):
     """The root of every error this package raises: the message is one line, meant for the user."""
+
+
+def run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> None:
+    """Run a tool (apt-get, pip) with ``env`` over this process's; a failure is a WheelhouseError.
+
+    The one rule for a tool's failure, the host installer's (both sides use its ``run``, as they use
+    its ``sha256_of``): ``<what> failed (exit N): <its first E:/ERROR line, else its last line>``.
+    """
+    from controller.wheelhouse import hostinstall  # stdlib only: it runs on the host before tcplab is there
+
+    try:
+        hostinstall.run(cmd, what, env)
+    except hostinstall.InstallError as e:
+        raise WheelhouseError(str(e)) from e

@@ -19,13 +19,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 import structlog
 
-from controller.wheelhouse import WheelhouseError
+from controller.wheelhouse import WheelhouseError, run
 from controller.wheelhouse.hostinstall import sha256_of
 
 log = structlog.get_logger("tcplab.wheelhouse")
@@ -205,11 +204,8 @@ class _PrivateApt:
         return [arg for k, v in opts.items() for arg in ("-o", f"{k}={v}")]
 
     def run(self, *args: str) -> None:
-        cmd = ["apt-get", "--quiet", "--quiet", *self.options(), *args]
-        r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        if r.returncode != 0:
-            errors = [ln for ln in (r.stderr + r.stdout).splitlines() if ln.startswith("E:")] or ["no output"]
-            raise WheelhouseError(f"apt-get {args[0]} for {self.arch} failed: {errors[0]}")
+        run(["apt-get", "--quiet", "--quiet", *self.options(), *args], f"apt-get {args[0]} for {self.arch}",
+            {"DEBIAN_FRONTEND": "noninteractive"})
 
     def index(self) -> list[dict[str, str]]:
         lists = sorted(self.root.joinpath("lists").glob("*_Packages"), key=lambda p: ("-" in p.name.split("_dists_")[-1].split("_")[0], p.name))

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import structlog
 
-from controller.wheelhouse import WheelhouseError
+from controller.wheelhouse import WheelhouseError, run
 # the host's installer is stdlib only and runs on the host alone: its checksum is the one both sides use
 from controller.wheelhouse.hostinstall import sha256_of
 from tcplab.files import atomic_write
@@ -119,15 +119,7 @@ def ensure_wheel(repo: Path, wheelhouse: Path, check: bool = False) -> tuple[Pro
 
 
 def _pip_wheel(src: Path, dist: Path) -> None:
-    cmd = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dist), str(src)]
-    env = {**_clean_env(), "SOURCE_DATE_EPOCH": "315532800"}
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        last = (r.stderr.strip().splitlines() or ["no output"])[-1]
-        raise WheelhouseError(f"pip wheel of the project failed (exit {r.returncode}): {last}")
-
-
-def _clean_env() -> dict[str, str]:
-    import os
-
-    return {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    # no PYTHON* variable of ours reaches pip or its build backend (``env -u``: run adds to our environment)
+    unset = [f"--unset={k}" for k in os.environ if k.startswith("PYTHON")]
+    run(["env", *unset, sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dist), str(src)],
+        "pip wheel of the project", {"SOURCE_DATE_EPOCH": "315532800"})

@@ -8,14 +8,13 @@ evaluated here with the target's marker environment and handed to pip without ma
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from controller.wheelhouse import WheelhouseError
+from controller.wheelhouse import run
 from controller.wheelhouse.targets import Target
 
 
@@ -54,11 +53,5 @@ def download(reqs: list[str], target: Target, dest: Path) -> list[Path]:
            "--python-version", target.python, "--abi", target.abi, "--abi", "abi3", "--abi", "none"]
     for tag in target.pip_platforms():
         cmd += ["--platform", tag]
-    r = subprocess.run(cmd + reqs, capture_output=True, text=True)
-    if r.returncode != 0:
-        errors = [ln for ln in r.stderr.splitlines() if ln.startswith("ERROR")] or r.stderr.splitlines()
-        raise WheelhouseError(
-            f"no {target.machine} wheels for python {target.python} on PyPI: "
-            f"{(errors or ['pip download failed'])[0].removeprefix('ERROR: ')}"
-        )
+    run(cmd + reqs, f"pip download of {target.machine} wheels for python {target.python} from PyPI")
     return sorted(dest.glob("*.whl"))
