@@ -50,6 +50,7 @@ _M = 0xFFFFFFFF
 _MAX_UNACKED = 10000  # TCP_MAX_UNACKED_SEGMENTS
 _FAST_RT_NS = 20_000_000  # a fast retransmission comes within 20 ms of the last duplicate ACK
 _OOO_DEFAULT_NS = 3_000_000  # out-of-order window when the handshake's RTT is unknown
+_new = tuple.__new__  # builds a Segment without NamedTuple's Python-level __new__ (once per frame)
 
 
 class Segment(NamedTuple):
@@ -70,7 +71,7 @@ def decode(frame: bytes) -> Segment | None:
         return None
     src, dst, sport, dport, seq, ack, flags, window, _, data_at, end = h
     wscale = tcpheader.window_scale(frame, h) if flags & SYN else None
-    return Segment((src, sport), (dst, dport), seq, ack, flags, window, max(0, end - data_at), wscale)
+    return _new(Segment, ((src, sport), (dst, dport), seq, ack, flags, window, max(0, end - data_at), wscale))
 
 
 def _sd(a: int, b: int) -> int:
