@@ -23,6 +23,10 @@ A scenario is YAML::
         expect: [thinkpad CLOSED]
         timeout: 90
 
+Each action (but ``wait``, which only waits for its expectations) is defined in :mod:`tcplab.actions`:
+on how many hosts a step may act, the step fields it reads (connect's ``to``, send's ``text``) and
+their checks come from there; this module checks the rest of the file.
+
 An expectation is ``HOST STATE`` (HOST's connection reaches STATE after the step began; LISTEN
 refers to the listening socket, every other state to a connection socket) or
 ``HOST prints TEXT`` (a line TEXT appears on HOST's nc console). A step fails when its
