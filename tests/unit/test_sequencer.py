@@ -18,7 +18,6 @@ from controller.run import Run
 from controller.sequencer import Sequencer, refusal
 
 IPS = {"thinkpad": "10.90.0.1", "raspberrypi": "10.90.0.2"}
-CLEANUP = ("abort", "shape", "sync")
 
 
 def peer_of(host: str) -> str:
@@ -80,8 +79,9 @@ class FakeBus:
         assert self.run is not None
         await self.run.add_event(host, {**body, "t_ns": time.monotonic_ns()}, ClockEstimate())
 
-    def sent(self, skip_cleanup: bool = True) -> list[tuple[str, str]]:
-        return [(h, a) for h, a, _ in self.commands][:self.first_cleanup() if skip_cleanup else None]
+    def sent(self) -> list[tuple[str, str]]:
+        """(host, action) of every command before the cleanup."""
+        return [(h, a) for h, a, _ in self.commands[:self.first_cleanup()]]
 
     def first_cleanup(self) -> int:
         return next((i for i, (_, a, args) in enumerate(self.commands) if a == "abort" and args == {}),
