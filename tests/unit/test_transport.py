@@ -62,10 +62,8 @@ class Controller:
 
 
 @contextlib.asynccontextmanager
-async def link(tmp_path, welcome: bool = True):
-    ctx = zmq.asyncio.Context()
-    endpoint = f"ipc://{tmp_path}/ctl.sock"
-    ctl = Controller(ctx, endpoint)
+async def probe(endpoint: str, ctx: zmq.asyncio.Context):
+    """A started Transport (hello sent) with its receiver and keepalive tasks, as the probe runs them."""
     t = Transport(endpoint, "thinkpad", hello={"pid": 1, "port": 9090}, ctx=ctx)
     t.connect()
     await t.hello()
@@ -76,16 +74,27 @@ async def link(tmp_path, welcome: bool = True):
 
     tasks = [asyncio.create_task(pump()), asyncio.create_task(t.keepalive())]
     try:
-        await ctl.until(lambda fs: any(f["type"] == "hello" for f in fs))
-        if welcome:
-            await ctl.send("welcome", {"ack": 0})
-            await asyncio.wait_for(t.welcomed.wait(), 5)
-        yield t, ctl
+        yield t
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         t.close()
+
+
+@contextlib.asynccontextmanager
+async def link(tmp_path, welcome: bool = True):
+    ctx = zmq.asyncio.Context()
+    endpoint = f"ipc://{tmp_path}/ctl.sock"
+    ctl = Controller(ctx, endpoint)
+    try:
+        async with probe(endpoint, ctx) as t:
+            await ctl.until(lambda fs: any(f["type"] == "hello" for f in fs))
+            if welcome:
+                await ctl.send("welcome", {"ack": 0})
+                await asyncio.wait_for(t.welcomed.wait(), 5)
+            yield t, ctl
+    finally:
         ctl.sock.close()
         ctx.term()
 
@@ -242,26 +251,14 @@ def test_a_burst_of_events_reads_the_acks_as_it_goes(tmp_path, fast):
 
     async def main():
         ctx = zmq.asyncio.Context()
-        t = Transport(endpoint, "thinkpad", hello={"pid": 1}, ctx=ctx)
-        t.connect()
-        await t.hello()
-
-        async def pump():
-            while True:
-                await t.recv()
-
-        tasks = [asyncio.create_task(pump()), asyncio.create_task(t.keepalive())]
         try:
-            await asyncio.wait_for(t.welcomed.wait(), 5)
-            for i in range(20_000):
-                await t.event({"kind": "state", "i": i})
-            assert await t.drain(20) is True
-            return t
+            async with probe(endpoint, ctx) as t:
+                await asyncio.wait_for(t.welcomed.wait(), 5)
+                for i in range(20_000):
+                    await t.event({"kind": "state", "i": i})
+                assert await t.drain(20) is True
+                return t
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            t.close()
             ctx.term()
 
     try:
