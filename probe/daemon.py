@@ -10,7 +10,7 @@
 - :class:`~probe.commands.Commands`: the command queue; each action acts through this class's
   ``ProbeHost`` side (``cfg``, ``shaper``, ``endpoint``, ``emit``, ``netlink``, ``remember_nc``,
   ``barrier``), nothing else of the daemon.
-- :class:`~probe.status.StatusFile`: ``connecting`` / ``connected``, for Ansible and the tests.
+- :class:`~probe.link.StatusFile`: ``connecting`` / ``connected``, for Ansible and the tests.
 
 Command line::
 
@@ -36,11 +36,10 @@ from probe.commands import Commands
 from probe.endpoint import Endpoint
 from probe.endpoint import sweep as sweep_endpoints
 from probe.lifecycle import Lifecycle
-from probe.link import Link
+from probe.link import Link, StatusFile
 from probe.observers import Observers
 from probe.shaper import Shaper
 from probe.shaper import sweep as sweep_shaping
-from probe.status import StatusFile
 from probe.transport import Transport
 from tcplab import logs, pidfile, wire
 

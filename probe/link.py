@@ -8,6 +8,10 @@
   controller/clock.py). Acknowledgements and welcomes are the transport's own business.
 - **While stopping** the receiver keeps running (the drain needs the controller's acks), but a
   command that arrives is answered as refused instead of being run.
+- **The status file** (:class:`StatusFile`), ``<home>/probe.status``: ``connecting <endpoint>`` from
+  the start until the controller's welcome, ``connected <endpoint>`` while the controller answers,
+  ``connecting`` again when it falls silent; removed when the probe stops. Ansible's probe role and
+  the tests wait on it. Written whole (:func:`tcplab.files.atomic_write`): never half a line.
 """
 
 from __future__ import annotations
@@ -15,14 +19,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import structlog
 
 from probe.transport import Transport
+from tcplab.files import atomic_write
 
 log = structlog.get_logger("probe.link")
 
 STOPPING = "the probe is stopping"
+CHECK_EVERY_S = 0.2
 
 
 class Link:
@@ -73,10 +80,39 @@ class Link:
         # forced exit cancels this drain
         flushed = asyncio.ensure_future(self.flush())
         try:
-            await asyncio.wait([flushed], timeout=timeout)
+            done, _ = await asyncio.wait([flushed], timeout=timeout)
         finally:
-            if not flushed.done():
-                flushed.cancel()
-        if flushed.cancelled():
+            flushed.cancel()  # a no-op once it finished
+        if not done:
             return False
         return await self.transport.drain(max(0.0, deadline - loop.time()))
+
+
+class StatusFile:
+    """``<home>/probe.status``: ``connecting`` or ``connected``, and the controller's endpoint."""
+
+    def __init__(self, path: Path, controller: str):
+        self.path = Path(path)
+        self.controller = controller
+
+    def write(self, state: str) -> None:
+        atomic_write(self.path, f"{state} {self.controller}\n")
+
+    def read(self) -> str | None:
+        """The state written (``connecting`` or ``connected``), None without a file."""
+        try:
+            return self.path.read_text().split(" ", 1)[0]
+        except (OSError, IndexError):
+            return None
+
+    async def follow(self, welcomed: asyncio.Event, every_s: float = CHECK_EVERY_S) -> None:
+        """The reporter task: ``connected`` while ``welcomed`` is set, ``connecting`` while not."""
+        while True:
+            await welcomed.wait()
+            self.write("connected")
+            while welcomed.is_set():
+                await asyncio.sleep(every_s)
+            self.write("connecting")
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)

@@ -10,7 +10,6 @@ never acknowledges (a ROUTER the test holds, as the controller binds one).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -23,6 +22,7 @@ import zmq
 
 from probe.daemon import DRAIN_S
 from tcplab import pidfile, wire
+from tests.integration.test_doctor_readiness import log_events
 from tests.netns import Host, NetnsPair, require_root
 
 pytestmark = pytest.mark.integration
@@ -63,16 +63,6 @@ class SilentController:
     def close(self) -> None:
         self.sock.close(linger=0)
         self.ctx.term()
-
-
-def log_events(path: Path) -> list[dict]:
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            pass
-    return out
 
 
 def shaped(host: Host) -> bool:

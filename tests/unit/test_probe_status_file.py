@@ -1,10 +1,10 @@
-"""The probe's status file (probe/status.py): what Ansible's probe role and the tests wait on."""
+"""The probe's status file (probe/link.py StatusFile): what Ansible's probe role and the tests wait on."""
 
 from __future__ import annotations
 
 import asyncio
 
-from probe.status import StatusFile
+from probe.link import StatusFile
 
 ENDPOINT = "tcp://10.90.0.254:5555"
 
