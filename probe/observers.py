@@ -81,8 +81,8 @@ class Observers:
     # --- opening and closing ----------------------------------------------------------------
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.capture = Capture(self.iface, self.port, self.lab_ip, None,
-                               on_packets=self._packets, on_stats=self._capture_stats)
+        self.capture = Capture(self.iface, self.port, self.lab_ip, on_packets=self._packets,
+                               on_stats=self._capture_stats)
         await asyncio.to_thread(self.capture.start)
         await asyncio.to_thread(self._open_kstates)
 
