@@ -41,7 +41,8 @@ from probe.observers import Observers
 from probe.shaper import Shaper
 from probe.shaper import sweep as sweep_shaping
 from probe.transport import Transport
-from tcplab import logs, pidfile, wire
+from tcplab import logs, pidfile
+from tcplab.actions import ACTIONS
 
 log = structlog.get_logger("probe")
 
@@ -58,7 +59,7 @@ class Probe(Lifecycle):
         self.endpoint = Endpoint(on_console=self._console, nc=cfg.nc, pid_dir=cfg.home)
         self.transport = Transport(cfg.controller, cfg.host, hello={
             "lab_ip": cfg.lab_ip, "port": cfg.port, "iface": cfg.lab_iface, "pid": os.getpid(),
-            "actions": sorted(wire.ACTIONS)})
+            "actions": sorted(ACTIONS)})
         self.commands = Commands(self, self.transport.send)
         self.link = Link(self.transport, self.commands.put)
         self.observers = Observers(cfg.host, cfg.port, cfg.lab_ip, cfg.lab_iface, self.emit,
