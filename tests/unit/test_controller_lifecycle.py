@@ -32,17 +32,18 @@ class FakeProbe:
     """Says hello, answers pings, records commands and answers those in ``answers`` (ok). At its
     first command it sends its counters event twice (the second a duplicate the controller counts)."""
 
-    def __init__(self, ctx, endpoint: str, answers: set[str]):
+    def __init__(self, ctx, endpoint: str, answers: set[str], shaping: dict | None = None):
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.ROUTING_ID, b"thinkpad")
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(endpoint)
         self.session = wire.Session("thinkpad")
         self.answers = answers
+        self.hello = {"pid": 4242, "lab_ip": "10.90.0.1", "port": 9090, **({"shaping": shaping} if shaping else {})}
         self.commands: list[tuple[str, dict]] = []
 
     async def serve(self) -> None:
-        await self.session.send(self.sock, "hello", {"pid": 4242, "lab_ip": "10.90.0.1", "port": 9090})
+        await self.session.send(self.sock, "hello", self.hello)
         while True:
             env = await self.session.recv(self.sock)
             body = env["body"]
