@@ -28,6 +28,8 @@ log = structlog.get_logger("controller")
 class ControlServer:
     def __init__(self, ctx: zmq.asyncio.Context, path: Path, fleet: Fleet, runner: ScenarioRunner):
         self.path = path
+        self.endpoint = f"ipc://{path}"
+        self.bound = False
         self.sock = ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 500)
         self.session = wire.Session("controller")
@@ -36,11 +38,13 @@ class ControlServer:
 
     def bind(self) -> None:
         self.path.unlink(missing_ok=True)  # a socket file a killed controller left
-        self.sock.bind(f"ipc://{self.path}")
+        self.sock.bind(self.endpoint)
+        self.bound = True
 
     def close(self, linger_ms: int = 500) -> None:
         self.sock.close(linger=linger_ms)
-        self.path.unlink(missing_ok=True)
+        if self.bound:  # not another controller's, when this one could not start
+            self.path.unlink(missing_ok=True)
 
     async def reply(self, ident: bytes, type_: str, body: dict) -> None:
         await self.session.send(self.sock, type_, body, to=ident)

@@ -28,6 +28,7 @@ import asyncio
 import sys
 
 import structlog
+import zmq
 import zmq.asyncio
 
 from controller import config as controller_config
@@ -39,10 +40,15 @@ from controller.lifecycle import Lifecycle
 from controller.run import Run
 from controller.runner import ScenarioRunner
 from tcplab import logs, pidfile
+from tcplab.errors import TcplabError
 
 log = structlog.get_logger("controller")
 
 DRAIN_S = 8.0  # a cancelled run's cleanup and finish, at most (pidfile.stop kills after 10 s)
+
+
+class StartupError(TcplabError, OSError):
+    """The controller could not open its sockets (exit code 1, one line in its log)."""
 
 
 class Controller:
@@ -78,8 +84,13 @@ class Controller:
 
     def startup(self) -> None:
         self.cfg.home.mkdir(parents=True, exist_ok=True)
-        self.bus.bind(self.cfg.bind)
-        self.control.bind()
+        endpoint = self.cfg.bind
+        try:
+            self.bus.bind(endpoint)
+            endpoint = self.control.endpoint
+            self.control.bind()
+        except zmq.ZMQError as e:
+            raise StartupError(f"cannot bind {endpoint}: {e.strerror}") from e
         log.info("controller_started", bind=self.cfg.bind, control=str(self.cfg.control_path))
 
     async def main_loop(self) -> bool:
@@ -114,7 +125,11 @@ class Controller:
 
 def _serve(cfg: controller_config.ControllerConfig) -> int:
     logs.configure(host="controller", component="controller")
-    return asyncio.run(Controller(cfg).serve())
+    try:
+        return asyncio.run(Controller(cfg).serve())
+    except StartupError as e:
+        log.error("controller_start_failed", error=str(e))
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:

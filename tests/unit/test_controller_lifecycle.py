@@ -157,3 +157,17 @@ def test_one_sigterm_waits_for_the_cleanup_and_exits_cleanly(tmp_path):
     assert counters["link_given_up"] == counters["link_frames_refused"] == counters["link_restarts"] == 0
     events = [e["event"] for e in _events(tmp_path)]
     assert "exit_forced" not in events and "run_cut_short" not in events and "controller_stopped" in events
+
+
+def test_a_socket_it_cannot_bind_is_one_logged_line_and_exit_1(tmp_path):
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "control.sock").write_text("")  # another controller's: left alone
+    cfg = tmp_path / "controller.yml"
+    cfg.write_text(yaml.safe_dump({"bind": f"ipc://{tmp_path}/no/such/dir/probes.sock", "home": str(tmp_path / "home"),
+                                   "runs_dir": str(tmp_path / "runs")}))
+    res = subprocess.run([BIN / "tcplab-controller", "run", "--config", cfg], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    failed = [json.loads(ln) for ln in res.stderr.splitlines() if "controller_start_failed" in ln]
+    assert len(failed) == 1 and failed[0]["error"].startswith(f"cannot bind ipc://{tmp_path}/no/such/dir/probes.sock: ")
+    assert (tmp_path / "home" / "control.sock").exists() and not (tmp_path / "home" / "controller.pid").exists()
