@@ -141,13 +141,8 @@ BATCH = 256  # events per on_packets call at most
 
 
 class Capture:
-    def __init__(self, ifname: str, port: int, local_ip: str, _was_on_packet: None = None, *,
-                 on_packets: Callable[[list[dict]], None],
+    def __init__(self, ifname: str, port: int, local_ip: str, *, on_packets: Callable[[list[dict]], None],
                  on_stats: Callable[[dict], None] | None = None, stats_every_s: float = 1.0):
-        # TRANSITION (issue 9): the per-packet callback is gone; the probe's call still passes None
-        # in its place until its owner drops it, then this parameter goes.
-        if _was_on_packet is not None:
-            raise TypeError("Capture hands batches to on_packets=; the per-packet callback is gone")
         self.ifname = ifname
         self.port = port
         self.local_ip = local_ip
