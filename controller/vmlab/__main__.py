@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from controller.vmlab import box, libvirt
+from tcplab import logs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv not in (["box"], ["up"], ["down"]):
         print("usage: python -m controller.vmlab box|up|down", file=sys.stderr)
         return 2
+    logs.configure_cli()  # events on stderr: stdout is the box's path, or what down removed
     try:
         if argv == ["box"]:
             print(box.build())
