@@ -115,8 +115,12 @@ class ProbeBus:
         """Receive until cancelled: each burst of frames, then its acks."""
         while True:
             msg = await self.sock.recv_multipart()
-            for _ in range(BURST):
+            handled = 0
+            while True:  # each frame stamped as it is taken (a pong's T4); none taken beyond BURST
                 await self._on_frame(msg, time.monotonic_ns())
+                handled += 1
+                if handled == BURST:
+                    break
                 try:
                     msg = await self.sock.recv_multipart(flags=zmq.NOBLOCK)
                 except zmq.Again:

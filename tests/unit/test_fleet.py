@@ -159,3 +159,23 @@ def test_a_command_is_answered_by_its_result_and_a_silent_probe_times_out(tmp_pa
             assert isinstance(gone.value, ConnectionError)
             assert bus.pending == {}
     asyncio.run(scenario())
+
+
+def test_a_burst_longer_than_the_bus_takes_at_once_loses_no_frame(tmp_path):
+    """More than BURST frames queued at once: the bus acks every one of them, in order, with no gap
+    (it used to take the frame after a full burst off the socket and drop it)."""
+    from controller.bus import BURST
+
+    async def scenario():
+        async with _bus_and_probe(tmp_path) as (bus, probe):
+            await probe.session.send(probe.sock, "hello", {"pid": 1, "lab_ip": "10.90.0.1", "port": 9090})
+            assert await probe.until("welcome") == {"ack": 0}
+            n = 2 * BURST + 3
+            for seq in range(1, n + 1):  # queued faster than the bus takes them
+                await probe.event(seq)
+            last = 0
+            while last < n:
+                last = (await probe.until("ack"))["seq"]
+            assert last == n and bus.fleet.probes["thinkpad"].upto == n
+            assert bus.fleet.counters("thinkpad")["link_duplicates"] == 0
+    asyncio.run(scenario())
