@@ -126,6 +126,7 @@ class ProbeBus:
                 except zmq.Again:
                     break
             await self._send_acks()
+            await asyncio.sleep(0)  # a ready socket's recv does not yield: the other tasks' turn
 
     async def _send_acks(self) -> None:
         for host in sorted(self._ack_due):

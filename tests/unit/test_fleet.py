@@ -179,3 +179,38 @@ def test_a_burst_longer_than_the_bus_takes_at_once_loses_no_frame(tmp_path):
             assert last == n and bus.fleet.probes["thinkpad"].upto == n
             assert bus.fleet.counters("thinkpad")["link_duplicates"] == 0
     asyncio.run(scenario())
+
+
+def test_other_tasks_get_a_turn_between_bursts(tmp_path):
+    """A flood of frames does not starve the daemon's other tasks (the control server, the run):
+    a ready socket's recv returns without yielding, so the bus yields after each burst."""
+    from controller.bus import BURST
+
+    async def scenario():
+        ctx = zmq.asyncio.Context()
+        bus = ProbeBus(ctx, Fleet())
+        bus.bind(f"ipc://{tmp_path}/probes.sock")
+        probe = _Probe(ctx, f"ipc://{tmp_path}/probes.sock")
+        n = 3 * BURST  # under the two sockets' high-water marks (1000 each): queued without blocking
+        try:  # everything queued at the bus before it reads the first frame
+            await probe.session.send(probe.sock, "hello", {"pid": 1, "lab_ip": "10.90.0.1", "port": 9090})
+            for seq in range(1, n + 1):
+                await probe.event(seq)
+            await asyncio.sleep(0.3)
+            serving = asyncio.create_task(bus.serve())
+            seen: list[int] = []
+
+            async def ticker():
+                while not seen or seen[-1] < n:
+                    link = bus.fleet.probes.get("thinkpad")
+                    seen.append(link.upto if link else 0)
+                    await asyncio.sleep(0)
+            await asyncio.wait_for(ticker(), 10)
+            assert any(0 < s < n for s in seen), seen[:5]
+        finally:
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+            probe.sock.close()
+            bus.close(0)
+            ctx.term()
+    asyncio.run(scenario())
