@@ -26,6 +26,7 @@ from pathlib import Path
 import zmq
 
 from controller import scenario
+from controller.film.gaps import LONG_GAP_S, SLOW_MIN_S
 from tcplab import wire
 from tcplab.errors import TcplabError
 
@@ -193,10 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     replay = sub.add_parser("replay", help="play a run again in the terminal, moment by moment")
     replay.add_argument("run_dir", help="a run directory, e.g. runs/20261123-210231-seed")
     replay.add_argument("--speed", type=float, default=1.0, help="0.1 to 20; 1 is real time (default)")
-    replay.add_argument("--slow", action="store_true", help="slow motion: every moment stays at least 1 s")
-    replay.add_argument("--max-gap", type=float, default=3.0,
+    replay.add_argument("--slow", action="store_true",
+                        help=f"slow motion: every moment stays at least {SLOW_MIN_S:g} s")
+    replay.add_argument("--max-gap", type=float, default=LONG_GAP_S,
                         help="a quiet stretch longer than this (TIME_WAIT's 60 s) is played in this many seconds; "
-                             "0 keeps every gap (default 3)")
+                             f"0 keeps every gap (default {LONG_GAP_S:g})")
     watch = sub.add_parser("watch", help="the terminal film of the next run, live, until its trace.jsonl is written")
     watch.add_argument("--runs", default="runs", help="the runs directory (default: runs)")
     watch.add_argument("--since-now", action="store_true", help="only a run directory created after the watch began")

@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from controller.film import files
 from controller.report import WHY, causality, packet_info
 from controller.trace.index import TraceIndex
 from controller.trace.schema import Direction, Kind, StepStatus, Stream, is_listener
+from tcplab.files import atomic_write
 
 NAME = "summary.txt"
 CAPTURE_DROPS = ("kernel_drops", "kernel_freezes")  # the capture's own counters of a loss
@@ -115,4 +115,4 @@ def write(run_dir: Path, trace: TraceIndex | list[dict]) -> Path | None:
     if not meta.is_file():
         return None
     info = json.loads(meta.read_text(encoding="utf-8"))
-    return files.write_text(Path(run_dir) / NAME, render(trace, info))
+    return atomic_write(Path(run_dir) / NAME, render(trace, info))
