@@ -155,6 +155,9 @@ class ProbeBus:
         host, kind, body = env["host"], env["type"], env["body"]
         if kind == "hello":
             link = self.fleet.hello(host, body)
+            if link is None:  # not one of the inventory's hosts: no welcome, nothing kept
+                log.warning("probe_not_in_inventory", probe=host, known=sorted(self.fleet.admit))
+                return
             log.info("probe_hello", probe=host, lab_ip=link.lab_ip, pid=body.get("pid"))
             await self.send(host, "welcome", {"ack": link.upto})
             self.on_hello(host)

@@ -17,7 +17,7 @@ class ControllerConfig:
     bind: str
     home: Path
     runs_dir: Path
-    hosts: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()  # the inventory's lab hosts: the only probes admitted (empty: any)
 
     @property
     def pid_path(self) -> Path:

@@ -55,7 +55,7 @@ class Controller:
     def __init__(self, cfg: controller_config.ControllerConfig):
         self.cfg = cfg
         self.ctx = zmq.asyncio.Context()
-        self.fleet = Fleet()
+        self.fleet = Fleet(admit=cfg.hosts)  # the inventory's lab hosts, from the role
         self.bus = ProbeBus(self.ctx, self.fleet)
         self.clock = ClockSync(self.bus)
         self.bus.on_hello = self.clock.at_hello

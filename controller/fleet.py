@@ -84,15 +84,24 @@ class ProbeLink:
 
 
 class Fleet:
-    def __init__(self) -> None:
+    """The probes that said hello. ``admit``: the inventory's lab hosts (the controller's config
+    ``hosts``); when given, a hello from any other name is refused and nothing of it is kept."""
+
+    def __init__(self, admit: tuple[str, ...] | list[str] = ()) -> None:
         self.probes: dict[str, ProbeLink] = {}
         self._counters: dict[str, Counter] = {}
+        self.admit = frozenset(admit)
+        self.strangers = 0  # hellos refused because the name is not the inventory's
 
     def _of(self, host: str) -> Counter:
         return self._counters.setdefault(host, Counter())
 
-    def hello(self, host: str, body: dict) -> ProbeLink:
-        """Register a probe. A new process (another pid) starts its event count again."""
+    def hello(self, host: str, body: dict) -> ProbeLink | None:
+        """Register a probe. A new process (another pid) starts its event count again.
+        None for a host the inventory does not have (see ``admit``)."""
+        if self.admit and host not in self.admit:
+            self.strangers += 1
+            return None
         link = self.probes.get(host)
         if link is None or link.hello.get("pid") != body.get("pid"):
             if link is not None:

@@ -214,3 +214,27 @@ def test_other_tasks_get_a_turn_between_bursts(tmp_path):
             bus.close(0)
             ctx.term()
     asyncio.run(scenario())
+
+
+def test_a_probe_the_inventory_lacks_is_not_welcomed_and_nothing_of_it_is_kept(tmp_path):
+    """The controller's config lists the inventory's lab hosts (the role writes them): a hello
+    under any other name gets no welcome, no link and no counters."""
+    async def scenario():
+        ctx = zmq.asyncio.Context()
+        bus = ProbeBus(ctx, Fleet(admit=("raspberrypi",)))
+        bus.bind(f"ipc://{tmp_path}/probes.sock")
+        serving = asyncio.create_task(bus.serve())
+        probe = _Probe(ctx, f"ipc://{tmp_path}/probes.sock", host="thinkpad")
+        try:
+            await probe.session.send(probe.sock, "hello", {"pid": 1, "lab_ip": "10.90.0.1", "port": 9090})
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(probe.until("welcome"), 0.5)
+            assert bus.fleet.probes == {} and bus.fleet.strangers == 1 and not bus.connected("thinkpad")
+            assert "thinkpad" not in bus.fleet._counters
+        finally:
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+            probe.sock.close()
+            bus.close(0)
+            ctx.term()
+    asyncio.run(scenario())
