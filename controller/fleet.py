@@ -91,7 +91,7 @@ class Fleet:
         self.probes: dict[str, ProbeLink] = {}
         self._counters: dict[str, Counter] = {}
         self.admit = frozenset(admit)
-        self.strangers = 0  # hellos refused because the name is not the inventory's
+        self.strangers = 0  # frames refused because the sender's name is not the inventory's
 
     def _of(self, host: str) -> Counter:
         return self._counters.setdefault(host, Counter())
@@ -114,7 +114,9 @@ class Fleet:
     def seen(self, host: str) -> ProbeLink | None:
         """The link of a frame's sender, marked alive; None (counted) if it has not said hello."""
         link = self.probes.get(host)
-        if link is None:
+        if link is None and self.admit and host not in self.admit:
+            self.strangers += 1  # not the inventory's: counted in one number, no table entry of its own
+        elif link is None:
             self._of(host)["link_frames_before_hello"] += 1
         else:
             link.last_seen = time.monotonic()

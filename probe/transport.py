@@ -70,8 +70,7 @@ class Transport:
 
     async def event(self, body: dict) -> None:
         """Send an event and keep it until the controller acknowledges it."""
-        env = self.session.envelope("event", body)
-        frame = self.session.pack(env)
+        env, frame = self.session.numbered("event", body)
         self.unacked[env["seq"]] = (asyncio.get_running_loop().time(), frame)
         if len(self.unacked) > MAX_UNACKED:
             self.unacked.popitem(last=False)

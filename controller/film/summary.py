@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from controller import scenario
 from controller.report import WHY, causality, packet_info
 from controller.trace.index import TraceIndex
 from controller.trace.schema import Direction, Kind, StepStatus, Stream, is_listener
@@ -47,11 +48,22 @@ def analysis_note(r: dict, sent: set) -> str:
     return "  (retransmission)" if again else ""
 
 
+def run_hosts(info: dict) -> list[str]:
+    """run.json's hosts in the scenario's order (run.json itself is written with sorted keys)."""
+    have = list(info.get("hosts", {}))
+    try:
+        order = list(scenario.parse(info.get("scenario"), source="run.json").hosts)
+    except (scenario.ScenarioError, TypeError, ValueError):
+        order = []
+    return [h for h in order if h in have] + [h for h in have if h not in order]
+
+
 def losses(info: dict) -> dict[str, dict[str, int]]:
     """Per host, every counter of a drop, miss or refusal in run.json that is not zero
     (``hosts.<h>.counters`` by LOSS_WORDS, and the capture's kernel drops)."""
     out: dict[str, dict[str, int]] = {}
-    for host, facts in info.get("hosts", {}).items():
+    for host in run_hosts(info):
+        facts = info["hosts"][host]
         counted = {k: v for k, v in (facts.get("counters") or {}).items() if any(w in k for w in LOSS_WORDS)}
         counted.update({k: (facts.get("capture") or {}).get(k) for k in CAPTURE_DROPS})
         found = {k: v for k, v in sorted(counted.items()) if isinstance(v, int) and v}
@@ -66,7 +78,7 @@ def _header(info: dict) -> list[str]:
              f"{info.get('delay_s', 0):g} s egress delay on the lab port"]
     if info.get("error"):
         lines.append(f"error: {info['error']}")
-    backends = ", ".join(f"{h}: {v.get('shaper_backend') or 'none'}" for h, v in info.get("hosts", {}).items())
+    backends = ", ".join(f"{h}: {info['hosts'][h].get('shaper_backend') or 'none'}" for h in run_hosts(info))
     lines.append(f"shaping backend: {backends}")
     for host, found in losses(info).items():
         lines.append(f"dropped, missed or refused on {host}: " + ", ".join(f"{k} {v}" for k, v in found.items()))
@@ -96,7 +108,7 @@ def render(trace: TraceIndex | list[dict], info: dict) -> str:
         if r["status"] != StepStatus.START:
             lines.append(f"  {r['t']:9.3f} s  step {r['index']} {r['action']} on {r['target']}: {r['status']}"
                          + (f" — {r['error']}" if r.get("error") else ""))
-    for host in info.get("hosts", {}):
+    for host in run_hosts(info):
         lines += _host(ix, host)
     lines += ["", "Packets (as each host's capture saw them; out = sent by that host)"]
     sent: set[tuple] = set()

@@ -80,6 +80,7 @@ class TraceIndex(Sequence):
         for name in _VIEWS:
             self.__dict__.pop(name, None)
         self._pos = {id(r): n for n, r in enumerate(self.records)}
+        self._span_positions: dict[tuple, list[int]] = {}
         self._by_kind: dict[str, list[dict]] = defaultdict(list)
         self._by_kind_host: dict[tuple[str, str], list[dict]] = defaultdict(list)
         for r in self.records:
@@ -98,6 +99,12 @@ class TraceIndex(Sequence):
 
     def position(self, rec: dict) -> int:
         return self._pos[id(rec)]
+
+    def _positions(self, kind: Kind | str, host: str | None) -> list[int]:
+        key = (kind, host)
+        if key not in self._span_positions:
+            self._span_positions[key] = [self._pos[id(r)] for r in self.kind(kind, host)]
+        return self._span_positions[key]
 
     def kind(self, kind: Kind | str, host: str | None = None) -> list[dict]:
         """The records of ``kind`` (of ``host``'s, if given), in trace order. Do not modify the list."""
@@ -213,8 +220,9 @@ class TraceIndex(Sequence):
         """The records of ``kind`` (``host``'s, if given) at trace positions ``start`` <= p < ``stop``, in
         trace order: what a view shows up to a record, or between two steps."""
         records = self.kind(kind, host)
-        lo = bisect.bisect_left(records, start, key=self.position) if start else 0
-        hi = len(records) if stop is None else bisect.bisect_left(records, stop, key=self.position)
+        positions = self._positions(kind, host)  # bisect's key= is 3.10+: the positions, listed once
+        lo = bisect.bisect_left(positions, start) if start else 0
+        hi = len(records) if stop is None else bisect.bisect_left(positions, stop)
         return records[lo:hi]
 
     def steps(self, status: StepStatus | str | None = None) -> list[dict]:

@@ -5,14 +5,15 @@ and ``kind``, plus the fields of its kind (docs/trace.md describes each). Record
 dicts (what trace.jsonl holds, what a renderer reads back from disk): this module names their
 kinds and values once, so no other module spells ``"packet"`` or ``"0.0.0.0:*"`` itself.
 
-``Kind``, ``StepStatus``, ``RunStatus``, ``Direction`` and ``Stream`` are ``StrEnum``: a member
-equals its string (``Kind.PACKET == "packet"``), so records read back from disk compare as they
-are, and a member written to JSON is its string.
+``Kind``, ``StepStatus``, ``RunStatus``, ``Direction`` and ``Stream`` are string enums (what 3.11's
+``StrEnum`` is, written out for python 3.9 and 3.10): a member equals and hashes as its string
+(``Kind.PACKET == "packet"``), so records read back from disk compare as they are, a member is a
+dict key for its string, and a member written to JSON or an f-string is its string.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import Enum
 
 from tcplab.tcpstates import LISTENER_REMOTE
 
@@ -21,6 +22,12 @@ __all__ = ["CONTROLLER", "Direction", "FIELDS", "KIND_ORDER", "Kind", "LISTENER_
 
 REQUIRED = ("t", "host", "kind")
 CONTROLLER = "controller"  # the host of the controller's own records (steps)
+
+
+class StrEnum(str, Enum):
+    """A member is its string: ``str()``, ``format()`` and JSON give the value (3.11's ``enum.StrEnum``)."""
+    __str__ = str.__str__
+    __format__ = str.__format__
 
 
 class Kind(StrEnum):

@@ -15,6 +15,8 @@ Both print one JSON object (``changed``, paths) for Ansible; nothing is rebuilt 
 fingerprint matches the last build's.
 """
 
+from __future__ import annotations
+
 from tcplab.errors import TcplabError
 
 

@@ -120,6 +120,6 @@ def ensure_wheel(repo: Path, wheelhouse: Path, check: bool = False) -> tuple[Pro
 
 def _pip_wheel(src: Path, dist: Path) -> None:
     # no PYTHON* variable of ours reaches pip or its build backend (``env -u``: run adds to our environment)
-    unset = [f"--unset={k}" for k in os.environ if k.startswith("PYTHON")]
+    unset = [a for k in os.environ if k.startswith("PYTHON") for a in ("-u", k)]  # -u: GNU and BSD env
     run(["env", *unset, sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dist), str(src)],
         "pip wheel of the project", {"SOURCE_DATE_EPOCH": "315532800"})

@@ -16,10 +16,3 @@ from tcplab.wire.session import Session
 __all__ = ["FIELDS", "HOST_RE", "MAX_FRAME", "TYPES", "VERSION", "ProtocolError", "Session", "check_envelope",
            "decode", "encode", "make", "now_ns"]
 
-
-def __getattr__(name: str):
-    """``wire.ACTIONS``: the registry's names, for a reader not yet moved to :mod:`tcplab.actions`."""
-    if name == "ACTIONS":
-        from tcplab.actions import ACTIONS
-        return ACTIONS
-    raise AttributeError(f"module 'tcplab.wire' has no attribute {name!r}")

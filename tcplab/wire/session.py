@@ -44,27 +44,33 @@ class Session:
     # --- making frames --------------------------------------------------------------------------
     def envelope(self, type_: str, body: dict | None = None, *, at: int | None = None) -> dict:
         """The next numbered envelope of this sender, checked (the sending side's one check)."""
+        return self.numbered(type_, body, at=at)[0]
+
+    def numbered(self, type_: str, body: dict | None = None, *, at: int | None = None) -> tuple[dict, bytes]:
+        """The next numbered envelope and its bytes. The number is taken only once the envelope
+        passed its check and packed within the size limit: a refused body leaves no gap."""
         event = type_ == "event"
         env = make(type_, self.host, (self.event_seq if event else self.seq) + 1, body, at=at)
+        frame = encode(env)
         if event:
             self.event_seq = env["seq"]
         else:
             self.seq = env["seq"]
-        return env
+        return env, frame
 
     def pack(self, env: dict) -> bytes:
         """The bytes of an envelope :meth:`envelope` made (not checked again)."""
         return encode(env)
 
     def frame(self, type_: str, body: dict | None = None, *, at: int | None = None) -> bytes:
-        return self.pack(self.envelope(type_, body, at=at))
+        return self.numbered(type_, body, at=at)[1]
 
     # --- sending (a zmq.asyncio socket; send_blocking for a plain one) --------------------------
     async def send(self, sock: Any, type_: str, body: dict | None = None, *, to: bytes | None = None) -> dict:
         """Make, pack and send one frame; returns the envelope sent. ``to`` is the routing id on
         a ROUTER (None on a DEALER). zmq errors (a ROUTER_MANDATORY peer gone) pass through."""
-        env = self.envelope(type_, body)
-        await self.send_frame(sock, self.pack(env), to=to)
+        env, frame = self.numbered(type_, body)
+        await self.send_frame(sock, frame, to=to)
         return env
 
     async def send_frame(self, sock: Any, frame: bytes, *, to: bytes | None = None) -> None:
@@ -74,8 +80,7 @@ class Session:
 
     def send_blocking(self, sock: Any, type_: str, body: dict | None = None, *, to: bytes | None = None) -> dict:
         """:meth:`send` on a plain (blocking) zmq socket, for a client without an event loop."""
-        env = self.envelope(type_, body)
-        frame = self.pack(env)
+        env, frame = self.numbered(type_, body)
         sock.send(frame) if to is None else sock.send_multipart([to, frame])
         self.counters["sent"] += 1
         return env

@@ -16,13 +16,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.netns import require_root
 
 REPO = Path(__file__).resolve().parents[2]
 TESTBED = [sys.executable, "-m", "controller.testbed.cli"]
 DOCTOR = [sys.executable, "-m", "controller.cli", "doctor"]
-HOST_FILES = ("__init__.py", "doctor.py", "capabilities.py", "hostinfo.py", "tracefs_raw.py")
+HOST_FILES = tuple(yaml.safe_load((REPO / "playbooks/doctor.yml").read_text())[0]["vars"]["tcplab_doctor_files"])
 
 
 def real_fields(event: str) -> list[str]:
@@ -41,9 +42,9 @@ def host_state() -> tuple[str, str]:
 @pytest.mark.integration
 def test_the_host_check_runs_on_a_bare_python3_and_leaves_nothing_behind(tmp_path):
     require_root()
-    (tmp_path / "probe").mkdir()
     for name in HOST_FILES:  # what playbooks/doctor.yml copies, and nothing else
-        shutil.copy(REPO / "probe" / name, tmp_path / "probe" / name)
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        shutil.copy(REPO / name, tmp_path / name)
     before = host_state()
     r = subprocess.run(["/usr/bin/python3", "-E", "-s", "-m", "probe.doctor", "--port", "9090"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=120)

@@ -140,3 +140,18 @@ def test_summary_says_when_a_counter_is_not_zero(run_dir):
     assert lines[2] == ("dropped, missed or refused on thinkpad: kstates_missed_pages 1, link_given_up 3, "
                         "statemerge_dropped_foreign 2")   # not the frames sent, nor a restart
     assert not any(line.startswith("dropped, missed or refused on raspberrypi") for line in lines)
+
+
+def test_summary_tells_the_hosts_in_the_scenarios_order_not_run_jsons_sorted_keys(run_dir):
+    from controller import report, scenario
+    scn = scenario.load(Path(__file__).resolve().parents[2] / "scenarios/seed.yml")
+    assert scn.hosts == ("thinkpad", "raspberrypi")
+    info = {"run_id": run_dir.name, "ok": True, "status": "ok", "error": None, "scenario": scn.to_dict(),
+            "delay_s": 3.0, "hosts": {h: {"shaper_backend": b, "counters": {}} for h, b in
+                                      (("thinkpad", "netem"), ("raspberrypi", "nfqueue"))}}
+    report.write(run_dir, info, load(run_dir / "trace.jsonl"))
+    assert list(json.loads((run_dir / "run.json").read_text())["hosts"]) == ["raspberrypi", "thinkpad"]
+    render_all(run_dir)
+    text = (run_dir / "summary.txt").read_text()
+    assert "shaping backend: thinkpad: netem, raspberrypi: nfqueue" in text
+    assert text.index("\nthinkpad: states") < text.index("\nraspberrypi: states")

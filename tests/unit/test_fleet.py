@@ -230,6 +230,13 @@ def test_a_probe_the_inventory_lacks_is_not_welcomed_and_nothing_of_it_is_kept(t
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(probe.until("welcome"), 0.5)
             assert bus.fleet.probes == {} and bus.fleet.strangers == 1 and not bus.connected("thinkpad")
+            await probe.session.send(probe.sock, "heartbeat", {"oldest": 1})  # and what it sends after
+            await probe.event(1)
+            for _ in range(50):
+                if bus.fleet.strangers == 3:
+                    break
+                await asyncio.sleep(0.01)
+            assert bus.fleet.strangers == 3
             assert "thinkpad" not in bus.fleet._counters
         finally:
             serving.cancel()

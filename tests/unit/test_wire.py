@@ -152,3 +152,10 @@ def test_send_blocking_on_a_plain_socket(tmp_path):
         a.close(linger=0)
         b.close(linger=0)
         ctx.term()
+
+
+def test_an_event_over_the_size_limit_is_refused_and_takes_no_number():
+    s = wire.Session("thinkpad")
+    with pytest.raises(wire.ProtocolError, match="exceeds"):
+        s.frame("event", {"kind": "console", "text": "x" * (wire.MAX_FRAME + 1)})
+    assert s.event_seq == 0 and s.envelope("event", {"kind": "state"})["seq"] == 1  # no gap for the receiver
