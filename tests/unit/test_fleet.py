@@ -90,18 +90,23 @@ class _Probe:
 
 
 @contextlib.asynccontextmanager
-async def _bus_and_probe(tmp_path):
-    """A real ProbeBus serving on an ipc socket, and a probe's DEALER connected to it."""
+async def _bus_and_probe(tmp_path, fleet: Fleet | None = None, serve: bool = True):
+    """A real ProbeBus on an ipc socket (serving at once, or when the test calls ``bus.start()``),
+    and a probe's DEALER connected to it."""
     ctx = zmq.asyncio.Context()
-    bus = ProbeBus(ctx, Fleet())
+    bus = ProbeBus(ctx, fleet or Fleet())
     bus.bind(f"ipc://{tmp_path}/probes.sock")
-    serving = asyncio.create_task(bus.serve())
+    tasks: list[asyncio.Task] = []
+    bus.start = lambda: tasks.append(asyncio.create_task(bus.serve()))
+    if serve:
+        bus.start()
     probe = _Probe(ctx, f"ipc://{tmp_path}/probes.sock")
     try:
         yield bus, probe
     finally:
-        serving.cancel()
-        await asyncio.gather(serving, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         probe.sock.close()
         bus.close(0)
         ctx.term()
@@ -187,17 +192,13 @@ def test_other_tasks_get_a_turn_between_bursts(tmp_path):
     from controller.bus import BURST
 
     async def scenario():
-        ctx = zmq.asyncio.Context()
-        bus = ProbeBus(ctx, Fleet())
-        bus.bind(f"ipc://{tmp_path}/probes.sock")
-        probe = _Probe(ctx, f"ipc://{tmp_path}/probes.sock")
-        n = 3 * BURST  # under the two sockets' high-water marks (1000 each): queued without blocking
-        try:  # everything queued at the bus before it reads the first frame
+        async with _bus_and_probe(tmp_path, serve=False) as (bus, probe):
+            n = 3 * BURST  # under the two sockets' high-water marks (1000 each): queued without blocking
             await probe.session.send(probe.sock, "hello", {"pid": 1, "lab_ip": "10.90.0.1", "port": 9090})
             for seq in range(1, n + 1):
                 await probe.event(seq)
-            await asyncio.sleep(0.3)
-            serving = asyncio.create_task(bus.serve())
+            await asyncio.sleep(0.3)  # everything queued at the bus before it reads the first frame
+            bus.start()
             seen: list[int] = []
 
             async def ticker():
@@ -207,12 +208,6 @@ def test_other_tasks_get_a_turn_between_bursts(tmp_path):
                     await asyncio.sleep(0)
             await asyncio.wait_for(ticker(), 10)
             assert any(0 < s < n for s in seen), seen[:5]
-        finally:
-            serving.cancel()
-            await asyncio.gather(serving, return_exceptions=True)
-            probe.sock.close()
-            bus.close(0)
-            ctx.term()
     asyncio.run(scenario())
 
 
@@ -220,12 +215,7 @@ def test_a_probe_the_inventory_lacks_is_not_welcomed_and_nothing_of_it_is_kept(t
     """The controller's config lists the inventory's lab hosts (the role writes them): a hello
     under any other name gets no welcome, no link and no counters."""
     async def scenario():
-        ctx = zmq.asyncio.Context()
-        bus = ProbeBus(ctx, Fleet(admit=("raspberrypi",)))
-        bus.bind(f"ipc://{tmp_path}/probes.sock")
-        serving = asyncio.create_task(bus.serve())
-        probe = _Probe(ctx, f"ipc://{tmp_path}/probes.sock", host="thinkpad")
-        try:
+        async with _bus_and_probe(tmp_path, Fleet(admit=("raspberrypi",))) as (bus, probe):  # probe: thinkpad
             await probe.session.send(probe.sock, "hello", {"pid": 1, "lab_ip": "10.90.0.1", "port": 9090})
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(probe.until("welcome"), 0.5)
@@ -238,10 +228,4 @@ def test_a_probe_the_inventory_lacks_is_not_welcomed_and_nothing_of_it_is_kept(t
                 await asyncio.sleep(0.01)
             assert bus.fleet.strangers == 3
             assert "thinkpad" not in bus.fleet._counters
-        finally:
-            serving.cancel()
-            await asyncio.gather(serving, return_exceptions=True)
-            probe.sock.close()
-            bus.close(0)
-            ctx.term()
     asyncio.run(scenario())
