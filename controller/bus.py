@@ -48,10 +48,11 @@ class ProbeBus:
         self.sock = ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a peer that is gone raises
         self.sock.setsockopt(zmq.LINGER, 500)
+        wire.limit(self.sock)
         self.fleet = fleet
         self.session = wire.Session("controller")
         self._ids = itertools.count(1)  # command and ping ids
-        self.pending: dict[int, asyncio.Future] = {}  # command id -> resolved by its result
+        self.pending: dict[int, tuple[str, asyncio.Future]] = {}  # command id -> (its host, its result)
         self._ack_due: set[str] = set()  # probes owed an ack at the end of this burst
         self.run: Run | None = None  # where events go while a run is in progress
         self.on_hello: Callable[[str], None] = lambda host: None
@@ -101,7 +102,7 @@ class ProbeBus:
     async def command(self, host: str, action: str, args: dict, timeout: float) -> dict:
         cid = self.next_id()
         fut = asyncio.get_running_loop().create_future()
-        self.pending[cid] = fut
+        self.pending[cid] = (host, fut)
         try:
             await self.send(host, "command", {"id": cid, "action": action, "args": args})
             return await asyncio.wait_for(fut, timeout)
@@ -176,8 +177,9 @@ class ProbeBus:
                     log.warning("events_given_up", probe=host, events=lost, upto=link.upto)
             self._ack_due.add(host)
         elif kind == "result":
-            fut = self.pending.get(body.get("id"))
-            if fut is not None and not fut.done():
-                fut.set_result(body)
+            cid = body.get("id")
+            asked = self.pending.get(cid) if isinstance(cid, int) else None
+            if asked is not None and asked[0] == host and not asked[1].done():  # only from the host asked
+                asked[1].set_result(body)
         elif kind == "pong":
             self.on_pong(host, env, received_ns)

@@ -47,6 +47,7 @@ class ControlClient:
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        wire.limit(self.sock)
         self.sock.connect(f"ipc://{self.path}")
         self.session = wire.Session("cli")
 

@@ -85,12 +85,15 @@ class ClockSync:
     def pong(self, host: str, env: dict, received_ns: int) -> None:
         """A pong from ``host`` (its envelope), received at ``received_ns`` (T4)."""
         body = env["body"]
-        sent = self.pings.pop(body.get("id"), None)
+        pid = body.get("id")
+        if not isinstance(pid, int) or pid not in self.pings or self.pings[pid][0] != host:
+            return  # not a ping of ours to this host (another host cannot answer for it)
+        sent = self.pings.pop(pid)
         link = self.bus.fleet.probes.get(host)
-        if sent is not None and sent[0] == host and link is not None:
+        if link is not None:
             rx = body.get("rx_ns")
             link.clock.add(sent[1], env["time"], received_ns, rx if isinstance(rx, int) else None)
-        answered = self.answers.get(body.get("id"))
+        answered = self.answers.get(pid)
         if answered is not None and not answered.done():
             answered.set_result(None)
 

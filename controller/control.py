@@ -32,6 +32,7 @@ class ControlServer:
         self.bound = False
         self.sock = ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 500)
+        wire.limit(self.sock)
         self.session = wire.Session("controller")
         self.fleet = fleet
         self.runner = runner

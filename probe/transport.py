@@ -48,6 +48,7 @@ class Transport:
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.ROUTING_ID, host.encode())
         self.sock.setsockopt(zmq.LINGER, 1000)
+        wire.limit(self.sock)
         self.sock.setsockopt(zmq.RECONNECT_IVL, 200)
         self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         self.sock.setsockopt(zmq.SNDHWM, 0)

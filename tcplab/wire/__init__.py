@@ -10,9 +10,9 @@ each action's arguments. Nothing here imports ``controller``: the probe is insta
 """
 
 from tcplab.wire.envelope import (FIELDS, HOST_RE, MAX_FRAME, TYPES, VERSION, ProtocolError, check_envelope,
-                                  decode, encode, make, now_ns)
+                                  decode, encode, limit, make, now_ns)
 from tcplab.wire.session import Session
 
 __all__ = ["FIELDS", "HOST_RE", "MAX_FRAME", "TYPES", "VERSION", "ProtocolError", "Session", "check_envelope",
-           "decode", "encode", "make", "now_ns"]
+           "decode", "encode", "limit", "make", "now_ns"]
 

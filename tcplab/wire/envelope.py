@@ -68,6 +68,14 @@ def encode(env: dict) -> bytes:
     return frame
 
 
+def limit(sock: Any) -> Any:
+    """Set a zmq socket's inbound limit to :data:`MAX_FRAME` (``ZMQ_MAXMSGSIZE``): a peer that sends
+    a bigger frame is disconnected by libzmq before the frame is held in memory. Returns ``sock``."""
+    import zmq  # here, not at the top: the envelope itself needs no zmq
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
+    return sock
+
+
 def decode(frame: bytes) -> dict:
     """Unpack and check a frame: the one check on the receiving side."""
     if len(frame) > MAX_FRAME:
@@ -88,7 +96,7 @@ def check_envelope(env: Any) -> None:
         raise ProtocolError(f"envelope lacks field(s) {', '.join(missing)}")
     if env["v"] != VERSION:
         raise ProtocolError(f"protocol version {env['v']!r} is not supported (this side speaks {VERSION})")
-    if env["type"] not in TYPES:
+    if not isinstance(env["type"], str) or env["type"] not in TYPES:
         raise ProtocolError(f"unknown message type {env['type']!r}")
     if not isinstance(env["host"], str) or not HOST_RE.match(env["host"]):
         raise ProtocolError(f"bad host name {env['host']!r}")

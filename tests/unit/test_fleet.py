@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import time
 
+import msgpack
 import pytest
 import zmq
 import zmq.asyncio
@@ -228,4 +229,41 @@ def test_a_probe_the_inventory_lacks_is_not_welcomed_and_nothing_of_it_is_kept(t
                 await asyncio.sleep(0.01)
             assert bus.fleet.strangers == 3
             assert "thinkpad" not in bus.fleet._counters
+    asyncio.run(scenario())
+
+
+def test_hostile_frames_are_refused_and_the_bus_goes_on_serving(tmp_path):
+    """A `type` that is a list (it used to raise TypeError out of the bus), a result with a list
+    id, a result forged by another host for thinkpad's command, and a frame over the size limit
+    (libzmq disconnects its sender before holding it): each is dropped; thinkpad is still served."""
+    async def scenario():
+        async with _bus_and_probe(tmp_path) as (bus, probe):
+            await probe.session.send(probe.sock, "hello", {"pid": 1, "lab_ip": "10.90.0.1", "port": 9090})
+            await probe.until("welcome")
+            ctx = probe.sock.context  # the bus's own context: closed with it
+            other = _Probe(ctx, f"ipc://{tmp_path}/probes.sock", host="raspberrypi")
+            big = _Probe(ctx, f"ipc://{tmp_path}/probes.sock", host="raspberrypi")
+            try:
+                await other.session.send(other.sock, "hello", {"pid": 2, "lab_ip": "10.90.0.2", "port": 9090})
+                await other.until("welcome")
+                await probe.sock.send(msgpack.packb({"v": 1, "type": ["event"], "host": "thinkpad", "seq": 1,
+                                                     "time": 1, "body": {}}))
+                await big.sock.send(b"\x00" * (wire.MAX_FRAME + 1))
+                await probe.session.send(probe.sock, "result", {"id": [1], "ok": True})
+
+                async def forge_then_answer():
+                    body = await probe.until("command")
+                    await other.session.send(other.sock, "result", {"id": body["id"], "ok": False, "error": "forged"})
+                    await asyncio.sleep(0.1)
+                    await probe.session.send(probe.sock, "result", {"id": body["id"], "ok": True})
+                answering = asyncio.create_task(forge_then_answer())
+                result = await bus.command("thinkpad", "listen", {}, 5)
+                await answering
+                assert result == {"id": result["id"], "ok": True}  # thinkpad's own answer, not the forgery
+                assert bus.fleet.counters("thinkpad")["link_frames_refused"] == 1  # the list type
+                await probe.event(1)
+                assert (await probe.until("ack"))["seq"] == 1  # still served
+            finally:
+                other.sock.close()
+                big.sock.close()
     asyncio.run(scenario())

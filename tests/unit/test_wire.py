@@ -159,3 +159,22 @@ def test_an_event_over_the_size_limit_is_refused_and_takes_no_number():
     with pytest.raises(wire.ProtocolError, match="exceeds"):
         s.frame("event", {"kind": "console", "text": "x" * (wire.MAX_FRAME + 1)})
     assert s.event_seq == 0 and s.envelope("event", {"kind": "state"})["seq"] == 1  # no gap for the receiver
+
+
+@pytest.mark.parametrize("field, value", [("type", ["event"]), ("type", {"a": 1}), ("type", 7), ("host", ["x"])])
+def test_an_envelope_field_of_the_wrong_type_is_a_protocol_error_not_a_crash(field, value):
+    import msgpack
+    env = {"v": 1, "type": "event", "host": "thinkpad", "seq": 1, "time": 1, "body": {}, field: value}
+    with pytest.raises(wire.ProtocolError):
+        wire.decode(msgpack.packb(env))
+
+
+def test_every_socket_limit_is_the_frame_limit():
+    import zmq
+    ctx = zmq.Context()
+    try:
+        sock = wire.limit(ctx.socket(zmq.DEALER))
+        assert sock.getsockopt(zmq.MAXMSGSIZE) == wire.MAX_FRAME
+        sock.close(0)
+    finally:
+        ctx.term()
