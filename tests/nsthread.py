@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from typing import Any, Awaitable, Callable
 
@@ -36,7 +37,7 @@ class NetnsThread:
     def _main(self) -> None:
         try:
             netns.setns(ns_path(self.ns), flags=0)
-            loop = asyncio.new_event_loop()
+            loop = _ChildKeepingLoop()
         except BaseException as e:  # report to the test instead of dying silently
             self._ready.set_exception(e)
             return
@@ -49,6 +50,7 @@ class NetnsThread:
             for t in pending:
                 t.cancel()
             loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.reap_children())
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             loop.close()
@@ -74,6 +76,37 @@ class NetnsThread:
         async def _call() -> Any:
             return fn(*args, **kwargs)
         return self.run(_call())
+
+
+class _ChildKeepingLoop(asyncio.SelectorEventLoop):
+    """An event loop that reaps every child it started before it closes.
+
+    A loop closed while its child still runs cannot take the child's exit: asyncio's watcher thread
+    reaps the pid, the transport's returncode stays unset, and when the transport is collected later
+    it polls and kills that pid again. By then the pid may belong to another test's nc (pids wrap at
+    32768 on a busy machine): that nc was reaped behind its own watcher's back and reported status
+    255 (seen once in test_endpoint's test_abort_kills). So the loop ends every child first.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._children: list = []
+
+    async def _make_subprocess_transport(self, *args: Any, **kwargs: Any) -> Any:
+        transport = await super()._make_subprocess_transport(*args, **kwargs)
+        self._children.append(transport)
+        return transport
+
+    async def reap_children(self, timeout: float = 5.0) -> None:
+        deadline = self.time() + timeout
+        for t in self._children:
+            if t.get_returncode() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    t.kill()
+            while t.get_returncode() is None and self.time() < deadline:
+                await asyncio.sleep(0.01)
+            t.close()
+        self._children.clear()
 
 
 def ns_path(ns: str) -> str:
