@@ -1,9 +1,17 @@
-"""The controller's configuration file (YAML, written by the Ansible role ``controller``)."""
+"""The controller's configuration file (YAML, written by the Ansible role ``controller``).
+
+``hosts`` is the inventory's lab hosts, each with its lab address (``{name: IPv4}``, from the role's
+hostvars): the only probes admitted, and the only addresses a ``connect`` goes to (never what a probe
+says of itself in its hello). A plain list of names admits those hosts but gives no address, so a
+connect to one of them is refused.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import ipaddress
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from tcplab import wire
 from tcplab.configfile import ConfigError, check_endpoint, read_yaml
@@ -18,6 +26,7 @@ class ControllerConfig:
     home: Path
     runs_dir: Path
     hosts: tuple[str, ...] = ()  # the inventory's lab hosts: the only probes admitted (empty: any)
+    addresses: Mapping[str, str] = field(default_factory=dict)  # each lab host's address (the inventory's)
 
     @property
     def pid_path(self) -> Path:
@@ -42,10 +51,28 @@ def load(path: str | Path) -> ControllerConfig:
         if key not in data:
             raise ConfigError(f"{path}: missing setting {key!r}")
     hosts = data.get("hosts") or []
-    if not isinstance(hosts, list) or not all(isinstance(h, str) and wire.HOST_RE.match(h) for h in hosts):
-        raise ConfigError(f"{path}: hosts must be a list of host names")
+    addresses = _addresses(path, hosts) if isinstance(hosts, dict) else {}
+    if not isinstance(hosts, (list, dict)) or not all(isinstance(h, str) and wire.HOST_RE.match(h) for h in hosts):
+        raise ConfigError(f"{path}: hosts must map host names to lab addresses")
     home = Path(data["home"])
     if len(str(home / "control.sock")) > 100:  # ipc:// paths must fit a sockaddr_un
         raise ConfigError(f"{path}: home {home} is too long for a control socket path")
     return ControllerConfig(path=path, bind=check_endpoint(path, data["bind"], "bind"), home=home,
-                            runs_dir=Path(data["runs_dir"]), hosts=tuple(hosts))
+                            runs_dir=Path(data["runs_dir"]), hosts=tuple(hosts), addresses=addresses)
+
+
+def _addresses(path: Path, hosts: dict) -> dict[str, str]:
+    """Each host's lab address: a plain unicast IPv4 address, each host its own."""
+    out: dict[str, str] = {}
+    for name, value in hosts.items():
+        try:
+            addr = ipaddress.IPv4Address(value if isinstance(value, str) else "")
+        except ValueError:
+            addr = None
+        if addr is None or str(addr) != value or addr.is_unspecified or addr.is_multicast or addr.is_loopback \
+                or addr == ipaddress.IPv4Address("255.255.255.255"):
+            raise ConfigError(f"{path}: hosts: {name}'s lab address is not a unicast IPv4 address: {value!r}")
+        if value in out.values():
+            raise ConfigError(f"{path}: hosts: {name} has the lab address of another host ({value})")
+        out[str(name)] = value
+    return out
