@@ -54,7 +54,8 @@ class Lab:
     def start(self) -> "Lab":
         endpoint = f"ipc://{self.root}/probes.sock"
         self.controller_cfg.write_text(yaml.safe_dump({
-            "bind": endpoint, "home": str(self.controller_home), "runs_dir": str(self.runs), "hosts": {n: h.ip for n, h in self.hosts.items()}}))
+            "bind": endpoint, "home": str(self.controller_home), "runs_dir": str(self.runs),
+            "hosts": {n: h.ip for n, h in self.hosts.items()}}))
         subprocess.run([VENV_BIN / "tcplab-controller", "start", "--config", self.controller_cfg], check=True,
                        capture_output=True, timeout=30)
         for name, host in self.hosts.items():
