@@ -1,6 +1,8 @@
 """The probe bus: the controller's ROUTER socket to the probes, and the sequencer's ``Bus``.
 
-- Probes connect (DEALER, routing id = host name). A ``hello`` registers a probe in the
+- Probes connect (DEALER, routing id = host name), with ``curve`` (:class:`tcplab.wire.curve.Keys`)
+  over CurveZMQ: only the known probes' keys get in, and a frame whose routing id (so its envelope
+  host) is not its key's host name is refused and counted for the key's host. A ``hello`` registers a probe in the
   :class:`~controller.fleet.Fleet` and is answered ``welcome`` (with what the controller holds of
   its events), then its clock is synced. A frame whose envelope does not check, or whose host is
   not its routing id, is refused (logged, counted for that peer) and the bus goes on.
@@ -29,6 +31,7 @@ from controller.fleet import Fleet
 from controller.run import Run
 from tcplab import wire
 from tcplab.errors import TcplabError
+from tcplab.wire import curve as wire_curve
 
 log = structlog.get_logger("controller")
 
@@ -44,11 +47,15 @@ class NoAnswer(TcplabError, TimeoutError):
 
 
 class ProbeBus:
-    def __init__(self, ctx: zmq.asyncio.Context, fleet: Fleet):
+    def __init__(self, ctx: zmq.asyncio.Context, fleet: Fleet, curve: wire_curve.Keys | None = None):
+        """``curve``: the controller's keys (None: no CurveZMQ, for tests of other logic)."""
         self.sock = ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a peer that is gone raises
         self.sock.setsockopt(zmq.LINGER, 500)
         wire.limit(self.sock)
+        self.auth = wire_curve.Authenticator(ctx, curve) if curve is not None else None
+        if curve is not None:
+            wire_curve.server(self.sock, curve)
         self.fleet = fleet
         self.session = wire.Session("controller")
         self._ids = itertools.count(1)  # command and ping ids
@@ -59,10 +66,15 @@ class ProbeBus:
         self.on_pong: Callable[[str, dict, int], None] = lambda host, env, received_ns: None
 
     def bind(self, endpoint: str) -> None:
+        """Bind (in the event loop: the authenticator starts first, so nobody gets in unchecked)."""
+        if self.auth is not None and self.auth.zap_socket is None:
+            self.auth.start()
         self.sock.bind(endpoint)
 
     def close(self, linger_ms: int = 500) -> None:
         self.sock.close(linger=linger_ms)
+        if self.auth is not None:
+            self.auth.stop()
 
     def next_id(self) -> int:
         return next(self._ids)
@@ -114,8 +126,9 @@ class ProbeBus:
     # --- receiving ----------------------------------------------------------------------------
     async def serve(self) -> None:
         """Receive until cancelled: each burst of frames, then its acks."""
+        copy = self.auth is None  # with Curve the frames keep their User-Id property
         while True:
-            msg = await self.sock.recv_multipart()
+            msg = await self.sock.recv_multipart(copy=copy)
             handled = 0
             while True:  # each frame stamped as it is taken (a pong's T4); none taken beyond BURST
                 await self._on_frame(msg, time.monotonic_ns())
@@ -123,7 +136,7 @@ class ProbeBus:
                 if handled == BURST:
                     break
                 try:
-                    msg = await self.sock.recv_multipart(flags=zmq.NOBLOCK)
+                    msg = await self.sock.recv_multipart(flags=zmq.NOBLOCK, copy=copy)
                 except zmq.Again:
                     break
             await self._send_acks()
@@ -139,7 +152,13 @@ class ProbeBus:
                 log.warning("probe_gone", probe=host, error=str(e))
         self._ack_due.clear()
 
-    async def _on_frame(self, msg: list[bytes], received_ns: int) -> None:
+    async def _on_frame(self, msg: list, received_ns: int) -> None:
+        if self.auth is not None:  # zmq.Frames: the key's host name, then the bytes
+            name = msg[-1].get("User-Id")
+            msg = [f.bytes for f in msg]
+            if name != msg[0].decode(errors="replace"):
+                self._impersonating(name, msg[0])
+                return
         peer = msg[0].decode(errors="replace")
         try:
             env = self.session.decode(msg[-1], peer=msg[0])
@@ -151,6 +170,13 @@ class ProbeBus:
             await self._on_probe(env, received_ns)
         except ConnectionError as e:  # it went away between its frame and our answer
             log.warning("probe_gone", probe=env["host"], error=str(e))
+
+    def _impersonating(self, name: str, routing_id: bytes) -> None:
+        """A frame whose routing id is not its key's host: refused, counted for the key's host."""
+        log.warning("frame_refused", peer=name, routing_id=routing_id.decode(errors="replace"),
+                    reason="routing id is not the key's host")
+        self.session.counters["refused"] += 1
+        self.fleet.refused(name)
 
     async def _on_probe(self, env: dict, received_ns: int) -> None:
         host, kind, body = env["host"], env["type"], env["body"]

@@ -29,6 +29,7 @@ import zmq
 import zmq.asyncio
 
 from tcplab import wire
+from tcplab.wire import curve as wire_curve
 
 log = structlog.get_logger("probe.transport")
 
@@ -40,7 +41,9 @@ YIELD_EVERY = 64  # during a burst of events, the receiver gets a turn this ofte
 
 
 class Transport:
-    def __init__(self, endpoint: str, host: str, hello: dict, ctx: zmq.asyncio.Context | None = None):
+    def __init__(self, endpoint: str, host: str, hello: dict, ctx: zmq.asyncio.Context | None = None,
+                 curve: wire_curve.Keys | None = None):
+        """``curve``: this probe's keys (a CurveZMQ client of the controller's key); None: no Curve."""
         self.endpoint = endpoint
         self.host = host
         self.hello_body = hello
@@ -52,6 +55,8 @@ class Transport:
         self.sock.setsockopt(zmq.RECONNECT_IVL, 200)
         self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         self.sock.setsockopt(zmq.SNDHWM, 0)
+        if curve is not None:
+            wire_curve.client(self.sock, curve)
         self.session = wire.Session(host)  # numbers: events gapless, acknowledged cumulatively
         self.unacked: OrderedDict[int, tuple[float, bytes]] = OrderedDict()
         self.dropped = 0  # given up at MAX_UNACKED

@@ -1,0 +1,66 @@
+"""Making the lab's Curve keys on the control node (what the Ansible role ``controller`` runs).
+
+    python -m controller.keys --dir KEYS controller thinkpad raspberrypi
+    # {"changed": true, "made": ["controller", "raspberrypi", "thinkpad"]}
+
+One pair per name, in zmq.auth's certificate format (``NAME.key``, ``NAME.key_secret``), made only
+when it is missing (a pair half there is an error, not remade: a probe may hold the other half).
+The directory is 0700 and every file 0600, whatever the umask. See :mod:`tcplab.wire.curve`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Iterable
+
+import zmq.auth
+
+from tcplab import wire
+from tcplab.configfile import ConfigError
+from tcplab.wire import curve
+
+
+def make_keys(keys_dir: str | Path, names: Iterable[str]) -> list[str]:
+    """Make the pair of each of ``names`` that ``keys_dir`` lacks; the names made, sorted."""
+    keys_dir = Path(keys_dir)
+    keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(keys_dir, 0o700)
+    made = []
+    for name in sorted(set(names)):
+        if not wire.HOST_RE.match(name):
+            raise ConfigError(f"{name!r}: not a host name")
+        have = [p.exists() for p in (curve.public_path(keys_dir, name), curve.secret_path(keys_dir, name))]
+        if all(have):
+            continue
+        if any(have):
+            raise ConfigError(f"{curve.secret_path(keys_dir, name)}: half a key pair (remove both files to remake it)")
+        old = os.umask(0o077)  # the secret file is never readable by others, not even for a moment
+        try:
+            for path in zmq.auth.create_certificates(keys_dir, name):
+                os.chmod(path, 0o600)
+        finally:
+            os.umask(old)
+        made.append(name)
+    return made
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m controller.keys", description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", required=True, type=Path, help="the key store (made 0700)")
+    parser.add_argument("names", nargs="+", help="controller and the lab hosts")
+    args = parser.parse_args(argv)
+    try:
+        made = make_keys(args.dir, args.names)
+    except (ConfigError, OSError) as e:
+        print(f"controller.keys: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"changed": bool(made), "made": made}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""CurveZMQ between the hosts: keys on disk, the sockets' options, and the controller's authenticator.
+
+Every socket between a probe and the controller is encrypted and authenticated with CurveZMQ
+(pyzmq's ``zmq.auth``). Keys are files in zmq.auth's certificate format
+(``zmq.auth.create_certificates``: ``NAME.key`` holds a public key, ``NAME.key_secret`` the
+public and the secret key), one pair per host, named after it (``controller`` for the controller);
+``controller.keys`` makes them on the control node and Ansible installs each host only what it
+needs::
+
+    probe thinkpad:   KEYS/thinkpad.key_secret   KEYS/controller.key
+    controller:       KEYS/controller.key_secret KEYS/thinkpad.key KEYS/raspberrypi.key ...
+
+- The probe's DEALER is a Curve client (:func:`client`): it knows the controller's public key, so
+  it talks to nobody else.
+- The controller's ROUTER is a Curve server (:func:`server`) with a ZAP domain; its
+  :class:`Authenticator` admits only the known probes' public keys and gives each connection the
+  ``User-Id`` of the key's host name. The bus reads that name from every frame
+  (``frame.get("User-Id")``) and refuses a frame whose routing id (and so envelope host) is not it:
+  a probe speaks only as itself.
+
+A key file that is missing, garbled, or a secret readable by others is a one-line
+:class:`~tcplab.configfile.ConfigError` naming the file.
+"""
+
+from __future__ import annotations
+
+import binascii
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import zmq
+import zmq.auth
+from zmq.auth.asyncio import AsyncioAuthenticator
+from zmq.utils import z85
+
+from tcplab.configfile import ConfigError
+
+CONTROLLER = "controller"  # the controller's key name
+ZAP_DOMAIN = "tcplab"
+KEY_LEN = 40  # a z85 Curve key
+
+
+@dataclass(frozen=True)
+class Keys:
+    """One host's keys: its own pair (z85) and the public keys of the peers it accepts, by name
+    (a probe: the controller's; the controller: each probe's)."""
+
+    name: str
+    public: bytes
+    secret: bytes = field(repr=False)
+    peers: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def by_key(self) -> dict[bytes, str]:
+        """The peers' names by public key (z85)."""
+        return {key: name for name, key in self.peers.items()}
+
+
+def public_path(keys_dir: str | Path, name: str) -> Path:
+    return Path(keys_dir) / f"{name}.key"
+
+
+def secret_path(keys_dir: str | Path, name: str) -> Path:
+    return Path(keys_dir) / f"{name}.key_secret"
+
+
+def _check_key(path: Path, what: str, key: bytes | None) -> bytes:
+    try:
+        if key is None or len(key) != KEY_LEN:
+            raise ValueError
+        z85.decode(key)
+    except (ValueError, binascii.Error, KeyError, TypeError):
+        raise ConfigError(f"{path}: no valid Curve {what} key in it (a zmq.auth certificate)") from None
+    return key
+
+
+def _read(path: Path, secret: bool) -> tuple[bytes, bytes | None]:
+    try:
+        mode = path.stat().st_mode
+        public, secret_key = zmq.auth.load_certificate(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: key file missing") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read key file ({e.strerror or e})") from None
+    except ValueError:
+        public, secret_key = None, None
+    except UnicodeDecodeError:
+        public, secret_key = None, None
+    _check_key(path, "public", public)
+    if secret:
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(f"{path}: secret key readable by others (mode {stat.S_IMODE(mode):04o}); "
+                              "chmod 600 it")
+        _check_key(path, "secret", secret_key)
+        if zmq.curve_public(secret_key) != public:
+            raise ConfigError(f"{path}: its secret key does not match its public key")
+    return public, secret_key
+
+
+def load_keys(keys_dir: str | Path, name: str, peers: Iterable[str]) -> Keys:
+    """``name``'s own pair (``NAME.key_secret``) and each peer's public key (``PEER.key``)."""
+    public, secret = _read(secret_path(keys_dir, name), secret=True)
+    return Keys(name=name, public=public, secret=secret,
+                peers={p: _read(public_path(keys_dir, p), secret=False)[0] for p in peers})
+
+
+def load_probe_keys(keys_dir: str | Path, host: str) -> Keys:
+    """A probe's keys: its own pair and the controller's public key."""
+    return load_keys(keys_dir, host, [CONTROLLER])
+
+
+def load_controller_keys(keys_dir: str | Path, hosts: Iterable[str]) -> Keys:
+    """The controller's keys: its own pair and the public key of each of ``hosts``."""
+    return load_keys(keys_dir, CONTROLLER, hosts)
+
+
+def client(sock: zmq.Socket, keys: Keys) -> zmq.Socket:
+    """Make ``sock`` (before it connects) a Curve client of the controller. Returns ``sock``."""
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, keys.public)
+    sock.setsockopt(zmq.CURVE_SECRETKEY, keys.secret)
+    sock.setsockopt(zmq.CURVE_SERVERKEY, keys.peers[CONTROLLER])
+    return sock
+
+
+def server(sock: zmq.Socket, keys: Keys) -> zmq.Socket:
+    """Make ``sock`` (before it binds) a Curve server whose clients the ZAP handler of its context
+    (an :class:`Authenticator`, started first) checks; with no handler nobody gets in."""
+    sock.setsockopt(zmq.CURVE_SERVER, 1)
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, keys.public)
+    sock.setsockopt(zmq.CURVE_SECRETKEY, keys.secret)
+    sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
+    sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+    return sock
+
+
+class Authenticator(AsyncioAuthenticator):
+    """The controller's ZAP handler: admits only ``keys.peers``' public keys; a connection's
+    ``User-Id`` is its key's host name. :meth:`start` inside the event loop, before the bind."""
+
+    def __init__(self, ctx: zmq.Context, keys: Keys):
+        super().__init__(ctx)
+        self.names = keys.by_key
+        self.configure_curve_callback(ZAP_DOMAIN, credentials_provider=self)
+
+    def callback(self, domain: str, key: bytes) -> bool:  # key: z85
+        return key in self.names
+
+    def curve_user_id(self, client_public_key: bytes) -> str:
+        return self.names[z85.encode(client_public_key)]
+
+
+def user_id(frame: zmq.Frame) -> str | None:
+    """The authenticated host name a received frame came from (None without Curve)."""
+    try:
+        return frame.get("User-Id")
+    except zmq.ZMQError:  # EINVAL: no such property (a NULL-mechanism socket)
+        return None

@@ -1,0 +1,237 @@
+"""CurveZMQ between the hosts, over real ZeroMQ sockets (ipc:// in a temp dir, no root): the real
+ProbeBus with the controller's keys, the real Transport with a probe's, and DEALERs that try to get
+in without a key, with a stranger's key, or with the other lab host's key. Then the key files."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+import time
+
+import pytest
+import zmq
+import zmq.asyncio
+
+from controller.bus import ProbeBus
+from controller.fleet import Fleet
+from controller.keys import main as keys_main
+from controller.keys import make_keys
+from probe.transport import Transport
+from tcplab import wire
+from tcplab.configfile import ConfigError
+from tcplab.wire import curve
+
+HOSTS = ("thinkpad", "raspberrypi")
+HELLO = {"pid": 1, "lab_ip": "10.90.0.1", "port": 9090}
+
+
+@pytest.fixture
+def keys(tmp_path):
+    """A key store with the controller's, both lab hosts' and a stranger's pairs."""
+    make_keys(tmp_path / "keys", ["controller", *HOSTS, "stranger"])
+    return tmp_path / "keys"
+
+
+class Peer:
+    """A DEALER that speaks the wire, keyed with ``key`` (a probe's name in the key store) or not."""
+
+    def __init__(self, ctx, endpoint: str, routing_id: str, keys_dir=None, key: str | None = None):
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.ROUTING_ID, routing_id.encode())
+        self.sock.setsockopt(zmq.LINGER, 0)
+        if key is not None:
+            curve.client(self.sock, curve.load_probe_keys(keys_dir, key))
+        self.sock.connect(endpoint)
+
+    async def send(self, type_: str, host: str, body: dict, seq: int = 1) -> None:
+        await self.sock.send(wire.encode(wire.make(type_, host, seq, body)))
+
+    async def heard(self, timeout: float = 0.5) -> list[dict]:
+        """Every frame the controller sent this peer within ``timeout``."""
+        got = []
+        while await self.sock.poll(int(timeout * 1000)):
+            got.append(wire.decode(await self.sock.recv()))
+        return got
+
+    async def until(self, type_: str, timeout: float = 5.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for env in await self.heard(0.05):
+                if env["type"] == type_:
+                    return env
+        raise AssertionError(f"no {type_} within {timeout} s")
+
+
+@contextlib.asynccontextmanager
+async def keyed_bus(tmp_path, keys_dir):
+    """A serving ProbeBus with the controller's keys (admitting the two lab hosts), and its endpoint."""
+    ctx = zmq.asyncio.Context()
+    bus = ProbeBus(ctx, Fleet(admit=HOSTS), curve=curve.load_controller_keys(keys_dir, HOSTS))
+    endpoint = f"ipc://{tmp_path}/probes.sock"
+    bus.bind(endpoint)
+    task = asyncio.create_task(bus.serve())
+    peers: list[Peer] = []
+    bus.peer = lambda *a, **kw: peers.append(Peer(ctx, endpoint, *a, keys_dir=keys_dir, **kw)) or peers[-1]
+    try:
+        yield bus, endpoint, ctx
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        for p in peers:
+            p.sock.close()
+        bus.close(0)
+        ctx.term()
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+def test_a_keyed_probe_is_heard_through_the_real_transport(tmp_path, keys):
+    async def scenario():
+        async with keyed_bus(tmp_path, keys) as (bus, endpoint, ctx):
+            t = Transport(endpoint, "thinkpad", hello=HELLO, ctx=ctx, curve=curve.load_probe_keys(keys, "thinkpad"))
+            t.connect()
+            await t.hello()
+            try:
+                env = await asyncio.wait_for(t.recv(), 5)
+                assert env["type"] == "welcome" and t.welcomed.is_set()
+                await t.event({"kind": "state", "t_ns": 1})
+                while not t.unacked == {}:
+                    await asyncio.wait_for(t.recv(), 5)  # the bus acks it
+                assert bus.connected("thinkpad") and bus.fleet.probes["thinkpad"].upto == 1
+            finally:
+                t.close()
+    run(scenario())
+
+
+def test_no_key_or_a_strangers_key_gets_nothing_and_leaves_nothing(tmp_path, keys):
+    async def scenario():
+        async with keyed_bus(tmp_path, keys) as (bus, endpoint, ctx):
+            plain = bus.peer("thinkpad")                     # no Curve at all
+            stranger = bus.peer("raspberrypi", key="stranger")  # Curve, a key the controller does not know
+            for peer, host in ((plain, "thinkpad"), (stranger, "raspberrypi")):
+                await peer.send("hello", host, HELLO)
+                await peer.send("event", host, {"kind": "console", "text": "INJECTED", "t_ns": 1})
+            assert await plain.heard() == [] and await stranger.heard() == []
+            assert bus.fleet.probes == {} and bus.session.counters["received"] == 0
+            assert all(bus.fleet.counters(h)["link_frames_refused"] == 0 for h in HOSTS)
+            # the lab host with its own key is heard at once on the same bus
+            real = bus.peer("thinkpad", key="thinkpad")
+            await real.send("hello", "thinkpad", HELLO)
+            assert (await real.until("welcome"))["body"] == {"ack": 0}
+            assert set(bus.fleet.probes) == {"thinkpad"}
+    run(scenario())
+
+
+@pytest.mark.parametrize("routing_id", ["raspberrypi", "thinkpad"])
+def test_a_keyed_host_that_says_it_is_the_other_is_refused_and_counted(tmp_path, keys, routing_id):
+    """raspberrypi's key, hello as thinkpad: with its own routing id (the envelope's host is not the
+    routing id) or with thinkpad's (the routing id is not the key's host)."""
+    async def scenario():
+        async with keyed_bus(tmp_path, keys) as (bus, endpoint, ctx):
+            liar = bus.peer(routing_id, key="raspberrypi")
+            await liar.send("hello", "thinkpad", HELLO)
+            await liar.send("event", "thinkpad", {"kind": "console", "text": "INJECTED", "t_ns": 1})
+            assert await liar.heard() == []
+            assert "thinkpad" not in bus.fleet.probes
+            assert bus.fleet.counters("raspberrypi")["link_frames_refused"] == 2
+            assert bus.fleet.counters("thinkpad")["link_frames_refused"] == 0
+            assert bus.session.counters["refused"] == 2
+            # the bus goes on: the same connection speaking as itself is heard
+            if routing_id == "raspberrypi":
+                await liar.send("hello", "raspberrypi", HELLO, seq=3)
+                await liar.until("welcome")
+                assert set(bus.fleet.probes) == {"raspberrypi"}
+    run(scenario())
+
+
+def test_a_result_or_pong_forged_by_the_other_keyed_host_resolves_nothing(tmp_path, keys):
+    async def scenario():
+        async with keyed_bus(tmp_path, keys) as (bus, endpoint, ctx):
+            pongs: list[tuple[str, int]] = []
+            bus.on_pong = lambda host, env, received_ns: pongs.append((host, env["body"]["id"]))
+            thinkpad, pi = bus.peer("thinkpad", key="thinkpad"), bus.peer("raspberrypi", key="raspberrypi")
+            for peer, host in ((thinkpad, "thinkpad"), (pi, "raspberrypi")):
+                await peer.send("hello", host, HELLO)
+                await peer.until("welcome")
+            asked = asyncio.create_task(bus.command("thinkpad", "listen", {}, 5))
+            cid = (await thinkpad.until("command"))["body"]["id"]
+            # raspberrypi forges thinkpad's result and pong: as itself, as thinkpad in the envelope
+            for host in ("raspberrypi", "thinkpad"):
+                await pi.send("result", host, {"id": cid, "ok": True, "forged": True}, seq=5)
+                await pi.send("pong", host, {"id": cid}, seq=6)
+            await asyncio.sleep(0.3)
+            assert not asked.done()
+            assert ("thinkpad", cid) not in pongs
+            # a second connection with thinkpad's routing id and raspberrypi's key gets nowhere either
+            twin = bus.peer("thinkpad", key="raspberrypi")
+            await twin.send("result", "thinkpad", {"id": cid, "ok": True, "forged": True}, seq=7)
+            await asyncio.sleep(0.3)
+            assert not asked.done()
+            await thinkpad.send("result", "thinkpad", {"id": cid, "ok": True}, seq=8)
+            await thinkpad.send("pong", "thinkpad", {"id": cid}, seq=9)
+            assert await asyncio.wait_for(asked, 5) == {"id": cid, "ok": True}
+            await asyncio.sleep(0.1)
+            assert ("thinkpad", cid) in pongs
+    run(scenario())
+
+
+def test_keys_are_made_once_0600_in_a_0700_directory(tmp_path, capsys):
+    store = tmp_path / "store"
+    old = os.umask(0o022)
+    try:
+        assert keys_main(["--dir", str(store), "controller", "thinkpad"]) == 0
+    finally:
+        os.umask(old)
+    assert '"changed": true' in capsys.readouterr().out
+    assert stat.S_IMODE(store.stat().st_mode) == 0o700
+    files = sorted(p.name for p in store.iterdir())
+    assert files == ["controller.key", "controller.key_secret", "thinkpad.key", "thinkpad.key_secret"]
+    assert {stat.S_IMODE((store / f).stat().st_mode) for f in files} == {0o600}
+    before = {f: (store / f).read_bytes() for f in files}
+    assert keys_main(["--dir", str(store), "controller", "thinkpad"]) == 0   # nothing remade
+    assert '"changed": false' in capsys.readouterr().out
+    assert {f: (store / f).read_bytes() for f in files} == before
+    k = curve.load_probe_keys(store, "thinkpad")
+    assert k.peers["controller"] == curve.load_controller_keys(store, ["thinkpad"]).public
+    assert zmq.curve_public(k.secret) == k.public
+    (store / "thinkpad.key").unlink()                                         # half a pair: refused
+    assert keys_main(["--dir", str(store), "thinkpad"]) == 2
+    assert "half a key pair" in capsys.readouterr().err
+
+
+def _one_line_naming(excinfo, path) -> str:
+    msg = str(excinfo.value)
+    assert "\n" not in msg and str(path) in msg
+    return msg
+
+
+def test_a_missing_garbled_or_open_key_file_is_one_line_naming_it(tmp_path, keys):
+    secret = keys / "thinkpad.key_secret"
+    (keys / "controller.key").rename(keys / "gone")
+    with pytest.raises(ConfigError) as e:
+        curve.load_probe_keys(keys, "thinkpad")
+    assert "missing" in _one_line_naming(e, keys / "controller.key")
+    (keys / "gone").rename(keys / "controller.key")
+    good = secret.read_bytes()
+    for garbled in (b"not a certificate\n", good.replace(b"secret-key = \"", b"secret-key = \"xx"),
+                    b"\xff\xfe\x00binary", good.replace(b"public-key", b"publik-key")):
+        secret.write_bytes(garbled)
+        with pytest.raises(ConfigError) as e:
+            curve.load_probe_keys(keys, "thinkpad")
+        _one_line_naming(e, secret)
+    other = (keys / "raspberrypi.key_secret").read_bytes().split(b"secret-key")[1]
+    secret.write_bytes(good.split(b"secret-key")[0] + b"secret-key" + other)   # someone else's secret
+    with pytest.raises(ConfigError) as e:
+        curve.load_probe_keys(keys, "thinkpad")
+    assert "does not match" in _one_line_naming(e, secret)
+    secret.write_bytes(good)
+    secret.chmod(0o644)
+    with pytest.raises(ConfigError) as e:
+        curve.load_probe_keys(keys, "thinkpad")
+    assert "readable by others" in _one_line_naming(e, secret)
+    secret.chmod(0o600)
+    assert curve.load_probe_keys(keys, "thinkpad").name == "thinkpad"
