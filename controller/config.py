@@ -8,12 +8,12 @@ connect to one of them is refused.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
 from tcplab import wire
+from tcplab.actions.connect import unicast_ipv4
 from tcplab.configfile import ConfigError, check_endpoint, read_yaml
 
 __all__ = ["ConfigError", "ControllerConfig", "load"]
@@ -65,12 +65,7 @@ def _addresses(path: Path, hosts: dict) -> dict[str, str]:
     """Each host's lab address: a plain unicast IPv4 address, each host its own."""
     out: dict[str, str] = {}
     for name, value in hosts.items():
-        try:
-            addr = ipaddress.IPv4Address(value if isinstance(value, str) else "")
-        except ValueError:
-            addr = None
-        if addr is None or str(addr) != value or addr.is_unspecified or addr.is_multicast or addr.is_loopback \
-                or addr == ipaddress.IPv4Address("255.255.255.255"):
+        if not unicast_ipv4(value):
             raise ConfigError(f"{path}: hosts: {name}'s lab address is not a unicast IPv4 address: {value!r}")
         if value in out.values():
             raise ConfigError(f"{path}: hosts: {name} has the lab address of another host ({value})")

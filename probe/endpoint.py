@@ -1,7 +1,10 @@
 """The nc application of a lab host (netcat-openbsd), with its console.
 
 ``Endpoint`` runs one nc at a time: ``listen(port)`` is the seed's server ``nc -l 9090``, ``connect(ip,
-port)`` its client ``nc <server> 9090``. ``send(text)`` types a line into nc's stdin; every line nc prints
+port)`` its client ``nc <server> 9090``. Every argv ends nc's options with ``--`` before the host and
+port (``nc -l -- 9090``, ``nc -- 10.90.0.1 9090``: netcat-openbsd takes both), the port is 1..65535,
+and a connect's address must be a plain IPv4 address, inside this host's lab network when
+``connect`` is told its lab interface and address (:mod:`probe.labnet`): otherwise no nc starts. ``send(text)`` types a line into nc's stdin; every line nc prints
 reaches ``on_console(line, "stdout"|"stderr")`` (without its newline), and a typed line reaches
 ``on_console(text, "stdin")``. ``close()`` ends the application as the seed's user does (Ctrl-C = SIGINT),
 ``abort()`` kills it. While nc runs its pid is in ``pid_dir/nc.pid``; ``sweep(pid_dir)`` kills what a
@@ -38,7 +41,7 @@ from typing import Callable
 
 import structlog
 
-from probe import sockets
+from probe import labnet, sockets
 from tcplab.errors import TcplabError
 from tcplab.files import atomic_write
 
@@ -72,8 +75,8 @@ class Endpoint:
         return self._proc.pid if self._proc is not None else None
 
     async def listen(self, port: int, wait: float = 2.0) -> None:
-        """Run ``nc -l PORT``; return once the kernel shows the listening socket (or after ``wait`` s)."""
-        await self._spawn("-l", str(port))
+        """Run ``nc -l -- PORT``; return once the kernel shows the listening socket (or after ``wait`` s)."""
+        await self._spawn("-l", "--", _port(port))
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and self.running:
             if sockets.listening(port):
@@ -85,9 +88,11 @@ class Endpoint:
             raise EndpointError(f"nc -l {port} exited with status {self.returncode}")
         log.warning("nc_listen_not_seen", port=port, pid=self.pid, waited_s=wait)
 
-    async def connect(self, ip: str, port: int) -> None:
-        """Run ``nc IP PORT``; returns at once (the handshake goes on in the kernel)."""
-        await self._spawn(ip, str(port))
+    async def connect(self, ip: str, port: int, lab: tuple[str, str] | None = None) -> None:
+        """Run ``nc -- IP PORT``; returns at once (the handshake goes on in the kernel). ``lab``: this
+        host's lab interface and address, whose network ``ip`` must be in (LabAddressError if not)."""
+        ip = labnet.check_peer(ip, *lab) if lab is not None else str(labnet.plain_ipv4(ip))
+        await self._spawn("--", ip, _port(port))
 
     async def send(self, text: str) -> None:
         """Type one line into nc's stdin."""
@@ -189,6 +194,12 @@ class Endpoint:
         with contextlib.suppress(FileNotFoundError, ValueError):
             if int(path.read_text().strip()) == pid:
                 path.unlink()
+
+
+def _port(port: object) -> str:
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        raise EndpointError(f"nc port {port!r} is not a port (1..65535)")
+    return str(port)
 
 
 def _is_nc(pid: int) -> bool:

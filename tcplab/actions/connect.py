@@ -1,5 +1,10 @@
 """connect: the probe's nc connects to another lab host (the step's ``to``) on the run's lab port.
 
+The address is the target's lab address from the controller's configuration (the inventory's,
+``StepContext.lab_ip``), never what the target says of itself. On the wire it must be a plain IPv4
+address (no name, no ``-lk``); the probe checks it again against its own lab network before nc
+starts (probe.labnet), and nc's argv ends its options with ``--``.
+
 The port has one source: the probes' configuration, which each reports in its hello; the sequencer
 refuses a scenario whose own ``port`` differs before any step, and hands this action the probes'
 port (``ctx.port``), never the scenario's. Without one, the probe connects to its own.
@@ -7,10 +12,13 @@ port (``ctx.port``), never the scenario's. Without one, the probe connects to it
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Mapping
 
 from tcplab.actions.action import Action, ActionError, Arg, ProbeHost, Step, StepContext
-from tcplab.wire import HOST_RE
+from tcplab.wire import HOST_RE, ProtocolError
+
+BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
 def check_step(raw: Mapping) -> None:
@@ -22,15 +30,30 @@ def check_step(raw: Mapping) -> None:
 def from_step(step: Step, ctx: StepContext) -> dict:
     ip = ctx.lab_ip(step.to or "")
     if not ip:
-        raise ActionError(f"{step.to} is not connected, so its address is unknown")
+        raise ActionError(f"{step.to} has no lab address in the controller's configuration (hosts)")
     return {"ip": ip} if ctx.port is None else {"ip": ip, "port": ctx.port}
 
 
+def unicast_ipv4(value: object) -> bool:
+    """``value`` is a unicast IPv4 address written plainly (dotted quad, no leading zero, nothing else)."""
+    try:
+        addr = ipaddress.IPv4Address(value if isinstance(value, str) else "")
+    except ValueError:
+        return False
+    return str(addr) == value and not (addr.is_unspecified or addr.is_multicast or addr == BROADCAST)
+
+
+def check(args: dict) -> None:
+    if not unicast_ipv4(args["ip"]):
+        raise ProtocolError(f"connect ip {args['ip']!r} is not a plain unicast IPv4 address")
+
+
 async def handle(host: ProbeHost, args: dict) -> dict:
-    await host.endpoint.connect(args["ip"], args.get("port", host.cfg.port))
+    await host.endpoint.connect(args["ip"], args.get("port", host.cfg.port),
+                                lab=(host.cfg.lab_iface, host.cfg.lab_ip))
     host.remember_nc()
     return {}
 
 
 ACTION = Action("connect", handle, args={"ip": Arg(str, required=True), "port": Arg(int, bounds=(1, 65535))},
-                from_step=from_step, step_fields=("to",), check_step=check_step)
+                check=check, from_step=from_step, step_fields=("to",), check_step=check_step)

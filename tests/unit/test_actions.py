@@ -50,8 +50,16 @@ def test_checks_let_through_what_each_action_takes(body, args):
     ({"id": 1, "action": "shape", "args": {"loss_pct": 101}}, "loss_pct 101 is outside 0..100"),
     ({"id": 1, "action": "shape", "args": {"clear": 1}}, "'clear' has the wrong type"),
     ({"id": 1, "action": "connect", "args": {"port": 9090}}, "connect needs argument 'ip'"),
-    ({"id": 1, "action": "connect", "args": {"ip": "x", "port": True}}, "'port' has the wrong type"),
-    ({"id": 1, "action": "connect", "args": {"ip": "x", "port": 65536}}, "port 65536 is outside 1..65535"),
+    ({"id": 1, "action": "connect", "args": {"ip": "10.90.0.1", "port": True}}, "'port' has the wrong type"),
+    ({"id": 1, "action": "connect", "args": {"ip": "10.90.0.1", "port": 65536}}, "port 65536 is outside 1..65535"),
+    ({"id": 1, "action": "connect", "args": {"ip": "-lk"}}, "connect ip '-lk' is not a plain unicast IPv4 address"),
+    ({"id": 1, "action": "connect", "args": {"ip": "10.90.0.01"}}, "'10.90.0.01' is not a plain unicast IPv4"),
+    ({"id": 1, "action": "connect", "args": {"ip": "10.90.0.1 -l"}}, "is not a plain unicast IPv4"),
+    ({"id": 1, "action": "connect", "args": {"ip": "thinkpad"}}, "is not a plain unicast IPv4"),
+    ({"id": 1, "action": "connect", "args": {"ip": "0.0.0.0"}}, "is not a plain unicast IPv4"),
+    ({"id": 1, "action": "connect", "args": {"ip": "224.0.0.1"}}, "is not a plain unicast IPv4"),
+    ({"id": 1, "action": "connect", "args": {"ip": "255.255.255.255"}}, "is not a plain unicast IPv4"),
+    ({"id": 1, "action": "connect", "args": {"ip": "10.90.0.1", "port": 0}}, "port 0 is outside 1..65535"),
     ({"id": 1, "action": "send", "args": {"text": "x" * 4097}}, "one line of at most 4096"),
     ({"id": 1, "action": "sync", "args": {"wait": 1}}, "sync takes no argument 'wait'"),
     ({"id": 1, "action": "close", "args": []}, "args of close must be a map"),
@@ -79,7 +87,7 @@ def test_connect_goes_to_the_runs_port_never_the_scenarios():
         {"action": "connect", "host": "raspberrypi", "to": "thinkpad"}]}).steps[0]
     assert connect.from_step(pinned, ctx(port=9191)) == {"ip": "10.90.0.1", "port": 9191}
     assert connect.from_step(pinned, ctx(port=None)) == {"ip": "10.90.0.1"}  # the probe's own port then
-    with pytest.raises(ActionError, match="^ghost is not connected, so its address is unknown$"):
+    with pytest.raises(ActionError, match=r"^ghost has no lab address in the controller's configuration \(hosts\)$"):
         connect.from_step(step(action="connect", host="raspberrypi", to="ghost"), ctx())
 
 

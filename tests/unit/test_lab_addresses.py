@@ -28,7 +28,7 @@ def test_the_configuration_maps_each_host_to_its_lab_address(tmp_path):
     ({"thinkpad": "-lk"}, r"thinkpad's lab address is not a unicast IPv4 address: '-lk'"),
     ({"thinkpad": "10.90.0.01"}, "not a unicast IPv4 address"),
     ({"thinkpad": "10.90.0.1 "}, "not a unicast IPv4 address"),
-    ({"thinkpad": "0.0.0.0"}, "not a unicast IPv4 address"),
+    ({"thinkpad": "0.0.0.0"}, "not a unicast IPv4 address"), ({"thinkpad": "-lk"}, "not a unicast"),
     ({"thinkpad": "224.0.0.1"}, "not a unicast IPv4 address"),
     ({"thinkpad": "255.255.255.255"}, "not a unicast IPv4 address"),
     ({"thinkpad": 167377409}, "not a unicast IPv4 address"),
