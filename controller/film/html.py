@@ -21,6 +21,7 @@ from pathlib import Path
 
 from controller.film import diagram, gaps
 from controller.film.model import Film, build, is_listener
+from controller.film.visible import visible
 from controller.trace import Direction, Kind, StepStatus, Stream, TraceIndex
 from tcplab.files import atomic_write
 
@@ -99,7 +100,7 @@ def data(trace: TraceIndex | Iterable[dict]) -> dict:
         "moments": [_moment(film, i, transition_of) for i in film.moments],
         "steps": [steps[k] for k in sorted(steps)],
         "console": [{"t": r["t"], "record": ix.position(r), "host": r["host"], "stream": r.get("stream"),
-                     "text": r["text"]} for r in ix.kind(Kind.CONSOLE)],
+                     "text": visible(r["text"])} for r in ix.kind(Kind.CONSOLE)],
         "commands": _commands(film),
         "netstat": {h: [{"t": r["t"], "rows": r["rows"]} for r in ix.kind(Kind.NETSTAT, h)] for h in film.hosts},
     }

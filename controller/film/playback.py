@@ -33,6 +33,7 @@ from rich.live import Live
 from controller.film import gaps, lines, model, term
 from controller.film.model import Film
 from controller.film.tracefile import NotATrace, open_run
+from controller.film.visible import guard, visible
 from tcplab import logs
 
 SPEED_MIN, SPEED_MAX = 0.1, 20.0
@@ -87,7 +88,8 @@ def play(film: Film, beats: list[Beat], console: Console, run: str = "", stop: t
     end = film.records[-1]["t"] if film.records else 0.0
     if not console.is_terminal or console.is_dumb_terminal:
         for b in beats:
-            console.print(lines.line(film, b.moment), highlight=False, markup=False, emoji=False, soft_wrap=True)
+            console.print(visible(lines.line(film, b.moment)), highlight=False, markup=False, emoji=False,
+                          soft_wrap=True)
             console.file.flush()
             if stop.wait(b.hold):
                 return False
@@ -101,8 +103,9 @@ def play(film: Film, beats: list[Beat], console: Console, run: str = "", stop: t
                 now = time.monotonic() - start
                 frac = 0.0 if b.hold <= 0 else min(1.0, max(0.0, (now - begin) / b.hold))
                 t = b.t + b.gap * frac
-                live.update(term.snapshot(film, t, run=run, upto=_upto(film, beats, k, t), note=b.note, end=end,
-                                          height=console.size.height - 1, width=console.size.width), refresh=True)
+                live.update(guard(term.snapshot(film, t, run=run, upto=_upto(film, beats, k, t), note=b.note, end=end,
+                                                height=console.size.height - 1, width=console.size.width)),
+                            refresh=True)
                 left = due - (time.monotonic() - start)
                 if left <= 0:
                     break

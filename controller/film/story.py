@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from controller.film import model
+from controller.film.visible import visible
 from controller.film.words import CLOSED_BY, CLOSING, KERNEL, PHASES, and_list, code, later, seq_end, stamp
 from controller.report import WHY
 from controller.trace import Direction, Kind, StepStatus, Stream, TraceIndex
@@ -334,8 +335,9 @@ class _Story:
 
 
 def render(trace: TraceIndex | Iterable[dict]) -> str:
-    """story.md's text (Markdown) for the trace: its index, or its records in trace order."""
-    return _Story(trace).markdown()
+    """story.md's text (Markdown) for the trace: its index, or its records in trace order; every
+    control character in it (a console line's, a step's error) visible, as story.md meets a terminal."""
+    return "\n".join(visible(line) for line in _Story(trace).markdown().split("\n"))
 
 
 def write(run_dir: Path, trace: TraceIndex | Iterable[dict]) -> Path:

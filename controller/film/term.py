@@ -12,6 +12,10 @@ only choose which ``t`` to draw and when. Top to bottom:
 - each host's console (``>`` marks what the scenario typed);
 - both hosts' ``netstat -nao`` rows for the lab port, from each host's latest netstat record, the
   timers counted down by the time since that record.
+
+What came from a probe (console lines, a step's error, netstat's cells) is drawn with its control
+characters made visible (controller/film/visible.py) before the layout, so an escape sequence nc
+printed is shown, never obeyed; playback and watch also :func:`~controller.film.visible.guard` the frame.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from controller.film.model import Film
+from controller.film.visible import visible
 from controller.trace import Kind, StepStatus, Stream
 
 ROLE_COLOURS = {"server": "blue", "client": "red"}
@@ -95,7 +100,7 @@ def _header(film: Film, t: float, upto: int, run: str, total: int | None, note: 
         line.append(f"   {note}", style="italic yellow")
     body = Group(grid, line)
     if step is not None and step.get("error"):
-        body = Group(grid, line, Text(step["error"], style="red"))
+        body = Group(grid, line, Text(visible(step["error"]), style="red"))
     return Panel(body, title=f"tcplab · {run}" if run else "tcplab", title_align="left", box=box.ROUNDED)
 
 
@@ -167,7 +172,7 @@ def _console(film: Film, host: str, upto: int, lines: int) -> Panel:
     text = Text()
     for r in seen[-lines:]:
         style = {"stdin": "bold", "stderr": "red"}.get(r.get("stream"), "")
-        text.append(("> " if r.get("stream") == Stream.STDIN else "") + r["text"] + "\n", style=style)
+        text.append(("> " if r.get("stream") == Stream.STDIN else "") + visible(r["text"]) + "\n", style=style)
     text.append("\n" * max(0, lines - len(seen)))
     text.rstrip()
     return Panel(text, title=f"{host} console", title_align="left", box=box.ROUNDED, height=lines + 2)
@@ -188,8 +193,8 @@ def _netstat(film: Film, t: float, upto: int, narrow: bool) -> Table:
             table.add_row(*cells)
             continue
         for row in latest["rows"]:
-            cells = [Text(host, style=colour), row["proto"], str(row["recv_q"]), str(row["send_q"]),
-                     row["local"], row["foreign"], row["state"], countdown(row["timer"], t - latest["t"])]
+            cells = [Text(host, style=colour), *(visible(str(row[k])) for k in ("proto", "recv_q", "send_q", "local",
+                     "foreign", "state")), visible(countdown(str(row["timer"]), t - latest["t"]))]
             table.add_row(*(cells[i] for i in keep))
     return table
 

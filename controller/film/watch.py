@@ -32,6 +32,7 @@ from rich.live import Live
 from controller import scenario as scenarios
 from controller.film import lines, model, term
 from controller.film.tracefile import NotATrace, PartialTrace, ordered, read_lines
+from controller.film.visible import guard, visible
 from controller.trace import StepStatus, TraceIndex
 from tcplab import logs, pidfile
 
@@ -88,9 +89,9 @@ class Watcher:
 
     def _show(self, live: Live | None, frame: RenderableType, text: str = "") -> None:
         if live is not None:
-            live.update(frame, refresh=True)
+            live.update(guard(frame), refresh=True)
         elif text:
-            self.console.print(text, highlight=False, markup=False, emoji=False, soft_wrap=True)
+            self.console.print(visible(text), highlight=False, markup=False, emoji=False, soft_wrap=True)
             self.console.file.flush()
 
     def run(self) -> int:
@@ -105,7 +106,7 @@ class Watcher:
             if live is not None:
                 live.stop()
         if self.message:
-            self.console.print(self.message, highlight=False, markup=False, soft_wrap=True)
+            self.console.print(visible(self.message), highlight=False, markup=False, soft_wrap=True)
         if self.skipped:
             log.warning("partial_trace_lines_skipped", runs=str(self.runs), lines=self.skipped)
         return code
@@ -170,8 +171,8 @@ class Watcher:
         t = max([records[-1]["t"]] + ([now] if now is not None else []))
         if live is not None:
             size = self.console.size
-            live.update(term.snapshot(film, t, run=run_dir.name, total_steps=total, note=note,
-                                      height=size.height - 1, width=size.width), refresh=True)
+            live.update(guard(term.snapshot(film, t, run=run_dir.name, total_steps=total, note=note,
+                                            height=size.height - 1, width=size.width)), refresh=True)
         else:
             for i in film.moments:
                 n = records[i].get("_n", i)
@@ -189,7 +190,7 @@ class Watcher:
         failed = records.steps(StepStatus.FAILED)
         note = f"step {failed[0]['index']} failed" if failed else "finished"
         if self.plain:  # the finished trace numbers the records afresh: print only the end
-            self.console.print(f"{run_dir.name}: {note}", highlight=False, markup=False, soft_wrap=True)
+            self.console.print(visible(f"{run_dir.name}: {note}"), highlight=False, markup=False, soft_wrap=True)
         elif self._draw(run_dir, records, None, total, live, note) is None:
             self.message = f"tcplab watch: {run_dir} has a trace of fewer than two hosts"
             return 1
