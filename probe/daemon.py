@@ -1,7 +1,8 @@
 """The probe daemon: one per lab host, a small composition.
 
-- :class:`~probe.lifecycle.Lifecycle` (uvicorn's shape): ``startup`` sweeps what a killed probe left,
-  opens the observers, says in the hello what it can do and connects; ``main_loop`` waits for a
+- :class:`~probe.lifecycle.Lifecycle` (uvicorn's shape): ``startup`` first sweeps what a killed probe
+  left (:mod:`probe.leftovers`; a ``sweep`` event says what), opens the observers, says in the
+  hello what it can do and connects; ``main_loop`` waits for a
   signal; ``shutdown`` stops taking commands, clears shaping, ends nc, stops the capture, drains the
   unacknowledged events with a timeout and closes the socket with a linger. A second signal forces
   the exit (no more waiting, the cleanups still run).
@@ -11,6 +12,8 @@
   ``ProbeHost`` side (``cfg``, ``shaper``, ``endpoint``, ``emit``, ``netlink``, ``remember_nc``,
   ``barrier``), nothing else of the daemon.
 - :class:`~probe.link.StatusFile`: ``connecting`` / ``connected``, for Ansible and the tests.
+- :class:`~probe.deadman.DeadMan`: a controller silent for ``DEADMAN_S`` while the probe shapes or
+  runs nc -> the probe clears the shaping and ends nc itself (:meth:`Probe.disarm`), and says so.
 
 Command line::
 
@@ -32,14 +35,14 @@ import structlog
 
 from probe import config as probe_config
 from probe import readiness
+from probe import leftovers
 from probe.commands import Commands
+from probe.deadman import DeadMan
 from probe.endpoint import Endpoint
-from probe.endpoint import sweep as sweep_endpoints
 from probe.lifecycle import Lifecycle
 from probe.link import Link, StatusFile
 from probe.observers import Observers
 from probe.shaper import Shaper
-from probe.shaper import sweep as sweep_shaping
 from probe.transport import Transport
 from tcplab import logs, pidfile
 from tcplab.actions import ACTIONS
@@ -48,7 +51,7 @@ log = structlog.get_logger("probe")
 
 STEP_S = 5.0   # each cleanup step of the shutdown
 DRAIN_S = 3.0  # the unacknowledged events, at the end
-WORK = ("commands", "sockets", "kstates", "status")  # stopped first; the link's tasks last
+WORK = ("deadman", "commands", "sockets", "kstates", "status")  # stopped first; the link's tasks last
 
 
 class Probe(Lifecycle):
@@ -65,6 +68,7 @@ class Probe(Lifecycle):
         self.observers = Observers(cfg.host, cfg.port, cfg.lab_ip, cfg.lab_iface, self.emit,
                                    current_pid=lambda: self.endpoint.pid)
         self.status = StatusFile(cfg.status_path, cfg.controller)
+        self.deadman = DeadMan(lambda: self.transport.last_heard, self.armed, self.disarm, self.emit)
         self.connected = False
         # pyroute2's synchronous classes run an event loop of their own and refuse to run in a
         # thread whose loop is running: every shaper call goes to this one worker thread.
@@ -96,17 +100,35 @@ class Probe(Lifecycle):
         link = {f"transport_{k}": int(v) for k, v in self.transport.counters.items()}
         return {**self.observers.counters(), **link}
 
+    # --- the dead-man switch ----------------------------------------------------------------
+    def armed(self) -> bool:
+        """Something a silent controller would leave on the host: shaping, or a running nc."""
+        return self.shaper.backend is not None or self.endpoint.running
+
+    async def disarm(self) -> list[str]:
+        """Clear the shaping and end nc, as the controller's ``shape clear`` and ``abort`` would
+        (the same handlers: the trace gets the same shaper record); what was undone."""
+        cleared = []
+        if self.shaper.backend is not None:
+            backend = self.shaper.backend
+            await ACTIONS["shape"].handle(self, {"clear": True})
+            cleared.append(f"shaping {backend} on {self.cfg.lab_iface} port {self.cfg.port}")
+        if self.endpoint.running:
+            pid = self.endpoint.pid
+            await ACTIONS["abort"].handle(self, {})
+            cleared.append(f"nc pid {pid}")
+        return cleared
+
     def _console(self, text: str, stream: str) -> None:
         self.emit({"kind": "console", "text": text, "stream": stream})
 
     # --- lifecycle --------------------------------------------------------------------------
     async def startup(self) -> None:
         self.cfg.home.mkdir(parents=True, exist_ok=True)
+        removed = await leftovers.sweep(self.netlink, self.cfg.host, self.cfg.lab_iface, self.cfg.port, self.cfg.home)
+        if removed:  # kept until a controller acknowledges it, like every event
+            self.emit(leftovers.event(removed))
         self.status.write("connecting")
-        removed = await self.netlink(sweep_shaping, ifname=self.cfg.lab_iface, port=self.cfg.port)
-        removed += [f"nc pid {p}" for p in sweep_endpoints(self.cfg.home)]
-        if removed:
-            log.warning("leftovers_swept", removed=removed)
         await self.observers.open()
         hello = self.transport.hello_body
         hello["observers"] = self.observers.names
@@ -119,6 +141,7 @@ class Probe(Lifecycle):
         self.spawn(self.link.send_events(), "sender")
         self.spawn(self.transport.keepalive(), "keepalive")
         self.spawn(self.commands.run(), "commands")
+        self.spawn(self.deadman.watch(), "deadman")
         self.spawn(self.observers.watch_sockets(self.cfg.poll_hz), "sockets")
         self.spawn(self.status.follow(self.transport.welcomed), "status")
         if self.observers.kstates is not None:

@@ -113,13 +113,15 @@ def tracefs(may_mount: bool) -> dict:
 
 
 # --- the checks in a throwaway namespace ---------------------------------------------------------
-def inner(port: int) -> dict:
-    """What only a throwaway network and mount namespace may try (``--inner``)."""
-    return {"tc": capabilities.try_tc(port), "nfqueue_rule": capabilities.try_nfqueue_rule(port),
-            "queue_bind": capabilities.try_queue_bind(port), "tracefs": tracefs(may_mount=True)}
+def inner(port: int, shaping_only: bool = False) -> dict:
+    """What only a throwaway network and mount namespace may try (``--inner``); without tracefs
+    when ``shaping_only``."""
+    out = {"tc": capabilities.try_tc(port), "nfqueue_rule": capabilities.try_nfqueue_rule(port),
+           "queue_bind": capabilities.try_queue_bind(port)}
+    return out if shaping_only else {**out, "tracefs": tracefs(may_mount=True)}
 
 
-def run_inner(port: int) -> dict:
+def run_inner(port: int, shaping_only: bool = False) -> dict:
     """:func:`inner` under ``unshare``; without root or unshare, the read-only parts here."""
     unshare = shutil.which("unshare")
     if os.geteuid() != 0 or unshare is None:
@@ -129,7 +131,8 @@ def run_inner(port: int) -> dict:
                 "queue_bind": {"ok": None, "detail": why}, "tracefs": tracefs(may_mount=False)}
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     argv = [unshare, "--net", "--mount", "--propagation", "private", "--",
-            sys.executable, "-m", "probe.doctor", "--inner", "--port", str(port)]
+            sys.executable, "-m", "probe.doctor", "--inner", "--port", str(port),
+            *(["--shaping-only"] if shaping_only else [])]
     try:
         res = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
         if res.returncode != 0:  # e.g. a sandbox (systemd's RestrictNamespaces=) refuses the namespaces
@@ -143,15 +146,21 @@ def run_inner(port: int) -> dict:
 
 
 # --- the report -----------------------------------------------------------------------------------
-def kernel(port: int) -> dict:
+def kernel(port: int, only: tuple[str, ...] = ()) -> dict:
+    """The kernel's answers; ``only=("shaping",)``: just what :func:`shaping` reads (the probe's
+    question at start: no tracefs, inet_diag or capture checks)."""
+    if set(only) - {"shaping"}:
+        raise ValueError(f"unknown doctor part(s) {sorted(set(only) - {'shaping'})}")
     release = os.uname().release
-    iso = run_inner(port)
+    iso = run_inner(port, shaping_only=bool(only))
     modules = {kind: capabilities.module_status(mod, release) for kind, mod in capabilities.MODULES.items()}
-    return {"release": release, "machine": platform.machine(), "isolated_checks": iso.get("isolated", False),
-            "isolated_detail": iso.get("detail", ""), "modules": modules,
-            "xt_nfqueue_registered": "NFQUEUE" in capabilities.xt_targets(), "iptables": shutil.which("iptables"),
-            "tc": iso["tc"], "nfqueue_rule": iso["nfqueue_rule"], "queue_bind": iso["queue_bind"],
-            "tracefs": iso["tracefs"], "inet_diag": capabilities.inet_diag(),
+    out = {"release": release, "machine": platform.machine(), "isolated_checks": iso.get("isolated", False),
+           "isolated_detail": iso.get("detail", ""), "modules": modules,
+           "xt_nfqueue_registered": "NFQUEUE" in capabilities.xt_targets(), "iptables": shutil.which("iptables"),
+           "tc": iso["tc"], "nfqueue_rule": iso["nfqueue_rule"], "queue_bind": iso["queue_bind"]}
+    if only:
+        return out
+    return {**out, "tracefs": iso["tracefs"], "inet_diag": capabilities.inet_diag(),
             "capture": capabilities.packet_capture()}
 
 
@@ -239,11 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=9090, help="the lab port (a match value only; nothing is sent)")
     p.add_argument("--packages", help="comma-separated packages the probe needs (default: the probe role's)")
     p.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--shaping-only", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if not 0 < args.port < 65536:
         p.error(f"port {args.port} is outside 1..65535")
     if args.inner:
-        print(json.dumps(inner(args.port)))
+        print(json.dumps(inner(args.port, args.shaping_only)))
         return 0
     wanted = tuple(x for x in (args.packages or "").split(",") if x) or PACKAGES
     rep = report(args.port, wanted)

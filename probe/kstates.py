@@ -80,8 +80,9 @@ def timens_offset_ns() -> int:
     return 0
 
 
-def sweep(root: Path = TRACEFS) -> list[str]:
-    """Remove the ``tcplab-<host>-<pid>`` instances whose pid is dead; return their names.
+def sweep(root: Path = TRACEFS, host: str | None = None) -> list[str]:
+    """Remove the ``tcplab-<host>-<pid>`` instances whose pid is dead (only ``host``'s, if given);
+    return their names.
 
     An instance whose reader is alive cannot be removed anyway (rmdir answers EBUSY while its
     ``trace_pipe_raw`` is open), which also protects a probe whose pid this one cannot see."""
@@ -92,7 +93,7 @@ def sweep(root: Path = TRACEFS) -> list[str]:
         return removed
     for name in names:
         m = INSTANCE_RE.match(name)
-        if not m or pidfile.running(int(m.group("pid"))):
+        if not m or (host is not None and m.group("host") != host) or pidfile.running(int(m.group("pid"))):
             continue
         try:
             os.rmdir(root / "instances" / name)
@@ -102,6 +103,25 @@ def sweep(root: Path = TRACEFS) -> list[str]:
         except OSError as e:
             log.warning("tracefs_instance_not_removed", instance=name, error=e.strerror)
     return removed
+
+
+def sweep_host(host: str, root: Path | None = None) -> list[str]:
+    """The probe's start-up sweep: ``host``'s instances left by a killed probe, with tracefs mounted
+    for the look if it is not (and unmounted again: the sweep leaves no mount behind)."""
+    root = Path(root if root is not None else os.environ.get(ROOT_ENV) or TRACEFS)
+    if (root / "instances").is_dir():
+        return sweep(root, host)
+    if root != TRACEFS or not root.is_dir():
+        return []
+    try:
+        _mount_tracefs(root)
+    except KStatesError as e:
+        log.warning("tracefs_sweep_skipped", error=str(e))
+        return []
+    try:
+        return sweep(root, host)
+    finally:
+        _umount(root)
 
 
 def _mount_tracefs(root: Path) -> None:

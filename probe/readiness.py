@@ -20,7 +20,7 @@ log = structlog.get_logger(__name__)
 def shaping_now(port: int, choice: str = "auto") -> dict:
     """``{"backend": "netem"|"nfqueue"|None, "reason": str}`` with the tools installed now, for the
     probe's configured ``shaper_backend`` (``choice``)."""
-    shape = doctor.shaping(doctor.kernel(port), tools_required=True, choice=choice)
+    shape = doctor.shaping(doctor.kernel(port, only=("shaping",)), tools_required=True, choice=choice)
     why_not = dict(shape["why_not"])
     backend = shape["backend"]
     if backend == "nfqueue":

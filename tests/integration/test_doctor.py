@@ -66,6 +66,24 @@ def test_the_host_check_runs_on_a_bare_python3_and_leaves_nothing_behind(tmp_pat
 
 
 @pytest.mark.integration
+def test_the_probes_start_up_asks_only_what_shaping_needs():
+    """probe.readiness at start: the same shaping answer as the whole check, without the tracefs,
+    inet_diag and capture checks (the probe opens those itself), and nothing left behind."""
+    require_root()
+    from probe import doctor as host_doctor
+
+    before = host_state()
+    whole, part = host_doctor.kernel(9090), host_doctor.kernel(9090, only=("shaping",))
+    assert part["isolated_checks"] and part["tc"]["tried"] and part["nfqueue_rule"]["tried"]
+    assert not {"tracefs", "inet_diag", "capture"} & set(part) and {"tracefs", "inet_diag", "capture"} <= set(whole)
+    for tools_required in (True, False):
+        assert host_doctor.shaping(part, tools_required) == host_doctor.shaping(whole, tools_required)
+    assert host_state()[0] == before[0]
+    with pytest.raises(ValueError, match="unknown doctor part"):
+        host_doctor.kernel(9090, only=("tracefs",))
+
+
+@pytest.mark.integration
 def test_tcplab_doctor_reports_both_hosts_of_the_embedded_lab(tmp_path):
     """Run with the lab lock held: flock /tmp/tcplab-dev/lab.lock pytest ... (the lab has fixed names)."""
     require_root()
