@@ -4,6 +4,8 @@ Real probe in a fresh namespace, shaping its lab port for real and running the r
 controller a ROUTER the test holds (as the controller binds one; it answers only what the test
 sends):
 
+- A real controller killed with -9 mid-run (both probes shaped, one nc listening): within
+  ``DEADMAN_S + 2`` s neither host is shaped and nc has ended.
 - The controller's socket goes away: within ``DEADMAN_S + 2`` s the probe has removed its
   shaping (``tc qdisc show``, ``iptables -t mangle -S``) and ended nc (its pid), by itself, and
   logged it. A controller bound again at the same address welcomes it and receives the
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -25,6 +28,7 @@ import yaml
 from probe.deadman import DEADMAN_S
 from tcplab import pidfile
 from tests.integration.test_doctor_readiness import log_events
+from tests.daemons import VENV_BIN, Lab
 from tests.integration.test_probe_lifecycle import PROBE, SilentController, wait_gone
 from tests.netns import Host, NetnsPair, require_root
 
@@ -163,3 +167,43 @@ def test_a_probe_killed_with_9_is_swept_by_the_next_before_its_hello(lab):
     events = [e["event"] for e in log]
     last = {name: len(events) - 1 - events[::-1].index(name) for name in ("leftovers_swept", "transport_connecting")}
     assert last["leftovers_swept"] < last["transport_connecting"]  # swept before it connected
+
+
+def test_a_controller_killed_with_9_mid_run_leaves_no_host_shaped_and_no_nc(netns_pair, tmp_path):
+    require_root()
+    lab = Lab(netns_pair, tmp_path)
+    cli = None
+    try:
+        lab.start()
+        path = tmp_path / "long.yml"
+        path.write_text(yaml.safe_dump({"name": "long", "port": PORT, "delay": 0.3, "steps": [
+            {"action": "shape", "host": ["thinkpad", "raspberrypi"]},
+            {"action": "listen", "host": "thinkpad", "expect": ["thinkpad LISTEN"]},
+            {"action": "wait", "expect": ["raspberrypi ESTABLISHED"], "timeout": 120}]}))
+        cli = subprocess.Popen([str(VENV_BIN / "tcplab"), "run", str(path),
+                                "--controller-home", str(lab.controller_home)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        nc_file = tmp_path / "hosts" / "thinkpad" / "nc.pid"
+        t0 = time.monotonic()
+        while not (nc_file.exists() and all(leftovers(h) for h in lab.hosts.values())):
+            assert time.monotonic() - t0 < 30 and cli.poll() is None, "the run did not shape and listen"
+            time.sleep(0.05)
+        nc = int(nc_file.read_text())
+        controller = pidfile.alive(lab.controller_home / "controller.pid", str(lab.controller_cfg))
+        assert controller
+        os.kill(controller, signal.SIGKILL)
+        t0 = time.monotonic()
+        while any(leftovers(h) for h in lab.hosts.values()) or pidfile.running(nc):
+            assert time.monotonic() - t0 < DEADMAN_S + 2, \
+                {n: leftovers(h) for n, h in lab.hosts.items()} | {"nc running": pidfile.running(nc)}
+            time.sleep(0.05)
+        assert time.monotonic() - t0 >= DEADMAN_S - 1.5  # the probes waited out the silence (heard <= 1 s before)
+        for name in lab.hosts:
+            fired = [e for e in log_events(tmp_path / "hosts" / name / "probe.log") if e["event"] == "deadman_fired"]
+            assert len(fired) == 1 and any(c.startswith("shaping ") for c in fired[0]["cleared"]), (name, fired)
+        assert lab.probe_pid("thinkpad") and lab.probe_pid("raspberrypi")  # the probes live on, waiting
+    finally:
+        if cli is not None and cli.poll() is None:
+            cli.kill()
+            cli.wait(10)
+        lab.close()
