@@ -49,6 +49,16 @@ def test_a_page_decodes_the_same_under_either_header_layout():
     assert [t for t, _ in wrong] != EXPECTED_TIMES
 
 
+def test_a_discarded_event_is_skipped_and_its_delta_counted():
+    def hdr(type_len, delta):
+        return struct.pack("<I", (delta << 5) | type_len)
+    rec = b"\x01\x00" + b"\x00" * 6
+    # data (+10), a discarded 12-byte event (+1000: length 12 counts array[0]), data (+5), end padding
+    b = hdr(2, 10) + rec + hdr(29, 1000) + struct.pack("<I", 12) + b"\xee" * 8 + hdr(2, 5) + rec + hdr(29, 0)
+    out, _ = parse_page(struct.pack("<QQ", 1000, len(b)) + b + b"\0" * 64)
+    assert out == [(1010, rec), (2015, rec)]  # the writer's clock went on through the discard
+
+
 def test_missed_events_flag_in_a_4_byte_commit():
     b = body()
     hp32 = parse_header_page((DATA / "linux-armhf-style-header_page").read_text())
