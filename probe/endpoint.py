@@ -7,8 +7,8 @@ and a connect's address must be a plain IPv4 address, inside this host's lab net
 ``connect`` is told its lab interface and address (:mod:`probe.labnet`): otherwise no nc starts. ``send(text)`` types a line into nc's stdin; every line nc prints
 reaches ``on_console(line, "stdout"|"stderr")`` (without its newline), and a typed line reaches
 ``on_console(text, "stdin")``. ``close()`` ends the application as the seed's user does (Ctrl-C = SIGINT),
-``abort()`` kills it. While nc runs its pid is in ``pid_dir/nc.pid``; ``sweep(pid_dir)`` kills what a
-killed probe left behind.
+``abort()`` kills it. While nc runs its pid (and its identity: boot id and start time) is in
+``pid_dir/nc.pid``; ``sweep(pid_dir)`` kills what a killed probe left behind.
 
 How netcat-openbsd 1.219 (Debian 12) behaves, observed in the lab namespaces:
 - ``nc -l 9090`` listens on 0.0.0.0:9090 (IPv4 only). After accepting one connection it keeps the
@@ -185,14 +185,14 @@ class Endpoint:
         if self.pid_dir is None:
             return
         self.pid_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.pid_dir / PID_FILE, f"{pid}\n")
+        atomic_write(self.pid_dir / PID_FILE, f"{pid} {_identity(pid) or '-'}\n")
 
     def _remove_pid(self, pid: int) -> None:
         if self.pid_dir is None:
             return
         path = self.pid_dir / PID_FILE
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            if int(path.read_text().strip()) == pid:
+        with contextlib.suppress(FileNotFoundError, ValueError, IndexError):
+            if int(path.read_text().split()[0]) == pid:
                 path.unlink()
 
 
@@ -210,17 +210,31 @@ def _is_nc(pid: int) -> bool:
     return os.path.basename(argv0) in NC_NAMES
 
 
+def _identity(pid: int) -> str | None:
+    """``<boot id>:<start time>`` of process ``pid``: another process that got the pid later (or
+    after a reboot: the pid file is on disk) has another. None when there is no such process."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]  # field 22
+    except (OSError, IndexError):
+        return None
+    return f"{boot}:{start}"
+
+
 def sweep(pid_dir: Path, timeout: float = 2.0) -> list[int]:
-    """Kill the nc a killed probe left behind (pid file in ``pid_dir``, still nc by its cmdline)."""
+    """Kill the nc a killed probe left behind: the pid in ``pid_dir``'s pid file, only while that
+    pid is still the process recorded (its identity, when the file has one) and still nc."""
     path = Path(pid_dir) / PID_FILE
     try:
-        pid = int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
+        fields = path.read_text().split()
+        pid = int(fields[0])
+    except (FileNotFoundError, ValueError, IndexError):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         return []
+    recorded = fields[1] if len(fields) > 1 and fields[1] != "-" else None
     killed = []
-    if _is_nc(pid):
+    if _is_nc(pid) and (recorded is None or _identity(pid) == recorded):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)

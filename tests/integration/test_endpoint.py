@@ -49,7 +49,9 @@ def test_listen_waits_for_the_socket_and_records_the_pid(netns_pair, tmp_path):
         ta.run(ep.listen(PORT))
         try:
             assert ta.call(listening, PORT) and ep.running
-            assert (tmp_path / PID_FILE).read_text().strip() == str(ep.pid)
+            pid, identity = (tmp_path / PID_FILE).read_text().split()
+            boot = open("/proc/sys/kernel/random/boot_id").read().strip()
+            assert pid == str(ep.pid) and identity.startswith(boot + ":")
             with pytest.raises(EndpointError):
                 ta.run(ep.connect("10.90.0.2", PORT))  # one nc at a time
         finally:
@@ -109,7 +111,10 @@ def test_sweep_kills_a_left_behind_nc_but_nothing_else(netns_pair, tmp_path):
         while not open(f"/proc/{nc.pid}/cmdline", "rb").read().startswith(b"/usr/bin/nc\0"):
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        (tmp_path / PID_FILE).write_text(f"{nc.pid}\n")
+        boot = open("/proc/sys/kernel/random/boot_id").read().strip()
+        (tmp_path / PID_FILE).write_text(f"{nc.pid} {boot}:1\n")  # an nc, with the pid, but started later
+        assert sweep(tmp_path) == [] and nc.poll() is None and not (tmp_path / PID_FILE).exists()
+        (tmp_path / PID_FILE).write_text(f"{nc.pid}\n")  # a pid file of before the identity: the pid alone
         assert sweep(tmp_path) == [nc.pid]
         assert nc.wait(5) == -9 and not (tmp_path / PID_FILE).exists()
         (tmp_path / PID_FILE).write_text(f"{sleeper.pid}\n")  # pid reused by something else

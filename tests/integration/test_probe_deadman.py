@@ -70,7 +70,9 @@ def events_until(controller: SilentController, kind: str, timeout: float = 20.0)
 
 
 def nc_pid(home) -> int:
-    pid = int((home / "nc.pid").read_text())
+    pid, identity = (home / "nc.pid").read_text().split()  # the pid and the process's boot id:start time
+    pid = int(pid)
+    assert identity.count(":") == 1
     assert pidfile.running(pid)
     return pid
 
@@ -188,7 +190,7 @@ def test_a_controller_killed_with_9_mid_run_leaves_no_host_shaped_and_no_nc(netn
         while not (nc_file.exists() and all(leftovers(h) for h in lab.hosts.values())):
             assert time.monotonic() - t0 < 30 and cli.poll() is None, "the run did not shape and listen"
             time.sleep(0.05)
-        nc = int(nc_file.read_text())
+        nc = int(nc_file.read_text().split()[0])
         controller = pidfile.alive(lab.controller_home / "controller.pid", str(lab.controller_cfg))
         assert controller
         os.kill(controller, signal.SIGKILL)
