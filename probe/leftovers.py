@@ -31,6 +31,7 @@ from probe.shaper import sweep as sweep_shaping
 log = structlog.get_logger("probe.leftovers")
 
 Netlink = Callable[..., Awaitable]
+MAX_ITEMS, MAX_LINE = 256, 256  # the sweep event's bounds (tcplab.wire.bodies)
 
 
 async def sweep(netlink: Netlink, host: str, ifname: str, port: int, home: Path) -> list[str]:
@@ -45,5 +46,9 @@ async def sweep(netlink: Netlink, host: str, ifname: str, port: int, home: Path)
 
 
 def event(removed: list[str]) -> dict:
-    """The ``sweep`` event of what :func:`sweep` removed."""
-    return {"kind": "sweep", "t_ns": time.monotonic_ns(), "removed": list(removed)}
+    """The ``sweep`` event of what :func:`sweep` removed, within the wire's bounds for it
+    (tcplab.wire.bodies: at most MAX_ITEMS lines; the rest counted in the last)."""
+    lines = [r[:MAX_LINE] for r in removed]
+    if len(lines) > MAX_ITEMS:
+        lines = lines[:MAX_ITEMS - 1] + [f"and {len(lines) - MAX_ITEMS + 1} more"]
+    return {"kind": "sweep", "t_ns": time.monotonic_ns(), "removed": lines}

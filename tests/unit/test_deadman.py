@@ -167,3 +167,4 @@ async def test_hearing_the_controller_again_starts_a_new_silence():
 def test_a_check_interval_longer_than_the_silence_is_refused():
     with pytest.raises(ValueError, match="check interval"):
         DeadMan(lambda: 0.0, lambda: True, Host().disarm, print, deadman_s=1.0, every_s=2.0)
+
