@@ -107,16 +107,21 @@ class Probe(Lifecycle):
 
     async def disarm(self) -> list[str]:
         """Clear the shaping and end nc, as the controller's ``shape clear`` and ``abort`` would
-        (the same handlers: the trace gets the same shaper record); what was undone."""
-        cleared = []
+        (the same handlers: the trace gets the same shaper record); what was undone. A step that
+        fails is logged and the other still runs."""
+        steps = []
         if self.shaper.backend is not None:
-            backend = self.shaper.backend
-            await ACTIONS["shape"].handle(self, {"clear": True})
-            cleared.append(f"shaping {backend} on {self.cfg.lab_iface} port {self.cfg.port}")
+            steps.append((f"shaping {self.shaper.backend} on {self.cfg.lab_iface} port {self.cfg.port}",
+                          "shape", {"clear": True}))
         if self.endpoint.running:
-            pid = self.endpoint.pid
-            await ACTIONS["abort"].handle(self, {})
-            cleared.append(f"nc pid {pid}")
+            steps.append((f"nc pid {self.endpoint.pid}", "abort", {}))
+        cleared = []
+        for what, action, args in steps:
+            try:
+                await ACTIONS[action].handle(self, args)
+                cleared.append(what)
+            except Exception as e:
+                log.error("disarm_step_failed", step=what, error=repr(e))
         return cleared
 
     def _console(self, text: str, stream: str) -> None:

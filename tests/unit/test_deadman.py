@@ -168,3 +168,48 @@ def test_a_check_interval_longer_than_the_silence_is_refused():
     with pytest.raises(ValueError, match="check interval"):
         DeadMan(lambda: 0.0, lambda: True, Host().disarm, print, deadman_s=1.0, every_s=2.0)
 
+
+
+class BrokenBackend:
+    """A shaping backend whose removal fails (a failure a test cannot cause without root and a
+    broken kernel: the one stand-in here)."""
+
+    name = "netem"
+
+    def counters(self) -> dict:
+        return {}
+
+    def clear(self) -> bool:
+        raise OSError("RTNETLINK answers: Device or resource busy")
+
+
+def test_the_probes_disarm_still_ends_nc_when_clearing_the_shaping_fails(tmp_path):
+    """A real Probe and a real nc listening on 127.0.0.1 (no root): the shaping's failure is logged,
+    nc is ended all the same, and only what was undone is said."""
+    import socket
+
+    from probe.config import ProbeConfig
+    from probe.daemon import Probe
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = ProbeConfig(path=tmp_path / "probe.yml", host="thinkpad", controller=f"ipc://{tmp_path}/c.sock",
+                      lab_ip="127.0.0.1", lab_iface="lo", port=port, home=tmp_path)
+
+    async def scenario():
+        probe = Probe(cfg)
+        try:
+            await probe.endpoint.listen(port)
+            pid = probe.endpoint.pid
+            probe.shaper._impl = BrokenBackend()
+            assert probe.armed()
+            cleared = await probe.disarm()
+            return pid, cleared, probe.endpoint.running
+        finally:
+            await probe.endpoint.abort()
+            probe.transport.close()
+            probe._netlink.shutdown()
+
+    pid, cleared, running = asyncio.run(scenario())
+    assert cleared == [f"nc pid {pid}"] and not running
