@@ -1,9 +1,10 @@
-"""``tcplab lab up|down|purge|status [--json] [--home DIR]``: the testbed from the command line.
+"""``tcplab lab up|down|purge|status [--json] [--home DIR] [--wait S]``: the testbed from the command line.
 
 ``down`` removes the lab and keeps the probes' cache (/var/cache/tcplab/probes, their install sets
 and virtualenvs, reused by the next film); ``purge`` removes both.
 
-Exit codes: 0 done, 1 the testbed could not be built/removed (one-line reason on stderr),
+Exit codes: 0 done, 1 the testbed could not be built/removed (one-line reason on stderr: also an
+unsafe home, or the lock still held by another ``tcplab lab`` after ``--wait`` seconds, named),
 2 bad usage.
 """
 
@@ -14,6 +15,7 @@ import json
 import sys
 from typing import Any, Optional
 
+from controller.testbed.lock import WAIT_S
 from controller.testbed.spec import TestbedError, TestbedSpec
 from controller.testbed.testbed import down, purge, status, up
 from tcplab import logs
@@ -32,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=sorted(ACTIONS))
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--home", help="state directory (default $TCPLAB_HOME or /var/lib/tcplab)")
+    p.add_argument("--wait", type=float, default=WAIT_S, metavar="S",
+                   help=f"seconds to wait for another tcplab lab to finish (default {WAIT_S:g})")
     return p
 
 
@@ -43,7 +47,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     logs.configure_cli()  # stdout is kept for the result (JSON)
     try:
         spec = TestbedSpec(home=args.home) if args.home else TestbedSpec()
-        result = ACTIONS[args.action](spec)
+        result = ACTIONS[args.action](spec) if args.action == "status" else ACTIONS[args.action](spec, wait=args.wait)
     except TestbedError as e:
         sys.stderr.write(f"tcplab lab {args.action}: {e}\n")
         return 1

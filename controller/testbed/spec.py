@@ -11,6 +11,7 @@ root namespace takes no address, so such a lab can stand beside the real one, sa
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
@@ -24,6 +25,10 @@ DEFAULT_HOME = "/var/lib/tcplab"
 # The probes' code on the embedded lab (inventory/netns.yml's tcplab_probe_install_dir, one directory
 # per host): kept by `down`, so the next film reuses it; removed by `purge`.
 PROBE_CACHE = "/var/cache/tcplab/probes"
+# root's own directory for what must not sit below a directory others can write to, wherever the
+# home is: the testbed's lock and the sshds' authorized_keys (sshd's StrictModes yes accepts no
+# group/world-writable directory on its way, not even a sticky /tmp)
+RUNTIME = Path("/run/tcplab")
 HOST_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
 
@@ -141,8 +146,13 @@ class TestbedSpec:
         return self.dir / "id_ed25519"
 
     @property
+    def sshd_dir(self) -> Path:
+        """The sshds' own directory under :data:`RUNTIME`, one per home (``down`` removes it)."""
+        return RUNTIME / f"testbed-{hashlib.sha256(str(self.home).encode()).hexdigest()[:12]}"
+
+    @property
     def authorized_keys(self) -> Path:
-        return self.dir / "authorized_keys"
+        return self.sshd_dir / "authorized_keys"
 
     @property
     def known_hosts(self) -> Path:

@@ -1,9 +1,13 @@
 """One sshd per lab host, inside its namespace, answering ``hostname`` with the host's name.
 
-Every file lives under ``$TCPLAB_HOME/testbed``: the controller's client key pair
-(``id_ed25519``), ``authorized_keys`` (its public half), ``known_hosts`` (each host key under
-the host's IP and name, so ssh runs with ``StrictHostKeyChecking=yes``) and per host
-``<host>/sshd_config``, ``ssh_host_ed25519_key``, ``sshd.pid`` and ``sshd.log``.
+The files live under ``$TCPLAB_HOME/testbed`` (0700, in a home checked and made by
+:mod:`controller.testbed.safepath`: no directory on its way another user can write to, no planted
+symlink followed): the controller's client key pair (``id_ed25519``), ``known_hosts`` (each host
+key under the host's IP and name, so ssh runs with ``StrictHostKeyChecking=yes``) and per host
+``<host>/sshd_config``, ``ssh_host_ed25519_key``, ``sshd.pid`` and ``sshd.log``. ``authorized_keys``
+(the client key's public half) is in ``spec.sshd_dir`` under /run/tcplab, root's own, so sshd always
+runs with ``StrictModes yes`` (which refuses any group/world-writable directory on the file's way,
+a sticky /tmp included), wherever the home is.
 
 sshd is started as ``ip netns exec tcplab-<host> unshare --uts -- sh -c 'hostname "$1" &&
 exec sshd -f "$2" -E "$3"' sh <host> <cfg> <log>``: the names travel as positional
@@ -14,7 +18,6 @@ and it lives in the namespace that exists now (a namespace rebuilt under it mean
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import time
@@ -25,6 +28,7 @@ import structlog
 
 from controller.testbed import processes
 from controller.testbed.network import namespace_inode
+from controller.testbed.safepath import ensure_dir
 from controller.testbed.spec import HostSpec, TestbedError, TestbedSpec
 from tcplab.files import atomic_write
 
@@ -36,7 +40,8 @@ START_TIMEOUT = 10.0
 
 
 def write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """``text`` in ``path`` (temp file and rename: a link planted at the name is replaced, never followed)."""
+    ensure_dir(path.parent, 0o700)
     try:
         if path.read_text() == text:
             if path.stat().st_mode & 0o777 != mode:
@@ -52,7 +57,7 @@ def ensure_key(path: Path, comment: str) -> bool:
     """An ed25519 key pair at ``path`` (and ``path.pub``); made only if missing."""
     if path.exists() and path.with_name(path.name + ".pub").exists():
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(path.parent, 0o700)
     for p in (path, path.with_name(path.name + ".pub")):
         p.unlink(missing_ok=True)
     _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
@@ -66,8 +71,9 @@ def public_key(path: Path) -> str:
 
 def ensure_client_files(spec: TestbedSpec) -> bool:
     """Client key, authorized_keys and every host key plus known_hosts."""
-    spec.dir.mkdir(parents=True, exist_ok=True)
-    spec.dir.chmod(0o700)
+    ensure_dir(spec.home, 0o755)
+    ensure_dir(spec.dir, 0o700)
+    ensure_dir(spec.sshd_dir, 0o700)
     changed = ensure_key(spec.client_key, "tcplab-controller")
     changed |= write_if_changed(spec.authorized_keys, public_key(spec.client_key) + "\n", 0o600)
     lines = []
@@ -92,9 +98,8 @@ def config_text(spec: TestbedSpec, host: HostSpec) -> str:
         "KbdInteractiveAuthentication no",
         "UsePAM no",
         "UseDNS no",
-        # StrictModes refuses an authorized_keys path below a group/world-writable directory
-        # (e.g. a TCPLAB_HOME under /tmp); we write that file 0600 ourselves.
-        f"StrictModes {'yes' if _parents_private(spec.authorized_keys) else 'no'}",
+        # sshd checks the modes of authorized_keys and of every directory on its way (sshd_dir)
+        "StrictModes yes",
         "PrintMotd no",
         "X11Forwarding no",
         "AcceptEnv LANG LC_*",
@@ -170,17 +175,6 @@ class HostSshd:
         self.host.pid_file.unlink(missing_ok=True)
         log.info("testbed_sshd_stopped", host=self.host.name, pid=pid, sessions=len(sessions))
         return True
-
-
-def _parents_private(path: Path) -> bool:
-    for p in path.parents:
-        try:
-            st = p.stat()
-        except OSError:
-            return False
-        if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
-            return False
-    return True
 
 
 def _port_open(ip: str, port: int) -> bool:

@@ -8,36 +8,42 @@ namespaces, deletes the namespaces and links by their exact names, and removes
 ``$TCPLAB_HOME/testbed`` and ``$TCPLAB_HOME/hosts``. It keeps the probes' cache
 (``spec.probe_cache``, /var/cache/tcplab/probes: each lab host's install set and virtualenv, no
 process, no network object), which the next film reuses when the install set did not change.
-``purge`` is ``down`` and the cache. Calls are serialised by a lock file.
+``purge`` is ``down`` and the cache. Calls are serialised by the lock (controller/testbed/lock.py:
+root's own file, waited for ``wait`` seconds, then refused naming its holder).
+
+The home is checked before anything is built or removed (controller/testbed/safepath.py): ``up``
+refuses a home another local user could change (world-writable, theirs, a symlink they planted),
+with one line and nothing made. ``down`` with such a home still removes the namespaces, the links
+and what runs in them (found by their fixed names, not from files), but neither reads a pid file
+there nor removes anything below it, and says so.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
 import structlog
 
-from controller.testbed import processes
+from controller.testbed import lock, processes
 from controller.testbed.network import LabNetwork, namespace_inode
+from controller.testbed.safepath import UnsafePath, check_dir, ensure_dir
 from controller.testbed.spec import TestbedError, TestbedSpec
 from controller.testbed.sshd import HostSshd, config_text, ensure_client_files, write_if_changed
 
 log = structlog.get_logger(__name__)
-
-LOCK_FILE = Path("/run/lock/tcplab-testbed.lock")
 
 # pid file stem -> what its process's command line must contain before we signal it
 PID_FILE_NEEDLES = {"sshd": "sshd", "probe": "probe", "controller": "controller"}
 NC_PROGRAMS = {"nc", "nc.openbsd", "netcat"}  # for pid files named nc*
 
 
-def up(spec: TestbedSpec | None = None) -> dict[str, Any]:
+def up(spec: TestbedSpec | None = None, wait: float = lock.WAIT_S) -> dict[str, Any]:
     spec = spec or TestbedSpec()
-    with _locked():
+    with _locked("lab up", wait):
+        ensure_dir(spec.home, 0o755)  # before anything is built: an unsafe home is refused here
         changed = LabNetwork(spec).ensure()
         changed |= ensure_client_files(spec)
         for host in spec.host_specs():
@@ -49,9 +55,14 @@ def up(spec: TestbedSpec | None = None) -> dict[str, Any]:
     return result
 
 
-def down(spec: TestbedSpec | None = None) -> dict[str, Any]:
+def down(spec: TestbedSpec | None = None, wait: float = lock.WAIT_S) -> dict[str, Any]:
     spec = spec or TestbedSpec()
-    with _locked():
+    with _locked("lab down", wait):
+        unsafe = _unsafe_home(spec)
+        if unsafe is not None:  # what the fixed names find goes; nothing of the home is read or removed
+            _stop_namespace_residents(spec)
+            LabNetwork(spec).remove()
+            raise UnsafePath(f"{unsafe}: removed the namespaces and links, left {spec.home} alone")
         changed = False
         for host in spec.host_specs():
             changed |= HostSshd(spec, host).stop()
@@ -59,7 +70,7 @@ def down(spec: TestbedSpec | None = None) -> dict[str, Any]:
         changed |= _stop_namespace_residents(spec)
         changed |= LabNetwork(spec).remove()
         # The controller's home goes too: its daemon was stopped above with the other pid files.
-        for d in (spec.dir, spec.home / "hosts", spec.home / "controller"):
+        for d in (spec.dir, spec.home / "hosts", spec.home / "controller", spec.sshd_dir):
             if d.exists():
                 shutil.rmtree(d)
                 log.info("testbed_dir_removed", path=str(d))
@@ -71,12 +82,13 @@ def down(spec: TestbedSpec | None = None) -> dict[str, Any]:
     return {"changed": changed}
 
 
-def purge(spec: TestbedSpec | None = None) -> dict[str, Any]:
+def purge(spec: TestbedSpec | None = None, wait: float = lock.WAIT_S) -> dict[str, Any]:
     """``down``, then the probes' cache: nothing of the lab is left on the machine."""
     spec = spec or TestbedSpec()
-    changed = down(spec)["changed"]
-    with _locked():
+    changed = down(spec, wait)["changed"]
+    with _locked("lab purge", wait):
         if spec.probe_cache.exists():
+            check_dir(spec.probe_cache)  # never removed through a stranger's directory or link
             shutil.rmtree(spec.probe_cache)
             log.info("testbed_probe_cache_removed", path=str(spec.probe_cache))
             changed = True
@@ -143,14 +155,21 @@ def _stop_namespace_residents(spec: TestbedSpec) -> bool:
     return bool(processes.terminate(pids, why="resident of a testbed namespace")) if pids else False
 
 
+def _unsafe_home(spec: TestbedSpec) -> str | None:
+    """Why the home cannot be trusted (None: it can, or it is gone)."""
+    if not spec.home.exists() and not spec.home.is_symlink():
+        return None
+    try:
+        check_dir(spec.home)
+    except UnsafePath as e:
+        return str(e)
+    return None
+
+
 @contextlib.contextmanager
-def _locked() -> Iterator[None]:
-    LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
-    with open(LOCK_FILE, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
+def _locked(what: str, wait: float) -> Iterator[None]:
+    try:
+        with lock.held(what, wait):
             yield
-        except OSError as e:
-            raise TestbedError(f"{type(e).__name__}: {e}") from e
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    except OSError as e:
+        raise TestbedError(f"{type(e).__name__}: {e}") from e

@@ -39,7 +39,9 @@ def test_sshd_config_pins_address_keys_and_auth(tmp_path):
                  f"AuthorizedKeysFile {spec.authorized_keys}", "PermitRootLogin prohibit-password",
                  "PasswordAuthentication no", "UsePAM no", "UseDNS no", "SetEnv SHLVL=1"):
         assert line in cfg
-    assert any(line.startswith("StrictModes ") for line in cfg)
+    # sshd checks authorized_keys' modes and its whole way up, which is root's own (/run/tcplab),
+    # wherever the home is (a home under a sticky /tmp too)
+    assert "StrictModes yes" in cfg and spec.authorized_keys.parent.parent == Path("/run/tcplab")
 
 
 def test_the_netns_inventory_keeps_the_probes_code_where_purge_removes_it():
