@@ -40,12 +40,8 @@ class DeadMan:
                  deadman_s: float = DEADMAN_S, every_s: float = CHECK_EVERY_S):
         if not 0 < every_s <= deadman_s:
             raise ValueError(f"check interval {every_s} s must be in (0, {deadman_s}] s")
-        self.last_heard = last_heard
-        self.armed = armed
-        self.disarm = disarm
-        self.emit = emit
-        self.deadman_s = deadman_s
-        self.every_s = every_s
+        self.last_heard, self.armed, self.disarm, self.emit = last_heard, armed, disarm, emit
+        self.deadman_s, self.every_s = deadman_s, every_s
         self.fired = 0  # how many times it fired (a count for the tests and the log)
         self._since = 0.0  # silence counts from here at the earliest (start, or the last firing)
 
