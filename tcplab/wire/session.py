@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tcplab.wire.bodies import check_body
 from tcplab.wire.envelope import HOST_RE, ProtocolError, decode, encode, make
 
 
@@ -93,6 +94,7 @@ class Session:
             env = decode(frame)
             if peer is not None and env["host"] != peer.decode(errors="replace"):
                 raise ProtocolError(f"host {env['host']!r} does not match routing id {peer!r}")
+            check_body(env["type"], env["body"])  # every field's type and bound (tcplab.wire.bodies)
         except ProtocolError:
             self.counters["refused"] += 1
             raise

@@ -98,7 +98,7 @@ def test_a_keyed_probe_is_heard_through_the_real_transport(tmp_path, keys):
             try:
                 env = await asyncio.wait_for(t.recv(), 5)
                 assert env["type"] == "welcome" and t.welcomed.is_set()
-                await t.event({"kind": "state", "t_ns": 1})
+                await t.event({"kind": "console", "t_ns": 1, "text": "x", "stream": "stdout"})
                 while not t.unacked == {}:
                     await asyncio.wait_for(t.recv(), 5)  # the bus acks it
                 assert bus.connected("thinkpad") and bus.fleet.probes["thinkpad"].upto == 1
@@ -114,7 +114,7 @@ def test_no_key_or_a_strangers_key_gets_nothing_and_leaves_nothing(tmp_path, key
             stranger = bus.peer("raspberrypi", key="stranger")  # Curve, a key the controller does not know
             for peer, host in ((plain, "thinkpad"), (stranger, "raspberrypi")):
                 await peer.send("hello", host, HELLO)
-                await peer.send("event", host, {"kind": "console", "text": "INJECTED", "t_ns": 1})
+                await peer.send("event", host, {"kind": "console", "text": "INJECTED", "t_ns": 1, "stream": "stdout"})
             assert await plain.heard() == [] and await stranger.heard() == []
             assert bus.fleet.probes == {} and bus.session.counters["received"] == 0
             assert all(bus.fleet.counters(h)["link_frames_refused"] == 0 for h in HOSTS)
@@ -134,7 +134,7 @@ def test_a_keyed_host_that_says_it_is_the_other_is_refused_and_counted(tmp_path,
         async with keyed_bus(tmp_path, keys) as (bus, endpoint, ctx):
             liar = bus.peer(routing_id, key="raspberrypi")
             await liar.send("hello", "thinkpad", HELLO)
-            await liar.send("event", "thinkpad", {"kind": "console", "text": "INJECTED", "t_ns": 1})
+            await liar.send("event", "thinkpad", {"kind": "console", "text": "INJECTED", "t_ns": 1, "stream": "stdout"})
             assert await liar.heard() == []
             assert "thinkpad" not in bus.fleet.probes
             assert bus.fleet.counters("raspberrypi")["link_frames_refused"] == 2

@@ -80,7 +80,8 @@ class _Probe:
         self.session = wire.Session(host)
 
     async def event(self, seq: int) -> None:
-        env = wire.make("event", self.session.host, seq, {"kind": "state", "t_ns": time.monotonic_ns()})
+        env = wire.make("event", self.session.host, seq, {"kind": "console", "t_ns": time.monotonic_ns(),
+                                                                "text": "x", "stream": "stdout"})
         await self.sock.send(wire.encode(env))
 
     async def until(self, type_: str) -> dict:
@@ -127,7 +128,7 @@ def test_the_bus_acks_only_contiguous_events_and_moves_past_what_the_probe_gave_
             assert (await probe.until("ack"))["seq"] == 4
             counters = bus.fleet.counters("thinkpad")
             assert counters["link_duplicates"] == 1 and counters["link_given_up"] == 1
-            assert bus.connected("thinkpad") and bus.lab_ip("thinkpad") == "10.90.0.1"
+            assert bus.connected("thinkpad") and bus.lab_ip("thinkpad") is None  # no configured address
             assert bus.lab_port("thinkpad") == 9090 and bus.shaping_unavailable("thinkpad") is None
             # restarted: a new pid starts again from 1, and is welcomed with nothing held
             await probe.session.send(probe.sock, "hello", {"pid": 2, "lab_ip": "10.90.0.1", "port": 9090})
@@ -150,12 +151,12 @@ def test_a_command_is_answered_by_its_result_and_a_silent_probe_times_out(tmp_pa
 
             async def answer():
                 body = await probe.until("command")
-                await probe.session.send(probe.sock, "result", {"id": body["id"], "ok": True, "data": {"a": 1}})
+                await probe.session.send(probe.sock, "result", {"id": body["id"], "ok": True, "data": {"backend": "netem"}})
                 return body
 
             answering = asyncio.create_task(answer())
             result = await bus.command("thinkpad", "listen", {}, 5)
-            assert result["ok"] is True and result["data"] == {"a": 1}
+            assert result["ok"] is True and result["data"] == {"backend": "netem"}
             assert (await answering)["action"] == "listen" and bus.pending == {}
             with pytest.raises(NoAnswer, match="no answer to close within 0.2 s") as timed_out:
                 await bus.command("thinkpad", "close", {}, 0.2)  # nobody answers this one
@@ -260,7 +261,7 @@ def test_hostile_frames_are_refused_and_the_bus_goes_on_serving(tmp_path):
                 result = await bus.command("thinkpad", "listen", {}, 5)
                 await answering
                 assert result == {"id": result["id"], "ok": True}  # thinkpad's own answer, not the forgery
-                assert bus.fleet.counters("thinkpad")["link_frames_refused"] == 1  # the list type
+                assert bus.fleet.counters("thinkpad")["link_frames_refused"] == 2  # the list type, the list id
                 await probe.event(1)
                 assert (await probe.until("ack"))["seq"] == 1  # still served
             finally:

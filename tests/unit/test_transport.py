@@ -106,7 +106,7 @@ def run(coro):
 async def events_out(t: Transport, ctl: Controller, n: int) -> None:
     """``n`` events from the probe, each seen by the controller once."""
     for i in range(n):
-        await t.event({"kind": "state", "i": i})
+        await t.event({"kind": "console", "t_ns": i, "text": str(i), "stream": "stdout"})
     await ctl.until(lambda fs: len(ctl.events()) == n)
 
 
@@ -180,7 +180,7 @@ def test_beyond_max_unacked_the_oldest_are_dropped_and_the_heartbeat_says_so(tmp
     async def main():
         async with link(tmp_path) as (t, ctl):
             for i in range(5):
-                await t.event({"kind": "state", "i": i})
+                await t.event({"kind": "console", "t_ns": i, "text": str(i), "stream": "stdout"})
             assert list(t.unacked) == [3, 4, 5] and t.dropped == 2
             beats = await ctl.until(lambda fs: any(f["type"] == "heartbeat" and f["body"]["dropped"] == 2
                                                    for f in fs))
@@ -205,7 +205,7 @@ def test_a_silent_controller_gets_a_hello_again(tmp_path, fast):
 def test_a_bad_frame_from_the_controller_is_skipped_and_counted(tmp_path, fast):
     async def main():
         async with link(tmp_path) as (t, ctl):
-            await t.event({"kind": "state"})
+            await t.event({"kind": "console", "t_ns": 1, "text": "x", "stream": "stdout"})
             await ctl.sock.send_multipart([b"thinkpad", b"\xc1"])
             await ctl.send("ack", {"seq": 1})  # the next good frame is still read
             assert await t.drain(5) is True
@@ -255,7 +255,7 @@ def test_a_burst_of_events_reads_the_acks_as_it_goes(tmp_path, fast):
             async with probe(endpoint, ctx) as t:
                 await asyncio.wait_for(t.welcomed.wait(), 5)
                 for i in range(20_000):
-                    await t.event({"kind": "state", "i": i})
+                    await t.event({"kind": "console", "t_ns": i, "text": str(i), "stream": "stdout"})
                 assert await t.drain(20) is True
                 return t
         finally:
