@@ -185,7 +185,8 @@ def test_a_probe_that_refuses_or_does_not_answer_fails_its_step(tmp_path):
 def test_an_address_nobody_reported_fails_the_connect_step(tmp_path):
     seq, bus, *_, ok = play(tmp_path, scn(), unknown_ip=("thinkpad",))
     assert ok is False and seq.failed_step == 3
-    assert seq.error == "step 3 (connect on raspberrypi): thinkpad is not connected, so its address is unknown"
+    assert seq.error == ("step 3 (connect on raspberrypi): thinkpad has no lab address in the controller's "
+                         "configuration (hosts)")
     assert ("raspberrypi", "connect") not in bus.sent()
 
 
