@@ -11,7 +11,11 @@
 - ``event`` frames go to the run in progress (:attr:`ProbeBus.run`), ``result`` frames resolve
   the command that asked for them, ``pong`` frames go to the clock sync.
 
-For the sequencer (controller.sequencer.Bus): :meth:`lab_ip`, :meth:`lab_port`, :meth:`connected`,
+A ``hello`` whose ``lab_ip`` is not its host's address in the configuration (:attr:`ProbeBus.addresses`,
+the inventory's) is refused: logged, counted, no welcome. A connect goes to that configured address only.
+
+For the sequencer (controller.sequencer.Bus): :meth:`lab_ip` (the configured address, never a hello's),
+:meth:`lab_port`, :meth:`connected`,
 :meth:`command`, and :meth:`shaping_unavailable` (what the probe's hello said it cannot shape).
 """
 
@@ -57,6 +61,7 @@ class ProbeBus:
         if curve is not None:
             wire_curve.server(self.sock, curve)
         self.fleet = fleet
+        self.addresses: dict[str, str] = {}  # each lab host's address, from the config (the inventory's)
         self.session = wire.Session("controller")
         self._ids = itertools.count(1)  # command and ping ids
         self.pending: dict[int, tuple[str, asyncio.Future]] = {}  # command id -> (its host, its result)
@@ -96,8 +101,8 @@ class ProbeBus:
 
     # --- the Bus the sequencer uses -------------------------------------------------------------
     def lab_ip(self, host: str) -> str | None:
-        link = self.fleet.probes.get(host)
-        return link.lab_ip if link else None
+        """``host``'s lab address from the configuration; None without one (what its hello says is not used)."""
+        return self.addresses.get(host)
 
     def lab_port(self, host: str) -> int | None:
         link = self.fleet.probes.get(host)
@@ -178,9 +183,20 @@ class ProbeBus:
         self.session.counters["refused"] += 1
         self.fleet.refused(name)
 
+    def _misplaced(self, host: str, body: dict) -> bool:
+        """A hello whose lab_ip is not its host's configured address: refused (logged, counted)."""
+        expected = self.addresses.get(host)
+        if expected is None or body.get("lab_ip") == expected:
+            return False
+        log.warning("probe_lab_ip_refused", probe=host, said=body.get("lab_ip"), configured=expected)
+        self.fleet.refused(host)
+        return True
+
     async def _on_probe(self, env: dict, received_ns: int) -> None:
         host, kind, body = env["host"], env["type"], env["body"]
         if kind == "hello":
+            if self._misplaced(host, body):
+                return
             link = self.fleet.hello(host, body)
             if link is None:  # not one of the inventory's hosts: no welcome, nothing kept
                 log.warning("probe_not_in_inventory", probe=host, known=sorted(self.fleet.admit))

@@ -57,6 +57,7 @@ class Controller:
         self.ctx = zmq.asyncio.Context()
         self.fleet = Fleet(admit=cfg.hosts)  # the inventory's lab hosts, from the role
         self.bus = ProbeBus(self.ctx, self.fleet)
+        self.bus.addresses = dict(cfg.addresses)  # where a connect goes: the inventory's, never a hello's
         self.clock = ClockSync(self.bus)
         self.bus.on_hello = self.clock.at_hello
         self.bus.on_pong = self.clock.pong
