@@ -30,6 +30,7 @@ TEXT = 65_536             # free text: an error, a reason, a console line (nc's 
 SNAPLEN = 262_144         # a captured frame (probe.pktring.SNAPLEN)
 NAME = 64                 # a counter's or an observer's name
 RUN = 255                 # a run id: its directory's name
+MAX_PROBES = 256          # probes in a status reply
 
 ADDR = Str(64, r"[0-9A-Fa-f.:\[\]]{1,47}:(?:[0-9]{1,5}|\*)")  # "10.90.0.1:9090", a listener's "0.0.0.0:*"
 IP = Str(45, r"[0-9A-Fa-f.:]{1,45}")
@@ -106,8 +107,10 @@ BODIES: dict[str, Fields] = {
                         "error": Str(TEXT)}, required=("event",)),
     "done": Fields({"ok": BOOL, "error": Opt(Str(TEXT)), "dir": Str(4096), "run": Str(RUN)}, required=("ok",)),
     "status": Fields({}),
-    "state": Fields({"probes": MapOf(HOST, _PROBE_STATUS.as_check(), 256), "running": Opt(Str(RUN))},
-                    required=("probes",)),
+    # ``omitted``: probes left out so the reply fits a frame (controller/control.py)
+    "state": Fields({"probes": MapOf(HOST, _PROBE_STATUS.as_check(), MAX_PROBES), "running": Opt(Str(RUN)),
+                     "omitted": NS}, required=("probes",)),
+    "cancel": Fields({"run": Str(RUN)}),  # the CLI's Ctrl-C: {} or the run it asked for
 }
 
 
