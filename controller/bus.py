@@ -72,7 +72,7 @@ class ProbeBus:
 
     def bind(self, endpoint: str) -> None:
         """Bind (in the event loop: the authenticator starts first, so nobody gets in unchecked)."""
-        if self.auth is not None and self.auth.zap_socket is None:
+        if self.auth is not None:
             self.auth.start()
         self.sock.bind(endpoint)
 

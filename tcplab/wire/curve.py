@@ -24,22 +24,27 @@ A key file that is missing, garbled, or a secret readable by others is a one-lin
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+import structlog
 import zmq
+import zmq.asyncio
 import zmq.auth
-from zmq.auth.asyncio import AsyncioAuthenticator
 from zmq.utils import z85
 
 from tcplab.configfile import ConfigError
 
 CONTROLLER = "controller"  # the controller's key name
 ZAP_DOMAIN = "tcplab"
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # where libzmq asks (RFC 27)
 KEY_LEN = 40  # a z85 Curve key
+
+log = structlog.get_logger("wire.curve")
 
 
 @dataclass(frozen=True)
@@ -135,20 +140,58 @@ def server(sock: zmq.Socket, keys: Keys) -> zmq.Socket:
     return sock
 
 
-class Authenticator(AsyncioAuthenticator):
-    """The controller's ZAP handler: admits only ``keys.peers``' public keys; a connection's
-    ``User-Id`` is its key's host name. :meth:`start` inside the event loop, before the bind."""
+class Authenticator:
+    """The controller's ZAP handler (RFC 27, ``inproc://zeromq.zap.01`` of its context): admits only
+    ``keys.peers``' public keys, and a connection's ``User-Id`` is its key's host name. Refusals are
+    counted (:attr:`refused`) and logged (the first few, then every thousandth: a stranger picks its
+    rate). :meth:`start` inside the event loop, before the bind.
 
-    def __init__(self, ctx: zmq.Context, keys: Keys):
-        super().__init__(ctx)
+    Not pyzmq's AsyncioAuthenticator: a second one started in the same event loop (a second bus)
+    never saw its requests (pyzmq 27.3), and every connection of it waited forever."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, keys: Keys):
+        self.ctx = ctx
         self.names = keys.by_key
-        self.configure_curve_callback(ZAP_DOMAIN, credentials_provider=self)
+        self.refused = 0
+        self.sock: zmq.asyncio.Socket | None = None
+        self._task: asyncio.Task | None = None
 
-    def callback(self, domain: str, key: bytes) -> bool:  # key: z85
-        return key in self.names
+    def start(self) -> None:
+        if self.sock is not None:
+            return
+        self.sock = self.ctx.socket(zmq.REP)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(ZAP_ENDPOINT)
+        self._task = asyncio.ensure_future(self._serve())
 
-    def curve_user_id(self, client_public_key: bytes) -> str:
-        return self.names[z85.encode(client_public_key)]
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self.sock is not None:
+            self.sock.close(linger=0)
+        self.sock = self._task = None
+
+    async def _serve(self) -> None:
+        while True:
+            await self.sock.send_multipart(self.reply(await self.sock.recv_multipart()))
+
+    def reply(self, request: list[bytes]) -> list[bytes]:
+        """The ZAP reply to one request: 200 with the host's name as User-Id, or 400."""
+        if len(request) < 6:
+            request = [b"1.0", request[1] if len(request) > 1 else b"", b"", b"", b"", b""]
+        version, request_id, domain, address, _identity, mechanism, *credentials = request
+        name = None
+        if version == b"1.0" and domain == ZAP_DOMAIN.encode() and mechanism == b"CURVE" and len(credentials) == 1 \
+                and len(credentials[0]) == 32:
+            name = self.names.get(z85.encode(credentials[0]))
+        if name is None:
+            self.refused += 1
+            if self.refused <= 10 or self.refused % 1000 == 0:
+                key = z85.encode(credentials[0]).decode() if credentials and len(credentials[0]) == 32 else None
+                log.warning("curve_refused", address=address.decode(errors="replace"), key=key,
+                            mechanism=mechanism.decode(errors="replace"), refused=self.refused)
+            return [b"1.0", request_id, b"400", b"unknown key", b"", b""]
+        return [b"1.0", request_id, b"200", b"OK", name.encode(), b""]
 
 
 def user_id(frame: zmq.Frame) -> str | None:
