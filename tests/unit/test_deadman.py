@@ -13,6 +13,7 @@ import functools
 import pytest
 
 from probe.deadman import DEADMAN_S, DeadMan
+from tcplab.wire.bodies import check_event
 
 SILENCE = 0.15
 EVERY = 0.01
@@ -83,6 +84,7 @@ async def test_a_silent_controller_fires_it_once_after_the_silence():
     assert ev["kind"] == "deadman" and ev["cleared"] == ["shaping nfqueue on eth0 port 9090", "nc pid 42"]
     assert SILENCE <= ev["silent_s"] <= SILENCE + EVERY + 0.1 and isinstance(ev["t_ns"], int) and ev["t_ns"] > 0
     assert not host.armed()
+    check_event(ev)  # what the controller's bus will take
 
 
 @looped

@@ -11,3 +11,11 @@ def test_the_sweep_event_keeps_within_the_wires_bounds():
     assert ev["kind"] == "sweep" and isinstance(ev["t_ns"], int)
     assert len(ev["removed"]) == leftovers.MAX_ITEMS and ev["removed"][-1] == "and 745 more"
     assert leftovers.event(["x" * 300])["removed"] == ["x" * leftovers.MAX_LINE]
+
+
+def test_the_sweep_event_passes_the_wires_check():
+    from tcplab.wire.bodies import check_event
+
+    check_event(leftovers.event(["iptables mangle chain TCPLAB-SHAPE-9090", "nc pid 31009",
+                                 "tracefs instance tcplab-thinkpad-30980"]))
+    check_event(leftovers.event([f"nc pid {pid}" for pid in range(1000)]))
