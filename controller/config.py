@@ -4,6 +4,10 @@
 hostvars): the only probes admitted, and the only addresses a ``connect`` goes to (never what a probe
 says of itself in its hello). A plain list of names admits those hosts but gives no address, so a
 connect to one of them is refused.
+
+``keys_dir``: the CurveZMQ keys (``controller.key_secret`` and each host's ``NAME.key``,
+tcplab.wire.curve); without it the bus speaks plain ZeroMQ, which only a bind that no other machine
+reaches (ipc://, tcp on loopback) may do: a tcp bind on any other address without keys is refused.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from tcplab import wire
 from tcplab.actions.connect import unicast_ipv4
 from tcplab.configfile import ConfigError, check_endpoint, read_yaml
 
+from tcplab.wire import curve as wire_curve
+from tcplab.wire.curve import Keys
 __all__ = ["ConfigError", "ControllerConfig", "load"]
 
 
@@ -28,6 +34,7 @@ class ControllerConfig:
     hosts: tuple[str, ...] = ()  # the inventory's lab hosts: the only probes admitted (empty: any)
     addresses: Mapping[str, str] = field(default_factory=dict)  # each lab host's address (the inventory's)
 
+    curve: Keys | None = None  # keys_dir's keys: own pair, each host's public (None: no CurveZMQ)
     @property
     def pid_path(self) -> Path:
         return self.home / "controller.pid"
@@ -44,7 +51,7 @@ class ControllerConfig:
 def load(path: str | Path) -> ControllerConfig:
     path = Path(path).resolve()
     data = read_yaml(path)
-    unknown = sorted(str(k) for k in set(data) - {"bind", "home", "runs_dir", "hosts"})
+    unknown = sorted(str(k) for k in set(data) - {"bind", "home", "runs_dir", "hosts", "keys_dir"})
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}")
     for key in ("bind", "home", "runs_dir"):
@@ -57,8 +64,13 @@ def load(path: str | Path) -> ControllerConfig:
     home = Path(data["home"])
     if len(str(home / "control.sock")) > 100:  # ipc:// paths must fit a sockaddr_un
         raise ConfigError(f"{path}: home {home} is too long for a control socket path")
-    return ControllerConfig(path=path, bind=check_endpoint(path, data["bind"], "bind"), home=home,
-                            runs_dir=Path(data["runs_dir"]), hosts=tuple(hosts), addresses=addresses)
+    bind = check_endpoint(path, data["bind"], "bind")
+    if data.get("keys_dir") is not None and not hosts:
+        raise ConfigError(f"{path}: keys_dir needs hosts (the probes whose keys are admitted)")
+    keys = wire_curve.from_config(path, data.get("keys_dir"), bind, "bind",
+                                  lambda d: wire_curve.load_controller_keys(d, hosts))
+    return ControllerConfig(path=path, bind=bind, home=home, runs_dir=Path(data["runs_dir"]), hosts=tuple(hosts),
+                            addresses=addresses, curve=keys)
 
 
 def _addresses(path: Path, hosts: dict) -> dict[str, str]:

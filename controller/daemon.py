@@ -56,7 +56,7 @@ class Controller:
         self.cfg = cfg
         self.ctx = zmq.asyncio.Context()
         self.fleet = Fleet(admit=cfg.hosts)  # the inventory's lab hosts, from the role
-        self.bus = ProbeBus(self.ctx, self.fleet)
+        self.bus = ProbeBus(self.ctx, self.fleet, curve=cfg.curve)  # CurveZMQ when keys_dir is set
         self.bus.addresses = dict(cfg.addresses)  # where a connect goes: the inventory's, never a hello's
         self.clock = ClockSync(self.bus)
         self.bus.on_hello = self.clock.at_hello

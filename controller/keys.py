@@ -2,6 +2,7 @@
 
     python -m controller.keys --dir KEYS controller thinkpad raspberrypi
     # {"changed": true, "made": ["controller", "raspberrypi", "thinkpad"]}
+    python -m controller.keys --check --dir KEYS ...   # makes nothing, names what it would make
 
 One pair per name, in zmq.auth's certificate format (``NAME.key``, ``NAME.key_secret``), made only
 when it is missing (a pair half there is an error, not remade: a probe may hold the other half).
@@ -24,11 +25,13 @@ from tcplab.configfile import ConfigError
 from tcplab.wire import curve
 
 
-def make_keys(keys_dir: str | Path, names: Iterable[str]) -> list[str]:
-    """Make the pair of each of ``names`` that ``keys_dir`` lacks; the names made, sorted."""
+def make_keys(keys_dir: str | Path, names: Iterable[str], check: bool = False) -> list[str]:
+    """Make the pair of each of ``names`` that ``keys_dir`` lacks; the names made, sorted.
+    ``check``: make nothing, name what would be made."""
     keys_dir = Path(keys_dir)
-    keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(keys_dir, 0o700)
+    if not check:
+        keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(keys_dir, 0o700)
     made = []
     for name in sorted(set(names)):
         if not wire.HOST_RE.match(name):
@@ -38,23 +41,26 @@ def make_keys(keys_dir: str | Path, names: Iterable[str]) -> list[str]:
             continue
         if any(have):
             raise ConfigError(f"{curve.secret_path(keys_dir, name)}: half a key pair (remove both files to remake it)")
+        made.append(name)
+        if check:
+            continue
         old = os.umask(0o077)  # the secret file is never readable by others, not even for a moment
         try:
             for path in zmq.auth.create_certificates(keys_dir, name):
                 os.chmod(path, 0o600)
         finally:
             os.umask(old)
-        made.append(name)
     return made
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m controller.keys", description=__doc__.splitlines()[0])
     parser.add_argument("--dir", required=True, type=Path, help="the key store (made 0700)")
+    parser.add_argument("--check", action="store_true", help="make nothing, say what would be made")
     parser.add_argument("names", nargs="+", help="controller and the lab hosts")
     args = parser.parse_args(argv)
     try:
-        made = make_keys(args.dir, args.names)
+        made = make_keys(args.dir, args.names, check=args.check)
     except (ConfigError, OSError) as e:
         print(f"controller.keys: {e}", file=sys.stderr)
         return 2

@@ -1,4 +1,9 @@
-"""The probe's configuration file (YAML, written by the Ansible role ``probe``)."""
+"""The probe's configuration file (YAML, written by the Ansible role ``probe``).
+
+``keys_dir``: the CurveZMQ keys (``HOST.key_secret`` and ``controller.key``, tcplab.wire.curve);
+without it the probe speaks plain ZeroMQ, which only a controller no other machine could be
+(ipc://, tcp on loopback) may be: a tcp controller on any other address without keys is refused.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from pathlib import Path
 
 from tcplab import wire
 from tcplab.configfile import ConfigError, check_endpoint, read_yaml
+from tcplab.wire import curve as wire_curve
+from tcplab.wire.curve import Keys
 
 __all__ = ["ConfigError", "ProbeConfig", "load"]
 
@@ -25,6 +32,7 @@ class ProbeConfig:
     nc: str = "/usr/bin/nc"
     poll_hz: float = 50.0
     shaper_backend: str = "auto"  # auto (netem, else the NFQUEUE delay line), netem or nfqueue
+    curve: Keys | None = None  # keys_dir's keys: own pair, the controller's public (None: no CurveZMQ)
 
     @property
     def pid_path(self) -> Path:
@@ -42,7 +50,7 @@ class ProbeConfig:
 def load(path: Path) -> ProbeConfig:
     path = Path(path).resolve()
     data = read_yaml(path)
-    known = {"host", "controller", "lab_ip", "lab_iface", "port", "home", "nc", "poll_hz", "shaper_backend"}
+    known = {"host", "controller", "lab_ip", "lab_iface", "port", "home", "nc", "poll_hz", "shaper_backend", "keys_dir"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}")
@@ -65,8 +73,11 @@ def load(path: Path) -> ProbeConfig:
     backend = data.get("shaper_backend", "auto")
     if backend not in ("auto", "netem", "nfqueue"):
         raise ConfigError(f"{path}: shaper_backend must be auto, netem or nfqueue, got {backend!r}")
+    controller = check_endpoint(path, data["controller"], "controller")
+    keys = wire_curve.from_config(path, data.get("keys_dir"), controller, "controller",
+                                  lambda d: wire_curve.load_probe_keys(d, host))
     return ProbeConfig(
-        path=path, host=host, controller=check_endpoint(path, data["controller"], "controller"),
+        path=path, host=host, controller=controller, curve=keys,
         lab_ip=str(data["lab_ip"]), lab_iface=str(data.get("lab_iface", "eth0")), port=port,
         home=Path(data.get("home", f"/var/lib/tcplab/hosts/{host}")), nc=str(data.get("nc", "/usr/bin/nc")),
         poll_hz=float(poll_hz), shaper_backend=backend,

@@ -2,7 +2,9 @@
 
 The controller runs in the root namespace; each probe is started with ``ip netns exec`` so it
 lives in its host's namespace like on a real host. They talk over ZeroMQ ``ipc://`` sockets
-(Unix sockets are not bound to a network namespace), so no bridge is needed.
+(Unix sockets are not bound to a network namespace), so no bridge is needed. Every socket between
+them is CurveZMQ, as in production: the keys are made here (controller.keys) and each daemon's
+configuration names its keys_dir.
 Everything lives under one temporary directory and is stopped by pid in ``close``.
 """
 
@@ -15,7 +17,9 @@ from pathlib import Path
 
 import yaml
 
+from controller.keys import make_keys
 from tcplab import pidfile
+from tcplab.wire import curve
 from tests.netns import NetnsPair
 
 VENV_BIN = Path(sys.executable).parent
@@ -48,21 +52,34 @@ class Lab:
         self.controller_home = root / "controller"
         self.runs = root / "runs"
         self.controller_cfg = root / "controller.yml"
+        self.keys = root / "keys"  # every pair; each daemon's keys_dir holds only what it needs
         self.probe_cfgs: dict[str, Path] = {}
         self.hosts = dict(zip(HOSTS, (pair.a, pair.b)))
 
+    def key_dir(self, name: str, secret: str, publics: list[str]) -> str:
+        """``name``'s keys_dir: ``secret``'s pair and the public keys of ``publics``, 0600 in a 0700 dir."""
+        d = self.root / name / "keys"
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for src in [curve.secret_path(self.keys, secret), *(curve.public_path(self.keys, p) for p in publics)]:
+            (d / src.name).write_bytes(src.read_bytes())
+            (d / src.name).chmod(0o600)
+        return str(d)
+
     def start(self) -> "Lab":
         endpoint = f"ipc://{self.root}/probes.sock"
+        make_keys(self.keys, [curve.CONTROLLER, *HOSTS])
         self.controller_cfg.write_text(yaml.safe_dump({
             "bind": endpoint, "home": str(self.controller_home), "runs_dir": str(self.runs),
-            "hosts": {n: h.ip for n, h in self.hosts.items()}}))
+            "hosts": {n: h.ip for n, h in self.hosts.items()},
+            "keys_dir": self.key_dir("controller", curve.CONTROLLER, list(HOSTS))}))
         subprocess.run([VENV_BIN / "tcplab-controller", "start", "--config", self.controller_cfg], check=True,
                        capture_output=True, timeout=30)
         for name, host in self.hosts.items():
             cfg = self.root / f"{name}.yml"
             cfg.write_text(yaml.safe_dump({
                 "host": name, "controller": endpoint, "lab_ip": host.ip, "lab_iface": host.ifname,
-                "port": self.port, "home": str(self.root / "hosts" / name)}))
+                "port": self.port, "home": str(self.root / "hosts" / name),
+                "keys_dir": self.key_dir(f"hosts/{name}", name, [curve.CONTROLLER])}))
             self.probe_cfgs[name] = cfg
             cmd = [str(VENV_BIN / "tcplab-probe"), "start", "--config", str(cfg)]
             if self.clock_offsets.get(name):

@@ -17,8 +17,8 @@ from enum import Enum
 
 from tcplab.tcpstates import LISTENER_REMOTE
 
-__all__ = ["CONTROLLER", "Direction", "FIELDS", "KIND_ORDER", "Kind", "LISTENER_REMOTE", "REQUIRED",
-           "RunStatus", "STEP_FIELDS", "StepStatus", "Stream", "is_listener", "public", "sort_key"]
+__all__ = ["CONTROLLER", "Direction", "FIELDS", "KIND_ORDER", "Kind", "LISTENER_REMOTE", "LOSS_FIELDS", "LossWhy",
+           "REQUIRED", "RunStatus", "STEP_FIELDS", "StepStatus", "Stream", "is_listener", "public", "sort_key"]
 
 REQUIRED = ("t", "host", "kind")
 CONTROLLER = "controller"  # the host of the controller's own records (steps)
@@ -38,6 +38,13 @@ class Kind(StrEnum):
     STATE = "state"        # a socket's state change
     CONSOLE = "console"    # a line typed into nc or printed by it
     NETSTAT = "netstat"    # the host's netstat -nao rows when they changed
+    LOSS = "loss"          # events of a host the trace will never have: a gap given up, a refused event
+
+
+class LossWhy(StrEnum):
+    """Why a ``loss`` record's events are not in the trace."""
+    GIVEN_UP = "given_up"  # never arrived, and the probe no longer holds them (dropped at its bounds)
+    REFUSED = "refused"    # arrived, but the event did not follow the wire format (its number counts as received)
 
 
 class StepStatus(StrEnum):
@@ -76,10 +83,13 @@ FIELDS: dict[Kind, tuple[str, ...]] = {
 }
 # A step record's fields (the controller writes them; ``error`` only when it failed).
 STEP_FIELDS = ("index", "action", "target", "status", "error")
+# A loss record's fields (the controller writes them): the event numbers ``from`` .. ``to`` of the
+# host's session, ``why`` (LossWhy) and ``detail`` (a refusal's reason).
+LOSS_FIELDS = ("from", "to", "why", "detail")
 
 # Equal times: a step's start before what it caused; a packet before the state it caused.
 KIND_ORDER = {Kind.STEP: 0, Kind.SHAPER: 1, Kind.PACKET: 2, Kind.KERNEL: 3, Kind.STATE: 4, Kind.CONSOLE: 5,
-              Kind.NETSTAT: 6}
+              Kind.NETSTAT: 6, Kind.LOSS: 7}
 
 
 def sort_key(rec: dict) -> tuple:

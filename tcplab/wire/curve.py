@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import ipaddress
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import structlog
 import zmq
@@ -119,6 +120,32 @@ def load_probe_keys(keys_dir: str | Path, host: str) -> Keys:
 def load_controller_keys(keys_dir: str | Path, hosts: Iterable[str]) -> Keys:
     """The controller's keys: its own pair and the public key of each of ``hosts``."""
     return load_keys(keys_dir, CONTROLLER, hosts)
+
+
+def needs_keys(endpoint: str) -> bool:
+    """Whether ``endpoint`` can be reached from another machine: tcp on anything but loopback."""
+    if not endpoint.startswith("tcp://"):
+        return False  # ipc://: a file on this machine
+    address = endpoint[len("tcp://"):].rsplit(":", 1)[0].strip("[]")
+    if address == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return True  # *, an interface name, a host name: assume the network
+
+
+def from_config(path: Path, value: object, endpoint: str, setting: str, load: Callable[[Path], Keys]) -> Keys | None:
+    """The keys a daemon's configuration names (``keys_dir``, relative to the file), loaded; None
+    without the setting, which only an endpoint no other machine reaches may do."""
+    if value is None:
+        if needs_keys(endpoint):
+            raise ConfigError(f"{path}: {setting} {endpoint} is reachable from the network: "
+                              "keys_dir (the CurveZMQ keys) is required")
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{path}: keys_dir must be a directory, got {value!r}")
+    return load(Path(path).parent / value)
 
 
 def client(sock: zmq.Socket, keys: Keys) -> zmq.Socket:

@@ -11,6 +11,7 @@ import stat
 import time
 
 import pytest
+import yaml
 import zmq
 import zmq.asyncio
 
@@ -196,6 +197,8 @@ def test_a_result_or_pong_forged_by_the_other_keyed_host_resolves_nothing(tmp_pa
 
 def test_keys_are_made_once_0600_in_a_0700_directory(tmp_path, capsys):
     store = tmp_path / "store"
+    assert keys_main(["--check", "--dir", str(store), "controller", "thinkpad"]) == 0   # --check makes nothing
+    assert '"made": ["controller", "thinkpad"]' in capsys.readouterr().out and not store.exists()
     old = os.umask(0o022)
     try:
         assert keys_main(["--dir", str(store), "controller", "thinkpad"]) == 0
@@ -250,3 +253,41 @@ def test_a_missing_garbled_or_open_key_file_is_one_line_naming_it(tmp_path, keys
     assert "readable by others" in _one_line_naming(e, secret)
     secret.chmod(0o600)
     assert curve.load_probe_keys(keys, "thinkpad").name == "thinkpad"
+
+
+def _write(path, data: dict):
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_the_daemons_configs_load_their_keys_and_refuse_the_network_without_them(tmp_path, keys, capsys):
+    from controller import config as controller_config
+    from probe import config as probe_config
+    from probe.daemon import main as probe_main
+
+    ctl = {"bind": "tcp://10.90.0.254:5555", "home": str(tmp_path / "c"), "runs_dir": str(tmp_path / "r"),
+           "hosts": {"thinkpad": "10.90.0.1", "raspberrypi": "10.90.0.2"}}
+    path = _write(tmp_path / "controller.yml", ctl)
+    with pytest.raises(ConfigError, match="reachable from the network: keys_dir"):
+        controller_config.load(path)
+    for local in ("ipc:///tmp/x.sock", "tcp://127.0.0.1:5555", "tcp://localhost:5555"):
+        assert controller_config.load(_write(path, {**ctl, "bind": local})).curve is None
+    cfg = controller_config.load(_write(path, {**ctl, "keys_dir": "keys"}))  # relative to the file
+    assert cfg.curve.name == "controller" and set(cfg.curve.peers) == {"thinkpad", "raspberrypi"}
+    with pytest.raises(ConfigError, match="keys_dir needs hosts"):
+        controller_config.load(_write(path, {**ctl, "keys_dir": str(keys), "hosts": []}))
+    with pytest.raises(ConfigError) as e:                                  # a host without a key
+        controller_config.load(_write(path, {**ctl, "keys_dir": str(keys), "hosts": {"ghost": "10.90.0.3"}}))
+    _one_line_naming(e, keys / "ghost.key")
+
+    probe = {"host": "thinkpad", "controller": "tcp://10.90.0.254:5555", "lab_ip": "10.90.0.1",
+             "home": str(tmp_path / "h")}
+    path = _write(tmp_path / "probe.yml", probe)
+    with pytest.raises(ConfigError, match="controller tcp://10.90.0.254:5555 is reachable from the network"):
+        probe_config.load(path)
+    cfg = probe_config.load(_write(path, {**probe, "keys_dir": str(keys)}))
+    assert cfg.curve.name == "thinkpad" and set(cfg.curve.peers) == {"controller"}
+    (keys / "thinkpad.key_secret").write_text("garbage\n")
+    assert probe_main(["start", "--config", str(path)]) == 2               # before anything is started
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(keys / "thinkpad.key_secret") in err and "no valid Curve" in err

@@ -138,7 +138,7 @@ def test_a_backend_can_be_chosen_and_a_bad_choice_is_named():
 def test_the_probe_config_takes_the_backend_choice(tmp_path):
     from probe import config
     path = tmp_path / "probe.yml"
-    base = "host: thinkpad\ncontroller: tcp://10.90.0.254:5555\nlab_ip: 10.90.0.1\n"
+    base = "host: thinkpad\ncontroller: tcp://127.0.0.1:5555\nlab_ip: 10.90.0.1\n"  # loopback: no keys needed
     path.write_text(base)
     assert config.load(path).shaper_backend == "auto"
     path.write_text(base + "shaper_backend: nfqueue\n")
