@@ -39,6 +39,8 @@ class Kind(StrEnum):
     CONSOLE = "console"    # a line typed into nc or printed by it
     NETSTAT = "netstat"    # the host's netstat -nao rows when they changed
     LOSS = "loss"          # events of a host the trace will never have: a gap given up, a refused event
+    DEADMAN = "deadman"    # a probe whose controller fell silent cleared its shaping and ended nc itself
+    SWEEP = "sweep"        # a probe at start removed what a killed probe left (shaping, nc, tracefs)
 
 
 class LossWhy(StrEnum):
@@ -80,6 +82,8 @@ FIELDS: dict[Kind, tuple[str, ...]] = {
     Kind.NETSTAT: ("rows",),
     Kind.SHAPER: ("backend", "delay_ms", "loss_pct", "cleared", "counters"),
     Kind.KERNEL: ("event", "local", "remote", "state"),
+    Kind.DEADMAN: ("silent_s", "cleared"),
+    Kind.SWEEP: ("removed",),
 }
 # A step record's fields (the controller writes them; ``error`` only when it failed).
 STEP_FIELDS = ("index", "action", "target", "status", "error")
@@ -89,7 +93,7 @@ LOSS_FIELDS = ("from", "to", "why", "detail")
 
 # Equal times: a step's start before what it caused; a packet before the state it caused.
 KIND_ORDER = {Kind.STEP: 0, Kind.SHAPER: 1, Kind.PACKET: 2, Kind.KERNEL: 3, Kind.STATE: 4, Kind.CONSOLE: 5,
-              Kind.NETSTAT: 6, Kind.LOSS: 7}
+              Kind.NETSTAT: 6, Kind.LOSS: 7, Kind.DEADMAN: 8, Kind.SWEEP: 8}
 
 
 def sort_key(rec: dict) -> tuple:
