@@ -8,8 +8,11 @@
   not its routing id, is refused (logged, counted for that peer) and the bus goes on.
 - Frames come in bursts: the bus takes what is queued without waiting (up to :data:`BURST`),
   then sends each probe one cumulative ``ack`` for the burst rather than one per event.
-- ``event`` frames go to the run in progress (:attr:`ProbeBus.run`), ``result`` frames resolve
-  the command that asked for them, ``pong`` frames go to the clock sync.
+- ``events`` frames (batches) go to the run in progress (:attr:`ProbeBus.run`), each event checked
+  (tcplab.wire.bodies.check_event): a bad one is counted (``link_events_refused``), recorded as a
+  ``loss`` and counts as received. A heartbeat's totals (dropped, spilled) are counted, and what
+  lies below its ``oldest`` and never came is given up and recorded as ``loss``. ``result``
+  frames resolve the command that asked for them, ``pong`` frames go to the clock sync.
 
 A ``hello`` whose ``lab_ip`` is not its host's address in the configuration (:attr:`ProbeBus.addresses`,
 the inventory's) is refused: logged, counted, no welcome. A connect goes to that configured address only.
@@ -31,10 +34,12 @@ import zmq
 import zmq.asyncio
 
 from controller import readiness
-from controller.fleet import Fleet
+from controller.fleet import Fleet, ProbeLink
 from controller.run import Run
+from controller.trace.schema import LossWhy
 from tcplab import wire
 from tcplab.errors import TcplabError
+from tcplab.wire import bodies as wire_bodies
 from tcplab.wire import curve as wire_curve
 
 log = structlog.get_logger("controller")
@@ -208,15 +213,11 @@ class ProbeBus:
         link = self.fleet.seen(host)
         if link is None:  # we restarted and it has not said hello yet: it will, after SILENCE_S
             return
-        if kind == "event":
-            if link.receive(env["seq"]) and self.run is not None:
-                await self.run.add_event(host, body, link.clock)
+        if kind == "events" and isinstance(body.get("events"), list):  # the container: checked in decode
+            await self._on_events(link, env["seq"], body["events"])
             self._ack_due.add(host)
         elif kind == "heartbeat":
-            if isinstance(body.get("oldest"), int):
-                lost = link.give_up_below(body["oldest"])
-                if lost:
-                    log.warning("events_given_up", probe=host, events=lost, upto=link.upto)
+            await self._on_heartbeat(link, body)
             self._ack_due.add(host)
         elif kind == "result":
             cid = body.get("id")
@@ -225,3 +226,44 @@ class ProbeBus:
                 asked[1].set_result(body)
         elif kind == "pong":
             self.on_pong(host, env, received_ns)
+
+    async def _on_events(self, link: ProbeLink, first: int, items: list) -> None:
+        """A batch: its events numbered ``first`` on; the new ones checked one by one (a bad one is
+        refused, counted and recorded, and its number counts as received: no resend loop)."""
+        new = link.receive_batch(first, len(items))
+        good, refused = [], []
+        for seq, item, fresh in zip(range(first, first + len(items)), items, new):
+            if not fresh:
+                continue
+            try:
+                wire_bodies.check_event(item)
+            except wire.ProtocolError as e:
+                refused.append((seq, str(e)))
+                continue
+            good.append(item)
+        if refused:
+            link.counters["link_events_refused"] += len(refused)
+            log.warning("events_refused", probe=link.host, events=len(refused), first=refused[0][0],
+                        reason=refused[0][1])
+        if self.run is not None:
+            if good:
+                await self.run.add_events(link.host, good, link.clock)
+            for seq, reason in refused:
+                await self.run.add_loss(link.host, seq, seq, LossWhy.REFUSED, reason)
+
+    async def _on_heartbeat(self, link: ProbeLink, body: dict) -> None:
+        """The probe's totals (dropped, spilled: counted as they grow) and the oldest event it still
+        holds: what lies below it and never came is given up, recorded as ``loss``."""
+        grew = link.report(body)
+        if grew.get("dropped") or grew.get("spilled"):
+            log.warning("probe_overflowing", probe=link.host, **grew, spill_bytes=body.get("spill_bytes"))
+        oldest = body.get("oldest")
+        if not isinstance(oldest, int) or isinstance(oldest, bool):
+            return
+        missing = link.missing_below(oldest)
+        lost = link.give_up_below(oldest)
+        if lost:
+            log.warning("events_given_up", probe=link.host, events=lost, upto=link.upto)
+            if self.run is not None:
+                for first, last in missing:
+                    await self.run.add_loss(link.host, first, last, LossWhy.GIVEN_UP)

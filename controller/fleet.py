@@ -1,15 +1,23 @@
 """Who is connected: one record per probe (its hello, liveness, clock, event bookkeeping), and the
 controller's counters for each host.
 
-Events come with a gapless sequence number (tcplab.wire). A :class:`ProbeLink` holds every event
-up to ``upto`` contiguously and the ones received above a gap; it acknowledges only ``upto``, so the
-probe resends the rest. A resend of an event already held is a duplicate (dropped, counted). A
-probe whose bounded queue overflowed says, in its heartbeat, the oldest event it still holds: what
-lies below it and never came is given up (counted), and the acknowledgement moves past it.
+Events come with a gapless sequence number (tcplab.wire), in batches. A :class:`ProbeLink` holds
+every event up to ``upto`` contiguously and the ones received above a gap; it acknowledges only
+``upto``, so the probe resends the rest. A resend of an event already held is a duplicate
+(dropped, counted). A probe whose bounds overflowed (its unacknowledged bytes and its spill, see
+probe/transport.py) says, in its heartbeat, the oldest event it still holds: what lies below it and
+never came is given up (:meth:`ProbeLink.missing_below` names the ranges, for the trace's ``loss``
+records; counted), and the acknowledgement moves past it. The heartbeat's ``dropped`` and
+``spilled`` (the probe's own totals) are counted here as they grow, so run.json has them even
+when the probe never sends its counters event.
 
-A hello from another pid is a restarted probe: its events count from 1 again, so it gets a new
-link. The counters are kept per host by the :class:`Fleet`, not per link: they outlive a restart
-and a run's share of them (:meth:`Fleet.counters`, before and after) goes into its run.json.
+A hello with another ``session`` (32 random hex characters, new in every probe process) is a
+restarted probe: its events count from 1 again, so it gets a new link (a pid is not enough: a
+restarted probe may get the same pid, in a namespace or a container). A new link of a session this
+controller did not know (it restarted) starts at the hello's ``acked``: what an earlier controller
+acknowledged is not a gap. The counters are kept per host by the :class:`Fleet`, not per link:
+they outlive a restart and a run's share of them (:meth:`Fleet.counters`, before and after) goes
+into its run.json.
 """
 
 from __future__ import annotations
@@ -29,7 +37,10 @@ COUNTERS = (
     "link_given_up",             # events the probe dropped before they arrived (its heartbeat's oldest)
     "link_frames_refused",       # frames from this peer that did not follow the wire format
     "link_frames_before_hello",  # frames from a probe not (yet) registered: ignored until its hello
-    "link_restarts",             # hellos from a new process of a host already known
+    "link_restarts",             # hellos from a new process (session) of a host already known
+    "link_events_refused",       # events of a batch that did not follow the wire format (counted as received)
+    "link_probe_dropped",        # events the probe said (heartbeat) it dropped at its bounds
+    "link_probe_spilled",        # events the probe said (heartbeat) it spilled to disk
 )
 
 
@@ -42,10 +53,15 @@ class ProbeLink:
     upto: int = 0                                   # every event <= upto has been received
     pending: set[int] = field(default_factory=set)  # received events above a gap
     counters: Counter = field(default_factory=Counter)  # the host's, shared with the Fleet
+    reported: dict = field(default_factory=dict)  # the probe's last heartbeat (dropped, spilled, spill_bytes ...)
 
     @property
     def lab_ip(self) -> str:
         return self.hello.get("lab_ip", "")
+
+    @property
+    def session(self) -> str | None:
+        return self.hello.get("session")
 
     @property
     def alive(self) -> bool:
@@ -63,6 +79,38 @@ class ProbeLink:
         self.pending.add(seq)
         self._advance()
         return True
+
+    def receive_batch(self, first: int, count: int) -> list[bool]:
+        """:meth:`receive` for the events ``first`` .. ``first+count-1``: which of them are new."""
+        if first == self.upto + 1 and not self.pending:  # the usual case: the next batch, in order
+            self.upto += count
+            return [True] * count
+        return [self.receive(seq) for seq in range(first, first + count)]
+
+    def missing_below(self, oldest: int) -> list[tuple[int, int]]:
+        """The ranges (first, last) of the events below ``oldest`` not received: what
+        :meth:`give_up_below` would give up."""
+        ranges: list[tuple[int, int]] = []
+        start = self.upto + 1
+        for seq in sorted(s for s in self.pending if s < oldest):
+            if seq > start:
+                ranges.append((start, seq - 1))
+            start = seq + 1
+        if start < oldest:
+            ranges.append((start, oldest - 1))
+        return ranges
+
+    def report(self, beat: dict) -> dict[str, int]:
+        """The probe's heartbeat totals: what grew since the last one (``dropped``, ``spilled``),
+        counted. A total that went down (a new session) counts from zero again."""
+        grew = {}
+        for key in ("dropped", "spilled"):
+            now, before = beat.get(key), self.reported.get(key, 0)
+            if isinstance(now, int) and not isinstance(now, bool) and now >= 0:
+                grew[key] = now - before if now >= before else now
+                self.counters[f"link_probe_{key}"] += grew[key]
+        self.reported = {k: v for k, v in beat.items() if isinstance(v, int) and not isinstance(v, bool)}
+        return grew
 
     def give_up_below(self, oldest: int) -> int:
         """The probe holds nothing below ``oldest`` any more: stop waiting for it. Returns how many
@@ -97,16 +145,18 @@ class Fleet:
         return self._counters.setdefault(host, Counter())
 
     def hello(self, host: str, body: dict) -> ProbeLink | None:
-        """Register a probe. A new process (another pid) starts its event count again.
+        """Register a probe. A new process (another ``session``) starts its event count again.
         None for a host the inventory does not have (see ``admit``)."""
         if self.admit and host not in self.admit:
             self.strangers += 1
             return None
         link = self.probes.get(host)
-        if link is None or link.hello.get("pid") != body.get("pid"):
+        if link is None or link.session != body.get("session"):
             if link is not None:
                 self._of(host)["link_restarts"] += 1
-            link = ProbeLink(host, dict(body), counters=self._of(host))
+            acked = body.get("acked", 0)
+            link = ProbeLink(host, dict(body), counters=self._of(host),
+                             upto=acked if isinstance(acked, int) and not isinstance(acked, bool) and acked > 0 else 0)
             self.probes[host] = link
         link.last_seen = time.monotonic()
         return link

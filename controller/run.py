@@ -34,7 +34,7 @@ from controller.clock import ClockEstimate, causal_shift, write_exchanges
 from controller.scenario import Expectation, Step
 from controller.trace.index import TraceIndex
 from controller.trace.pcap import PcapFiles
-from controller.trace.schema import CONTROLLER, FIELDS, Kind, StepStatus, Stream, is_listener
+from controller.trace.schema import CONTROLLER, FIELDS, Kind, LossWhy, StepStatus, Stream, is_listener
 from controller.trace.writer import Trace
 from tcplab.errors import TcplabError
 from tcplab.tcpstates import LISTENER_REMOTE
@@ -91,17 +91,35 @@ class Run:
 
     # --- records in ----------------------------------------------------------------------------
     async def add_event(self, host: str, body: dict, clock: ClockEstimate) -> None:
-        kind = body.get("kind")
+        await self.add_events(host, [body], clock)
+
+    async def add_events(self, host: str, bodies: list[dict], clock: ClockEstimate) -> None:
+        """A batch of ``host``'s events, in order: its records kept and written, one wake-up for the waits."""
         if host not in self.hosts:
             return
+        records = [rec for rec in (self._record(host, body, clock) for body in bodies) if rec is not None]
+        if records:
+            await self.add_many(records)
+
+    async def add_loss(self, host: str, first: int, last: int, why: LossWhy | str, detail: str | None = None) -> dict:
+        """The record of ``host``'s events ``first`` .. ``last`` that the trace will never have (``t`` now)."""
+        rec = {"t": self.now(), "host": host, "kind": Kind.LOSS.value, "from": first, "to": last,
+               "why": LossWhy(why).value}
+        if detail is not None:
+            rec["detail"] = detail
+        return await self.add(rec)
+
+    def _record(self, host: str, body: dict, clock: ClockEstimate) -> dict | None:
+        """The trace record of one event (None: a fact for run.json, an unknown kind, before the start)."""
+        kind = body.get("kind")
         if kind in FACTS:
             self._fact(host, kind, body)
-            return
+            return None
         if kind not in FIELDS or not isinstance(body.get("t_ns"), int):
-            return
+            return None
         t = self.t(clock.to_controller(body["t_ns"]))
         if t < 0:
-            return
+            return None
         rec = {"t": t, "host": host, "kind": kind}
         rec.update({k: body[k] for k in FIELDS[kind] if k in body})
         self._stamped.append((rec, body["t_ns"]))
@@ -115,7 +133,7 @@ class Run:
             self.backends[host] = body["backend"]
         elif kind == Kind.SHAPER and isinstance(body.get("counters"), dict) and body["counters"]:
             self.shaper_counters[host] = body["counters"]
-        await self.add(rec)
+        return rec
 
     def _fact(self, host: str, kind: str, body: dict) -> None:
         if kind == "capture_stats":  # the kernel's counters
@@ -125,11 +143,15 @@ class Run:
                                    if isinstance(v, int) and not isinstance(v, bool)}
 
     async def add(self, rec: dict) -> dict:
-        self.trace.add(rec)
-        self._seen.setdefault((rec["kind"], rec["host"]), []).append(rec)
+        await self.add_many([rec])
+        return rec
+
+    async def add_many(self, records: list[dict]) -> None:
+        self.trace.add_many(records)
+        for rec in records:
+            self._seen.setdefault((rec["kind"], rec["host"]), []).append(rec)
         async with self.changed:
             self.changed.notify_all()
-        return rec
 
     async def add_step(self, step: Step, status: StepStatus | str, error: str | None = None) -> dict:
         """The step's record (``t`` now), e.g. its start: the record's ``t`` is the step's ``since``."""

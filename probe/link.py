@@ -1,8 +1,9 @@
 """The probe's side of the conversation with the controller, above the transport.
 
 - **Events out**: every observer and action hands its events to :meth:`Link.emit` (stamped with the
-  probe's monotonic clock if they carry no time); one sender task puts them on the wire in order, and
-  :meth:`Link.flush` waits until every event emitted so far has been sent (the sync barrier).
+  probe's monotonic clock if they carry no time); one sender task hands what is queued (up to
+  :data:`TAKE` at a time) to the transport, which numbers it into batches and sends them in order,
+  and :meth:`Link.flush` waits until every event emitted so far was handed over (the sync barrier).
 - **Frames in**: commands go to the command queue (:mod:`probe.commands`), pings are answered with a
   pong at once (NTP's T2 is when the ping arrived; the pong's envelope time is T3, see
   controller/clock.py). Acknowledgements and welcomes are the transport's own business.
@@ -24,12 +25,14 @@ from pathlib import Path
 import structlog
 
 from probe.transport import Transport
+from tcplab import wire
 from tcplab.files import atomic_write
 
 log = structlog.get_logger("probe.link")
 
 STOPPING = "the probe is stopping"
 CHECK_EVERY_S = 0.2
+TAKE = 4 * wire.MAX_BATCH  # events the sender hands to the transport at once, at most
 
 
 class Link:
@@ -44,13 +47,17 @@ class Link:
         self.events.put_nowait(body)
 
     async def send_events(self) -> None:
-        """The sender task: every event, in the order emitted."""
+        """The sender task: every event, in the order emitted, whatever is queued at once in one go
+        (the transport cuts it into batches)."""
         while True:
-            body = await self.events.get()
+            bodies = [await self.events.get()]
+            while len(bodies) < TAKE and not self.events.empty():
+                bodies.append(self.events.get_nowait())
             try:
-                await self.transport.event(body)
+                await self.transport.events(bodies)
             finally:
-                self.events.task_done()
+                for _ in bodies:
+                    self.events.task_done()
 
     async def flush(self) -> None:
         """Until every event emitted so far was handed to the transport."""

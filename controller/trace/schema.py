@@ -17,8 +17,8 @@ from enum import Enum
 
 from tcplab.tcpstates import LISTENER_REMOTE
 
-__all__ = ["CONTROLLER", "Direction", "FIELDS", "KIND_ORDER", "Kind", "LISTENER_REMOTE", "REQUIRED",
-           "RunStatus", "STEP_FIELDS", "StepStatus", "Stream", "is_listener", "public", "sort_key"]
+__all__ = ["CONTROLLER", "Direction", "FIELDS", "KIND_ORDER", "Kind", "LISTENER_REMOTE", "LOSS_FIELDS", "LossWhy",
+           "REQUIRED", "RunStatus", "STEP_FIELDS", "StepStatus", "Stream", "is_listener", "public", "sort_key"]
 
 REQUIRED = ("t", "host", "kind")
 CONTROLLER = "controller"  # the host of the controller's own records (steps)
@@ -38,6 +38,15 @@ class Kind(StrEnum):
     STATE = "state"        # a socket's state change
     CONSOLE = "console"    # a line typed into nc or printed by it
     NETSTAT = "netstat"    # the host's netstat -nao rows when they changed
+    LOSS = "loss"          # events of a host the trace will never have: a gap given up, a refused event
+    DEADMAN = "deadman"    # a probe whose controller fell silent cleared its shaping and ended nc itself
+    SWEEP = "sweep"        # a probe at start removed what a killed probe left (shaping, nc, tracefs)
+
+
+class LossWhy(StrEnum):
+    """Why a ``loss`` record's events are not in the trace."""
+    GIVEN_UP = "given_up"  # never arrived, and the probe no longer holds them (dropped at its bounds)
+    REFUSED = "refused"    # arrived, but the event did not follow the wire format (its number counts as received)
 
 
 class StepStatus(StrEnum):
@@ -73,13 +82,18 @@ FIELDS: dict[Kind, tuple[str, ...]] = {
     Kind.NETSTAT: ("rows",),
     Kind.SHAPER: ("backend", "delay_ms", "loss_pct", "cleared", "counters"),
     Kind.KERNEL: ("event", "local", "remote", "state"),
+    Kind.DEADMAN: ("silent_s", "cleared"),
+    Kind.SWEEP: ("removed",),
 }
 # A step record's fields (the controller writes them; ``error`` only when it failed).
 STEP_FIELDS = ("index", "action", "target", "status", "error")
+# A loss record's fields (the controller writes them): the event numbers ``from`` .. ``to`` of the
+# host's session, ``why`` (LossWhy) and ``detail`` (a refusal's reason).
+LOSS_FIELDS = ("from", "to", "why", "detail")
 
 # Equal times: a step's start before what it caused; a packet before the state it caused.
 KIND_ORDER = {Kind.STEP: 0, Kind.SHAPER: 1, Kind.PACKET: 2, Kind.KERNEL: 3, Kind.STATE: 4, Kind.CONSOLE: 5,
-              Kind.NETSTAT: 6}
+              Kind.NETSTAT: 6, Kind.LOSS: 7, Kind.DEADMAN: 8, Kind.SWEEP: 8}
 
 
 def sort_key(rec: dict) -> tuple:

@@ -9,10 +9,10 @@ A command's body (an action and its arguments) is checked by :mod:`tcplab.action
 each action's arguments. Nothing here imports ``controller``: the probe is installed alone.
 """
 
-from tcplab.wire.envelope import (FIELDS, HOST_RE, MAX_FRAME, TYPES, VERSION, ProtocolError, check_envelope,
+from tcplab.wire.envelope import (FIELDS, HOST_RE, MAX_BATCH, MAX_FRAME, TYPES, VERSION, ProtocolError, check_envelope,
                                   decode, encode, limit, make, now_ns)
 from tcplab.wire.session import Session
 
-__all__ = ["FIELDS", "HOST_RE", "MAX_FRAME", "TYPES", "VERSION", "ProtocolError", "Session", "check_envelope",
+__all__ = ["FIELDS", "HOST_RE", "MAX_BATCH", "MAX_FRAME", "TYPES", "VERSION", "ProtocolError", "Session", "check_envelope",
            "decode", "encode", "limit", "make", "now_ns"]
 

@@ -3,13 +3,15 @@
 Every frame between a probe and the controller (and between the ``tcplab`` CLI and the
 controller) is one msgpack map, the *envelope*::
 
-    {"v": 1, "type": "event", "host": "thinkpad", "seq": 17, "time": 123456789, "body": {...}}
+    {"v": 1, "type": "events", "host": "thinkpad", "seq": 17, "time": 123456789, "body": {...}}
 
 - ``v``     protocol version; a peer speaking another version is refused.
 - ``type``  one of :data:`TYPES`.
 - ``host``  the sender's lab name (``controller`` for the controller, ``cli`` for the CLI).
-- ``seq``   the sender's counter. ``event`` frames count on their own, 1, 2, 3, ... with no gaps,
-            so the receiver sees a lost event as a gap and acknowledges only what it holds
+- ``seq``   the sender's counter. Events count on their own, 1, 2, 3, ... with no gaps: an
+            ``events`` frame (a batch, body ``{"events": [event, ...]}``, 1..:data:`MAX_BATCH`
+            items) carries the number of its first event and its items take the numbers that
+            follow, so the receiver sees a lost batch as a gap and acknowledges only what it holds
             contiguously (``ack`` body ``{"seq": N}``); every other type shares a second counter.
 - ``time``  the sender's CLOCK_MONOTONIC in nanoseconds when the frame was made.
 - ``body``  a map whose shape depends on ``type`` (a command's: :func:`tcplab.actions.check_command`).
@@ -33,10 +35,11 @@ VERSION = 1
 MAX_FRAME = 1 << 20  # 1 MiB: a packet record carries at most a snapped packet
 HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 FIELDS = ("v", "type", "host", "seq", "time", "body")
+MAX_BATCH = 256  # events in one ``events`` frame
 
 TYPES = frozenset({
     # probe -> controller
-    "hello", "event", "result", "heartbeat", "pong",
+    "hello", "events", "result", "heartbeat", "pong",
     # controller -> probe
     "welcome", "command", "ack", "ping",
     # cli <-> controller
@@ -63,6 +66,29 @@ def make(type_: str, host: str, seq: int, body: dict | None = None, *, at: int |
 def encode(env: dict) -> bytes:
     """Pack an envelope that :func:`make` built (not checked again); refuse one over :data:`MAX_FRAME`."""
     frame = msgpack.packb(env, use_bin_type=True)
+    if len(frame) > MAX_FRAME:
+        raise ProtocolError(f"frame of {len(frame)} bytes exceeds the {MAX_FRAME}-byte limit")
+    return frame
+
+
+_PACKER = msgpack.Packer(use_bin_type=True)
+
+
+def pack_event(body: dict) -> bytes:
+    """One event body packed, as :func:`encode_batch` takes it."""
+    return _PACKER.pack(body)
+
+
+def encode_batch(env: dict, packed: list[bytes]) -> bytes:
+    """The bytes of an ``events`` envelope that :func:`make` built with an empty body, its
+    ``body`` being ``{"events": [...]}`` of the events ``packed`` (:func:`pack_event`): the same
+    bytes msgpack would make of the whole, each event packed once. Refused over :data:`MAX_FRAME`."""
+    p = _PACKER
+    head = [p.pack_map_header(len(FIELDS))]
+    for key in FIELDS[:-1]:
+        head += [p.pack(key), p.pack(env[key])]
+    head += [p.pack("body"), p.pack_map_header(1), p.pack("events"), p.pack_array_header(len(packed))]
+    frame = b"".join(head + packed)
     if len(frame) > MAX_FRAME:
         raise ProtocolError(f"frame of {len(frame)} bytes exceeds the {MAX_FRAME}-byte limit")
     return frame

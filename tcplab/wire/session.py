@@ -7,12 +7,14 @@ numbers and its counters, and the only code that turns dicts into frames on a so
     env = s.decode(frame)                                  # checked; raises ProtocolError
     s.counters                                             # {"sent": n, "received": n, "refused": n}
 
-Numbering: ``event`` envelopes take the next number of their own gapless counter (the receiver
-acknowledges events cumulatively and sees a gap as a loss); every other type shares a second
-counter. A number is taken only once its envelope passed the check, so a refused body never
-leaves a gap. :meth:`Session.envelope` hands out the numbered dict for a sender that keeps the
-frame (the probe's transport keeps each event until it is acknowledged and resends the same
-bytes with :meth:`Session.send_frame`).
+Numbering: events take the numbers of their own gapless counter (the receiver acknowledges
+events cumulatively and sees a gap as a loss); every other type shares a second counter. Events
+travel in batches: an ``events`` envelope (:meth:`Session.batch`) carries the number of its first
+event as ``seq`` and its items take ``seq .. seq+len-1``. A number is taken only once its envelope
+passed the check and packed within the size limit, so a refused body never leaves a gap.
+:meth:`Session.batch` hands out the numbered dict and its bytes for a sender that keeps the frame
+(the probe's transport keeps each batch until it is acknowledged and resends the same bytes with
+:meth:`Session.send_frame`).
 
 Where the next wire features go (issue 7), each in one place here:
 - *signing / CurveZMQ*: bytes are made only in :meth:`Session.pack` and read only in
@@ -21,8 +23,6 @@ Where the next wire features go (issue 7), each in one place here:
   compared with the envelope's ``host`` (today: with the routing id).
 - *strict bodies*: :meth:`Session.decode` is where a per-type body check runs after the
   envelope's, so every receiver gets it.
-- *batched events*: a batch is one envelope carrying several events; it takes a range of the
-  event counter, as :meth:`Session.envelope` takes one number today.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from __future__ import annotations
 from typing import Any
 
 from tcplab.wire.bodies import check_body
-from tcplab.wire.envelope import HOST_RE, ProtocolError, decode, encode, make
+from tcplab.wire.envelope import HOST_RE, MAX_BATCH, ProtocolError, decode, encode, encode_batch, make
+
+BATCH = "events"  # the one type numbered by the event counter
 
 
 class Session:
@@ -49,15 +51,35 @@ class Session:
 
     def numbered(self, type_: str, body: dict | None = None, *, at: int | None = None) -> tuple[dict, bytes]:
         """The next numbered envelope and its bytes. The number is taken only once the envelope
-        passed its check and packed within the size limit: a refused body leaves no gap."""
-        event = type_ == "event"
-        env = make(type_, self.host, (self.event_seq if event else self.seq) + 1, body, at=at)
+        passed its check and packed within the size limit: a refused body leaves no gap. An
+        ``events`` body takes as many event numbers as it has items (see :meth:`batch`)."""
+        if type_ == BATCH:
+            items = body.get("events") if isinstance(body, dict) else None
+            if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+                raise ProtocolError(f"an events body holds a list of 1..{MAX_BATCH} events")
+            env = make(type_, self.host, self.event_seq + 1, body, at=at)
+            frame = encode(env)
+            self.event_seq += len(items)
+            return env, frame
+        env = make(type_, self.host, self.seq + 1, body, at=at)
         frame = encode(env)
-        if event:
-            self.event_seq = env["seq"]
-        else:
-            self.seq = env["seq"]
+        self.seq = env["seq"]
         return env, frame
+
+    def batch(self, events: list[dict], *, at: int | None = None) -> tuple[dict, bytes]:
+        """One ``events`` envelope for ``events`` (1..MAX_BATCH) and its bytes: its ``seq`` is the
+        first event's number, the others follow without gaps."""
+        return self.numbered(BATCH, {"events": events}, at=at)
+
+    def batch_packed(self, packed: list[bytes], *, at: int | None = None) -> tuple[int, bytes]:
+        """:meth:`batch` of events packed one by one (:func:`tcplab.wire.envelope.pack_event`, so a
+        sender knows each one's size before it makes the batch): the first number and the bytes."""
+        if not 1 <= len(packed) <= MAX_BATCH:
+            raise ProtocolError(f"an events body holds a list of 1..{MAX_BATCH} events")
+        env = make(BATCH, self.host, self.event_seq + 1, {}, at=at)
+        frame = encode_batch(env, packed)
+        self.event_seq += len(packed)
+        return env["seq"], frame
 
     def pack(self, env: dict) -> bytes:
         """The bytes of an envelope :meth:`envelope` made (not checked again)."""
@@ -74,9 +96,10 @@ class Session:
         await self.send_frame(sock, frame, to=to)
         return env
 
-    async def send_frame(self, sock: Any, frame: bytes, *, to: bytes | None = None) -> None:
-        """Send bytes this session packed before (a resent event)."""
-        await (sock.send(frame) if to is None else sock.send_multipart([to, frame]))
+    async def send_frame(self, sock: Any, frame: bytes, *, to: bytes | None = None, flags: int = 0) -> None:
+        """Send bytes this session packed before (a resent batch). ``flags=zmq.NOBLOCK``: zmq.Again
+        at once when the socket's queue is at its high-water mark (nothing counted)."""
+        await (sock.send(frame, flags) if to is None else sock.send_multipart([to, frame], flags))
         self.counters["sent"] += 1
 
     def send_blocking(self, sock: Any, type_: str, body: dict | None = None, *, to: bytes | None = None) -> dict:

@@ -35,9 +35,9 @@ def test_events_are_acknowledged_contiguously_and_duplicates_dropped():
 
 def test_a_restarted_probe_starts_counting_again():
     fleet = Fleet()
-    fleet.hello("thinkpad", {"pid": 1}).receive(1)
-    assert fleet.hello("thinkpad", {"pid": 1}).upto == 1   # same process says hello again
-    assert fleet.hello("thinkpad", {"pid": 2}).upto == 0   # a new process
+    fleet.hello("thinkpad", {"pid": 1, "session": "1" * 32}).receive(1)
+    assert fleet.hello("thinkpad", {"pid": 1, "session": "1" * 32}).upto == 1   # same process says hello again
+    assert fleet.hello("thinkpad", {"pid": 1, "session": "2" * 32}).upto == 0   # a new process, the same pid
     assert [h for h in ["thinkpad", "raspberrypi"] if not fleet.connected(h)] == ["raspberrypi"]
 
 

@@ -53,7 +53,7 @@ class FakeProbe:
                 if not self.commands:
                     counters = {"kind": "counters", "t_ns": wire.now_ns(), "counters": {"transport_dropped": 2}}
                     for _ in range(2):
-                        await self.sock.send(wire.encode(wire.make("event", "thinkpad", 1, counters)))
+                        await self.sock.send(wire.encode(wire.make("events", "thinkpad", 1, {"events": [counters]})))
                 self.commands.append((body["action"], body["args"]))
                 if body["action"] in self.answers:
                     await self.session.send(self.sock, "result", {"id": body["id"], "ok": True, "data": {}})

@@ -45,12 +45,15 @@ def test_give_up_below_counts_only_what_never_came():
     assert link.receive(8) and link.upto == 8
 
 
+S1, S2 = "1" * 32, "2" * 32  # two probe processes' sessions
+
+
 def test_a_restarted_probe_counts_from_one_and_its_host_keeps_its_counters():
     fleet = Fleet()
-    old = fleet.hello("thinkpad", {"pid": 1, "lab_ip": "10.90.0.1"})
+    old = fleet.hello("thinkpad", {"pid": 1, "lab_ip": "10.90.0.1", "session": S1})
     old.receive(1), old.receive(1)
-    assert fleet.hello("thinkpad", {"pid": 1}) is old and fleet.counters("thinkpad")["link_restarts"] == 0
-    new = fleet.hello("thinkpad", {"pid": 2, "lab_ip": "10.90.0.1"})
+    assert fleet.hello("thinkpad", {"pid": 1, "session": S1}) is old and fleet.counters("thinkpad")["link_restarts"] == 0
+    new = fleet.hello("thinkpad", {"pid": 1, "lab_ip": "10.90.0.1", "session": S2})  # the same pid, restarted
     assert new is not old and new.upto == 0 and new.receive(1)  # its 1 is new, not a duplicate
     assert fleet.probes["thinkpad"] is new
     counters = fleet.counters("thinkpad")
@@ -79,10 +82,11 @@ class _Probe:
         self.sock.connect(endpoint)
         self.session = wire.Session(host)
 
-    async def event(self, seq: int) -> None:
-        env = wire.make("event", self.session.host, seq, {"kind": "console", "t_ns": time.monotonic_ns(),
-                                                                "text": "x", "stream": "stdout"})
-        await self.sock.send(wire.encode(env))
+    async def event(self, seq: int, count: int = 1) -> None:
+        """A batch of ``count`` events numbered from ``seq``."""
+        body = {"events": [{"kind": "console", "t_ns": time.monotonic_ns(), "text": "x", "stream": "stdout"}
+                           for _ in range(count)]}
+        await self.sock.send(wire.encode(wire.make("events", self.session.host, seq, body)))
 
     async def until(self, type_: str) -> dict:
         while True:
@@ -130,8 +134,9 @@ def test_the_bus_acks_only_contiguous_events_and_moves_past_what_the_probe_gave_
             assert counters["link_duplicates"] == 1 and counters["link_given_up"] == 1
             assert bus.connected("thinkpad") and bus.lab_ip("thinkpad") is None  # no configured address
             assert bus.lab_port("thinkpad") == 9090 and bus.shaping_unavailable("thinkpad") is None
-            # restarted: a new pid starts again from 1, and is welcomed with nothing held
-            await probe.session.send(probe.sock, "hello", {"pid": 2, "lab_ip": "10.90.0.1", "port": 9090})
+            # restarted: a new session starts again from 1, and is welcomed with nothing held
+            await probe.session.send(probe.sock, "hello", {"pid": 2, "lab_ip": "10.90.0.1", "port": 9090,
+                                                           "session": S2})
             assert await probe.until("welcome") == {"ack": 0}
             await probe.event(1)
             assert (await probe.until("ack"))["seq"] == 1

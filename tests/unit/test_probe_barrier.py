@@ -34,8 +34,8 @@ async def _events(router: zmq.asyncio.Socket, quiet_s: float = 0.3) -> list[dict
         ident, frame = await router.recv_multipart()
         env = wire.decode(frame)
         assert ident == b"thinkpad"
-        if env["type"] == "event":
-            out.append(env["body"])
+        if env["type"] == "events":
+            out += env["body"]["events"]
     return out
 
 

@@ -65,7 +65,7 @@ def test_an_acknowledged_event_drains_at_once(tmp_path):
         link.emit({"kind": "console", "text": "x", "stream": "stdout"})
         await link.flush()
         ident, frame = await asyncio.wait_for(router.recv_multipart(), 2)
-        assert wire.decode(frame)["body"]["kind"] == "console"
+        assert wire.decode(frame)["body"]["events"][0]["kind"] == "console"
         await wire.Session("controller").send(router, "ack", {"seq": 1}, to=ident)
         drained = await link.drain(2.0)
         await _close(ctx, router, transport, *tasks)

@@ -137,3 +137,20 @@ def test_align_maps_again_with_the_final_fit_and_says_how_far_the_live_times_mov
     out = run.align({"raspberrypi": final})
     assert rec["t"] == pytest.approx(0.4998, abs=2e-6)
     assert out["raspberrypi"]["realigned_max_s"] == pytest.approx(200e-6, abs=2e-6)
+
+
+def test_a_probes_deadman_and_sweep_are_trace_records(run):
+    """What a probe's dead-man switch and start-up sweep said (probe/deadman.py, probe/leftovers.py)."""
+    async def go():
+        probe = Probe(run)
+        await run.add_event("thinkpad", {"kind": "sweep", "t_ns": probe.ns(0.01),
+                                         "removed": ["iptables mangle chain TCPLAB-SHAPE-9090", "nc pid 7"]}, probe.clock)
+        await run.add_event("raspberrypi", {"kind": "deadman", "t_ns": probe.ns(0.02), "silent_s": 5.1,
+                                            "cleared": ["shaping netem on eth0 port 9090"]}, probe.clock)
+    asyncio.run(go())
+    run.align({})
+    run.finish_trace()
+    recs = load(run.dir / "trace.jsonl")
+    assert [(r["kind"], r["host"]) for r in recs] == [("sweep", "thinkpad"), ("deadman", "raspberrypi")]
+    assert recs[0]["removed"] == ["iptables mangle chain TCPLAB-SHAPE-9090", "nc pid 7"]
+    assert recs[1]["silent_s"] == 5.1 and recs[1]["cleared"] == ["shaping netem on eth0 port 9090"]

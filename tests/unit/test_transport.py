@@ -55,7 +55,9 @@ class Controller:
         return self.frames
 
     def events(self) -> list[int]:
-        return [f["seq"] for f in self.frames if f["type"] == "event"]
+        """The number of every event received, batch after batch (duplicates included)."""
+        return [seq for f in self.frames if f["type"] == "events"
+                for seq in range(f["seq"], f["seq"] + len(f["body"]["events"]))]
 
     async def send(self, type_: str, body: dict) -> None:
         await self.session.send(self.sock, type_, body, to=b"thinkpad")
@@ -133,7 +135,7 @@ def test_a_stall_resends_only_what_was_not_acknowledged(tmp_path, fast):
             await ctl.send("ack", {"seq": 2})  # then the acknowledgements stop moving: a stall
             await ctl.until(lambda fs: len(ctl.events()) >= 6, timeout=5)
             assert ctl.events()[:6] == [1, 2, 3, 4, 3, 4]  # the same events, the same numbers
-            first = [f for f in ctl.frames if f["type"] == "event" and f["seq"] == 3]
+            first = [f for f in ctl.frames if f["type"] == "events" and f["seq"] == 3]
             assert first[0] == first[1]  # the very frame again (same time stamp and body)
             await ctl.send("ack", {"seq": 4})
             assert await t.drain(5) is True
@@ -175,7 +177,9 @@ def test_a_welcome_resends_at_once_what_was_sent_before_it(tmp_path, fast):
 
 
 def test_beyond_max_unacked_the_oldest_are_dropped_and_the_heartbeat_says_so(tmp_path, fast):
-    fast.setattr(transport_mod, "MAX_UNACKED", 3)
+    frame = len(wire.Session("thinkpad").batch([{"kind": "console", "t_ns": 0, "text": "0", "stream": "stdout"}])[1])
+    fast.setattr(transport_mod, "MAX_UNACKED_BYTES", 3 * frame)  # three one-event batches
+    fast.setattr(transport_mod, "MAX_SPILL_BYTES", 0)            # and no spill
 
     async def main():
         async with link(tmp_path) as (t, ctl):
@@ -185,7 +189,8 @@ def test_beyond_max_unacked_the_oldest_are_dropped_and_the_heartbeat_says_so(tmp
             beats = await ctl.until(lambda fs: any(f["type"] == "heartbeat" and f["body"]["dropped"] == 2
                                                    for f in fs))
             beat = [f for f in beats if f["type"] == "heartbeat"][-1]["body"]
-            assert beat == {"unacked": 3, "oldest": 3, "dropped": 2}  # the controller may move past 1, 2
+            assert beat == {"unacked": 3, "oldest": 3, "dropped": 2,  # the controller may move past 1, 2
+                            "spilled": 0, "spill_bytes": 0}
 
     run(main())
 
@@ -197,7 +202,8 @@ def test_a_silent_controller_gets_a_hello_again(tmp_path, fast):
         async with link(tmp_path) as (t, ctl):
             await ctl.until(lambda fs: len([f for f in fs if f["type"] == "hello"]) == 2, timeout=5)
             assert not t.welcomed.is_set()
-            assert [f["body"] for f in ctl.frames if f["type"] == "hello"][-1] == {"pid": 1, "port": 9090}
+            assert [f["body"] for f in ctl.frames if f["type"] == "hello"][-1] == {"pid": 1, "port": 9090,
+                                                                                 "session": t.session_id, "acked": 0}
 
     run(main())
 
@@ -218,7 +224,7 @@ def test_a_burst_of_events_reads_the_acks_as_it_goes(tmp_path, fast):
     """A backlog handed over at once (a queue that is never empty does not yield, nor does a send that
     does not block): the transport still lets its receiver read the acks during the burst, so the
     unacknowledged events stay few and none is given up at MAX_UNACKED while the controller keeps up."""
-    fast.setattr(transport_mod, "MAX_UNACKED", 4000)
+    fast.setattr(transport_mod, "MAX_UNACKED_BYTES", 4000 * 64)  # about 4,000 one-event batches
     stop = threading.Event()
 
     def controller(endpoint: str) -> None:  # in a thread of its own, as the real one is a process of its own
@@ -238,8 +244,8 @@ def test_a_burst_of_events_reads_the_acks_as_it_goes(tmp_path, fast):
                     env = session.decode(frame, peer=ident)
                     if env["type"] == "hello":
                         session.send_blocking(sock, "welcome", {"ack": 0}, to=ident)
-                    elif env["type"] == "event":
-                        upto = env["seq"]
+                    elif env["type"] == "events":
+                        upto = env["seq"] + len(env["body"]["events"]) - 1
                 session.send_blocking(sock, "ack", {"seq": upto}, to=b"thinkpad")
         finally:
             sock.close()

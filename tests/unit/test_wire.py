@@ -5,7 +5,7 @@ from tcplab import actions, wire
 
 
 def test_round_trip_keeps_every_field():
-    env = wire.make("event", "thinkpad", 7, {"kind": "packet", "raw": b"\x45\x00"}, at=123)
+    env = wire.make("events", "thinkpad", 7, {"events": [{"kind": "packet", "raw": b"\x45\x00"}]}, at=123)
     assert wire.decode(wire.encode(env)) == env
 
 
@@ -13,11 +13,11 @@ def test_round_trip_keeps_every_field():
     (b"\xc1", "not valid msgpack"),
     (msgpack.packb([1, 2]), "must be a map"),
     (msgpack.packb({"v": 1}), "lacks field"),
-    (msgpack.packb({"v": 9, "type": "event", "host": "h", "seq": 0, "time": 0, "body": {}}), "version"),
+    (msgpack.packb({"v": 9, "type": "events", "host": "h", "seq": 0, "time": 0, "body": {}}), "version"),
     (msgpack.packb({"v": 1, "type": "exec", "host": "h", "seq": 0, "time": 0, "body": {}}), "unknown message type"),
-    (msgpack.packb({"v": 1, "type": "event", "host": "a b", "seq": 0, "time": 0, "body": {}}), "bad host"),
-    (msgpack.packb({"v": 1, "type": "event", "host": "h", "seq": -1, "time": 0, "body": {}}), "'seq'"),
-    (msgpack.packb({"v": 1, "type": "event", "host": "h", "seq": 0, "time": 0, "body": []}), "body must be a map"),
+    (msgpack.packb({"v": 1, "type": "events", "host": "a b", "seq": 0, "time": 0, "body": {}}), "bad host"),
+    (msgpack.packb({"v": 1, "type": "events", "host": "h", "seq": -1, "time": 0, "body": {}}), "'seq'"),
+    (msgpack.packb({"v": 1, "type": "events", "host": "h", "seq": 0, "time": 0, "body": []}), "body must be a map"),
 ])
 def test_bad_frames_are_refused_with_a_reason(frame, reason):
     with pytest.raises(wire.ProtocolError, match=reason):
@@ -54,9 +54,9 @@ def test_command_check_refuses_anything_else(body, reason):
 
 def test_session_numbers_events_apart_from_other_frames():
     s = wire.Session("thinkpad")
-    seqs = [(e["type"], e["seq"]) for e in (s.envelope("hello"), s.envelope("event", {"kind": "state"}),
-                                            s.envelope("heartbeat"), s.envelope("event", {"kind": "state"}))]
-    assert seqs == [("hello", 1), ("event", 1), ("heartbeat", 2), ("event", 2)]
+    seqs = [(e["type"], e["seq"]) for e in (s.envelope("hello"), s.batch([{"kind": "state"}])[0],
+                                            s.envelope("heartbeat"), s.batch([{"kind": "state"}])[0])]
+    assert seqs == [("hello", 1), ("events", 1), ("heartbeat", 2), ("events", 2)]
     assert (s.seq, s.event_seq) == (2, 2)
 
 
@@ -70,10 +70,12 @@ def test_session_frames_round_trip_and_are_counted():
 def test_a_refused_body_takes_no_number():
     s = wire.Session("thinkpad")
     with pytest.raises(wire.ProtocolError, match="body must be a map"):
-        s.envelope("event", [1])  # type: ignore[arg-type]
+        s.envelope("heartbeat", [1])  # type: ignore[arg-type]
     with pytest.raises(wire.ProtocolError, match="unknown message type"):
         s.envelope("exec", {})
-    assert s.envelope("event", {})["seq"] == 1 and s.envelope("pong")["seq"] == 1  # no gap for the receiver
+    with pytest.raises(wire.ProtocolError, match="1..256 events"):
+        s.batch([])
+    assert s.batch([{}])[0]["seq"] == 1 and s.envelope("pong")["seq"] == 1  # no gap for the receiver
 
 
 def test_session_refusals_are_counted_and_name_the_reason():
@@ -157,14 +159,14 @@ def test_send_blocking_on_a_plain_socket(tmp_path):
 def test_an_event_over_the_size_limit_is_refused_and_takes_no_number():
     s = wire.Session("thinkpad")
     with pytest.raises(wire.ProtocolError, match="exceeds"):
-        s.frame("event", {"kind": "console", "text": "x" * (wire.MAX_FRAME + 1)})
-    assert s.event_seq == 0 and s.envelope("event", {"kind": "state"})["seq"] == 1  # no gap for the receiver
+        s.batch([{"kind": "console", "text": "x" * (wire.MAX_FRAME + 1)}])
+    assert s.event_seq == 0 and s.batch([{"kind": "state"}])[0]["seq"] == 1  # no gap for the receiver
 
 
-@pytest.mark.parametrize("field, value", [("type", ["event"]), ("type", {"a": 1}), ("type", 7), ("host", ["x"])])
+@pytest.mark.parametrize("field, value", [("type", ["events"]), ("type", {"a": 1}), ("type", 7), ("host", ["x"])])
 def test_an_envelope_field_of_the_wrong_type_is_a_protocol_error_not_a_crash(field, value):
     import msgpack
-    env = {"v": 1, "type": "event", "host": "thinkpad", "seq": 1, "time": 1, "body": {}, field: value}
+    env = {"v": 1, "type": "events", "host": "thinkpad", "seq": 1, "time": 1, "body": {}, field: value}
     with pytest.raises(wire.ProtocolError):
         wire.decode(msgpack.packb(env))
 
@@ -178,3 +180,18 @@ def test_every_socket_limit_is_the_frame_limit():
         sock.close(0)
     finally:
         ctx.term()
+
+
+def test_a_batch_takes_a_range_of_event_numbers_and_packs_as_msgpack_would():
+    from tcplab.wire.envelope import pack_event
+    s, t = wire.Session("thinkpad"), wire.Session("thinkpad")
+    events = [{"kind": "console", "t_ns": i, "text": str(i), "stream": "stdout"} for i in range(3)]
+    env, frame = s.batch(events, at=9)
+    assert env["seq"] == 1 and s.event_seq == 3 and env["body"] == {"events": events}
+    first, packed = t.batch_packed([pack_event(e) for e in events], at=9)
+    assert (first, packed) == (1, frame) and t.event_seq == 3  # the same bytes, each event packed once
+    assert s.batch(events[:1])[0]["seq"] == 4 and t.batch_packed([pack_event(events[0])])[0] == 4
+    assert wire.decode(frame)["body"]["events"] == events
+    with pytest.raises(wire.ProtocolError, match="1..256 events"):
+        t.batch_packed([pack_event(events[0])] * (wire.MAX_BATCH + 1))
+    assert t.event_seq == 4
