@@ -46,6 +46,11 @@ class ProbeConfig:
     def log_path(self) -> Path:
         return self.home / "probe.log"
 
+    @property
+    def spill_dir(self) -> Path:
+        """Where the transport spills unacknowledged event batches beyond its memory bound."""
+        return self.home / "spill"
+
 
 def load(path: Path) -> ProbeConfig:
     path = Path(path).resolve()

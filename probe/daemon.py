@@ -62,7 +62,7 @@ class Probe(Lifecycle):
         self.endpoint = Endpoint(on_console=self._console, nc=cfg.nc, pid_dir=cfg.home)
         self.transport = Transport(cfg.controller, cfg.host, hello={
             "lab_ip": cfg.lab_ip, "port": cfg.port, "iface": cfg.lab_iface, "pid": os.getpid(),
-            "actions": sorted(ACTIONS)}, curve=cfg.curve)
+            "actions": sorted(ACTIONS)}, curve=cfg.curve, spill_dir=cfg.spill_dir)
         self.commands = Commands(self, self.transport.send)
         self.link = Link(self.transport, self.commands.put)
         self.observers = Observers(cfg.host, cfg.port, cfg.lab_ip, cfg.lab_iface, self.emit,

@@ -69,7 +69,7 @@ def test_probes_that_vanish_mid_conversation_do_not_stop_the_controller(tmp_path
             for i in range(30):
                 s = _dealer(ctx, ctl.cfg.bind, f"ghost{i}")
                 await s.send(wire.encode(wire.make("hello", f"ghost{i}", 1, {"pid": i})))
-                await s.send(wire.encode(wire.make("event", f"ghost{i}", 1, {"kind": "state", "t_ns": time.monotonic_ns()})))
+                await s.send(wire.encode(wire.make("events", f"ghost{i}", 1, {"events": [{"kind": "state", "t_ns": time.monotonic_ns()}]})))
                 s.close()
             await asyncio.sleep(1.0)
             assert not task.done(), task.exception() if task.done() else None

@@ -106,7 +106,8 @@ def test_the_barrier_sends_capture_stats_then_counters_then_its_result(probe):
     controller = probe["controller"]
     start = len(controller.frames)
     controller.command(2, "sync")
-    after = [f for f in controller.frames[start:]]
+    after = [x for f in controller.frames[start:]  # each batch's events in their place
+             for x in ([{"type": "event", "body": e} for e in f["body"]["events"]] if f["type"] == "events" else [f])]
     kinds = [f["body"].get("kind") if f["type"] == "event" else f["type"] for f in after]
     assert "capture_stats" in kinds and kinds[-2:] == ["counters", "result"], kinds
     assert kinds.index("capture_stats") < kinds.index("counters")
