@@ -6,6 +6,8 @@
 - :class:`~controller.control.ControlServer` — the ``tcplab`` CLI's ``ipc://HOME/control.sock``:
   ``status``, and ``run`` (answered by ``progress`` frames and one ``done``).
 - :class:`~controller.runner.ScenarioRunner` — one run at a time: parse, refuse, sequencer, finish.
+- :class:`~controller.liveness.Liveness` — heartbeats; a probe silent for 3 s fails what waits on it.
+- :mod:`~controller.recovery` — the runs a killed controller left marked failed at startup.
 - :class:`~controller.lifecycle.Lifecycle` — ``startup -> main_loop -> shutdown``; a first
   SIGTERM/SIGINT stops, a second forces (exit codes there).
 
@@ -38,6 +40,8 @@ from controller.control import ControlServer
 from controller.fleet import Fleet
 from controller.lifecycle import Lifecycle
 from controller.run import Run
+from controller.liveness import Liveness
+from controller.recovery import Cleanup, recover
 from controller.runner import ScenarioRunner
 from tcplab import logs, pidfile
 from tcplab.errors import TcplabError
@@ -59,7 +63,9 @@ class Controller:
         self.bus = ProbeBus(self.ctx, self.fleet, curve=cfg.curve)  # CurveZMQ when keys_dir is set
         self.bus.addresses = dict(cfg.addresses)  # where a connect goes: the inventory's, never a hello's
         self.clock = ClockSync(self.bus)
-        self.bus.on_hello = self.clock.at_hello
+        self.cleanup = Cleanup(self.bus, set())
+        self.bus.on_hello = self._at_hello
+        self.liveness = Liveness(self.bus)
         self.bus.on_pong = self.clock.pong
         self.runner = ScenarioRunner(cfg.runs_dir, self.bus, self.clock)
         self.control = ControlServer(self.ctx, cfg.control_path, self.fleet, self.runner)
@@ -67,6 +73,10 @@ class Controller:
         self._tasks: list[asyncio.Task] = []
 
     @property
+    def _at_hello(self, host: str) -> None:
+        self.clock.at_hello(host)
+        self.cleanup.at_hello(host)
+
     def stopping(self) -> asyncio.Event:
         """Set to stop the daemon (what the first signal does)."""
         return self.lifecycle.should_exit
@@ -92,11 +102,14 @@ class Controller:
             self.control.bind()
         except zmq.ZMQError as e:
             raise StartupError(f"cannot bind {endpoint}: {e.strerror}") from e
-        log.info("controller_started", bind=self.cfg.bind, control=str(self.cfg.control_path))
+        self.cleanup.owed = recover(self.cfg.runs_dir)
+        log.info("controller_started", bind=self.cfg.bind, control=str(self.cfg.control_path),
+                 owed_cleanup=sorted(self.cleanup.owed))
 
     async def main_loop(self) -> bool:
         """Serve the probes and the CLI until asked to stop; True if one of them crashed."""
-        self._tasks = [asyncio.create_task(self.bus.serve()), asyncio.create_task(self.control.serve())]
+        self._tasks = [asyncio.create_task(self.bus.serve()), asyncio.create_task(self.control.serve()),
+                       asyncio.create_task(self.liveness.serve())]
         stop = asyncio.create_task(self.stopping.wait())
         try:
             done, _ = await asyncio.wait([stop, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -114,6 +127,7 @@ class Controller:
         cut = await self.runner.drain(self.lifecycle, DRAIN_S)
         await self.clock.close()
         for task in self._tasks:
+        await self.cleanup.close()
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         linger = 0 if self.lifecycle.force_exit.is_set() else 500

@@ -50,6 +50,7 @@ def finish_run(run: Run, scn: Scenario, seq: Sequencer, ok: bool, started_unix: 
                           "packets": run.packets.get(h, 0),
                           "capture": run.capture_stats.get(h),
                           "counters": host_counters(run, h, link_counters),
+                          "silences": run.silences.get(h, []),
                           "clock": alignment.get(h, {})}
                       for h in scn.hosts}}
     report.write(run.dir, info, index)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from controller.clock import ClockEstimate
 from tcplab import wire
 
-ALIVE_S = 5.0
+ALIVE_S = 3.0  # a probe heard from within this is alive (its heartbeat comes every second): controller.liveness
 
 # The controller's counters per host (flat str -> int, beside the probe's own in run.json).
 COUNTERS = (

@@ -79,6 +79,8 @@ class Run:
         self.packets = {h: 0 for h in hosts}
         self.capture_stats: dict[str, dict] = {}
         self.counters: dict[str, dict[str, int]] = {}  # each probe's latest counters event
+        self.silent: dict[str, str] = {}                # host -> why: it fell silent during the run (liveness)
+        self.silences: dict[str, list[dict]] = {}       # host -> each silence, for run.json (hosts.<h>.silences)
         self.index: TraceIndex | None = None            # the final trace's, once aligned
         self._stamped: list[tuple[dict, int]] = []  # (record, probe t_ns): mapped again at the end
         self._seen: dict[tuple[str, str], list[dict]] = {}  # (kind, host) -> records, for the expectations
@@ -161,6 +163,20 @@ class Run:
             rec["error"] = error
         return await self.add(rec)
 
+    async def note_silent(self, host: str, why: str, silent_s: float) -> None:
+        """``host`` stopped answering (controller.liveness): a fact for run.json, and the step
+        waiting now wakes up to fail naming it."""
+        self.silent.setdefault(host, why)
+        self.silences.setdefault(host, []).append({"t": self.now(), "silent_s": round(silent_s, 3)})
+        log.warning("run_probe_silent", probe=host, silent_s=round(silent_s, 3))
+        async with self.changed:
+            self.changed.notify_all()
+
+    def note_back(self, host: str) -> None:
+        """``host`` speaks again after a silence: when, in its last silence's fact."""
+        if self.silences.get(host):
+            self.silences[host][-1]["back_t"] = self.now()
+
     # --- what has been seen --------------------------------------------------------------------
     def states_since(self, host: str, since: float, listener: bool | None = None) -> list[dict]:
         return [r for r in self._seen.get((Kind.STATE, host), ()) if r["t"] >= since
@@ -187,13 +203,14 @@ class Run:
         return f"{host}: " + "; ".join(parts)
 
     async def wait_for(self, expect: tuple[Expectation, ...], since: float, timeout: float) -> list[Expectation]:
-        """Wait until every expectation is met; return the ones still unmet at the timeout."""
+        """Wait until every expectation is met; return the ones still unmet at the timeout, or
+        at once when a host of the run fell silent (:attr:`silent`: the caller names it)."""
         deadline = asyncio.get_running_loop().time() + timeout
         async with self.changed:
             while True:
                 unmet = [e for e in expect if not self.met(e, since)]
                 left = deadline - asyncio.get_running_loop().time()
-                if not unmet or left <= 0:
+                if not unmet or left <= 0 or self.silent:
                     return unmet
                 try:
                     await asyncio.wait_for(self.changed.wait(), timeout=left)

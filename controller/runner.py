@@ -9,9 +9,12 @@ the probe bus adds events to; the sequencer's steps, with the clocks followed me
 controller's counters of each host for this run (:func:`controller.fleet.counted_since`).
 
 Progress and the final ``done`` go back through ``reply`` (the control server's, bound to the CLI
-that asked). At shutdown :meth:`ScenarioRunner.drain` refuses new runs and cancels the one in
-progress: the sequencer's cleanup still ends every nc, clears every host's shaping and syncs, the
-trace is still written; a second signal (or the drain timeout) cuts the cleanup short.
+that asked). :meth:`ScenarioRunner.cancel` (the CLI's ``cancel``, on Ctrl-C) stops the steps: the
+sequencer's cleanup still ends every nc, clears every host's shaping and syncs, the trace is still
+written, run.json's status is ``cancelled``. At shutdown :meth:`ScenarioRunner.drain` refuses new
+runs and cancels the one in progress the same way; a second signal (or the drain timeout) cuts the
+cleanup short. A run's directory holds a marker while it runs (controller.recovery): a controller
+killed mid-run leaves it, and the next one to start marks that run failed.
 """
 
 from __future__ import annotations
@@ -23,14 +26,14 @@ from typing import Awaitable, Callable
 
 import structlog
 
-from controller import readiness, scenario
+from controller import readiness, recovery, scenario
 from controller.bus import ProbeBus
 from controller.clocksync import ClockSync
 from controller.finish import finish_run
 from controller.fleet import counted_since
 from controller.lifecycle import Lifecycle
 from controller.run import Run, new_run_dir
-from controller.sequencer import Sequencer, refusal
+from controller.sequencer import Sequencer, refusal, run_port
 from controller.trace.schema import RunStatus
 
 log = structlog.get_logger("controller")
@@ -46,7 +49,9 @@ class ScenarioRunner:
         self.bus = bus
         self.clock = clock
         self.task: asyncio.Task | None = None
+        self.seq: Sequencer | None = None  # the run's, once it has one
         self.closed = False
+        self._why = CANCELLED  # what a run cancelled before its steps is answered
 
     @property
     def running(self) -> str | None:
@@ -59,8 +64,24 @@ class ScenarioRunner:
             return "the controller is stopping"
         if self.task is not None and not self.task.done():
             return f"busy with run {self.running}" if self.running else "busy with a run that is starting"
+        self.seq, self._why = None, CANCELLED
         self.task = asyncio.create_task(self._run(body, reply))
         return None
+
+    def cancel(self, why: str) -> bool:
+        """Cancel the run in progress: its steps stop, its cleanup (every nc ended, shaping cleared on
+        every host) and its finish (run.json status cancelled, ``why`` its error) still run. Before
+        its steps (parse, refusal, clock sync) nothing needs cleaning: the task is cancelled. False
+        when no run is in progress."""
+        task = self.task
+        if task is None or task.done():
+            return False
+        if self.seq is None:
+            self._why = why
+            task.cancel()
+        else:
+            self.seq.cancel(why)
+        return True
 
     def refusal(self, scn: scenario.Scenario) -> str | None:
         """Why ``scn`` cannot start on the probes connected now, or None."""
@@ -70,8 +91,8 @@ class ScenarioRunner:
         where: dict = {}  # the run's directory and id, once it has them
         try:
             done = await self._attempt(body, reply, where)
-        except asyncio.CancelledError:  # the controller is stopping: the CLI still gets its done
-            await reply("done", {"ok": False, "error": CANCELLED, **where})
+        except asyncio.CancelledError:  # cancelled or the controller is stopping: the CLI still gets its done
+            await reply("done", {"ok": False, "error": self._why, **where})
             raise
         await reply("done", done)
 
@@ -105,12 +126,14 @@ class ScenarioRunner:
         async def progress(p: dict) -> None:
             await reply("progress", {"run": run.id, **p})
 
-        await progress({"event": "run_started", "dir": str(run.dir), "steps": len(scn.steps)})
-        seq = Sequencer(scn, run, self.bus, progress)
+        seq = self.seq = Sequencer(scn, run, self.bus, progress)
         started = time.time()
+        recovery.mark_started(run.dir, {"scenario": scn.to_dict(), "delay_s": scn.delay, "port": run_port(scn, self.bus),
+                                        "hosts": {h: self.bus.lab_ip(h) for h in scn.hosts}})
         ok, status = False, None
         follow = asyncio.create_task(self.clock.follow(scn.hosts))
         try:
+            await progress({"event": "run_started", "dir": str(run.dir), "steps": len(scn.steps)})
             ok = await seq.execute()
         except asyncio.CancelledError:
             status = RunStatus.CANCELLED
@@ -118,6 +141,8 @@ class ScenarioRunner:
         finally:
             follow.cancel()
             self.bus.run = None
+            if seq.cancelled:
+                status = RunStatus.CANCELLED
             counted = {h: counted_since(before[h], fleet.counters(h)) for h in scn.hosts}
             try:
                 path = finish_run(run, scn, seq, ok, started, {h: p.clock for h, p in fleet.probes.items()},
@@ -128,6 +153,7 @@ class ScenarioRunner:
             else:
                 log.info("run_finished", ok=ok, error=seq.error, trace=str(path),
                          counters={h: {k: v for k, v in c.items() if v} for h, c in counted.items()})
+            recovery.mark_finished(run.dir)
             structlog.contextvars.unbind_contextvars("run")
         return ok, seq.error
 
@@ -139,7 +165,7 @@ class ScenarioRunner:
         task = self.task
         if task is None or task.done():
             return None
-        task.cancel()  # the sequencer's cleanup still runs; then the run's finish
+        self.cancel(CANCELLED)  # the sequencer's cleanup still runs; then the run's finish
         why = await lifecycle.wait_forced(task, timeout)
         if why is not None:
             log.warning("run_cut_short", reason=why)

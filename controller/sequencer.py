@@ -3,9 +3,12 @@
 Each step: a ``step`` record with status ``start``; the action sent to its host(s) (a command
 the probe answers with a result); then a wait until every expectation is met or the step's
 timeout passes; then a ``step`` record ``ok`` or ``failed`` with an error naming the host, the
-step and what was observed instead. The first failed step ends the run. Whatever happened, the
-sequencer then ends every nc and clears every host's shaping, and waits for a ``sync`` from each
-probe so that all their events are in before the trace is closed.
+step and what was observed instead. The first failed step ends the run. A host of the run that
+stops answering (controller.liveness: nothing from it for 3 s) fails the step in progress at once,
+naming it, rather than its timeout later. :meth:`Sequencer.cancel` (the CLI's Ctrl-C, a controller
+stopping) interrupts the steps. Whatever happened, the sequencer then, on every connected host at
+once, ends every nc, clears the shaping and waits for a ``sync`` so that all the host's events are
+in before the trace is closed.
 
 Before the first step it checks the lab port (controller.scenario.port_conflict): every probe
 reports the port it listens, shapes and captures on in its hello, and a scenario whose ``port``
@@ -18,6 +21,7 @@ registry): the sequencer knows no action by name but ``wait`` (no command) and i
 
 from __future__ import annotations
 
+import asyncio
 from typing import Awaitable, Callable, Protocol
 
 import structlog
@@ -31,6 +35,7 @@ from tcplab.errors import TcplabError
 log = structlog.get_logger("controller.sequencer")
 
 COMMAND_TIMEOUT_S = 15.0
+CLEANUP_TIMEOUT_S = 5.0  # an abort or a clear, each host at once (a silent host fails sooner: liveness)
 
 
 class StepFailed(TcplabError):
@@ -70,6 +75,8 @@ class Sequencer:
         self.error: str | None = None
         self.failed_step: int | None = None
         self.port: int | None = scenario.port   # the lab port the run uses, once checked
+        self.cancelled: str | None = None       # why the steps were cancelled (:meth:`cancel`), if they were
+        self._steps: asyncio.Future | None = None
 
     async def _report(self, **body) -> None:
         if self.progress is not None:
@@ -82,15 +89,37 @@ class Sequencer:
             await self._report(event="run_failed", error=self.error)
             return False
         self.port = run_port(self.scenario, self.bus)
+        if self.cancelled:  # before its first step: nothing to clean up
+            self.error = self.cancelled
+            return False
+        self._steps = asyncio.ensure_future(self._all_steps())
         try:
-            for step in self.scenario.steps:
-                await self._step(step)
+            await self._steps
             return True
         except StepFailed as e:
             self.error = str(e)
             return False
+        except asyncio.CancelledError:
+            if self.cancelled is None or not self._steps.cancelled():  # this task itself was cancelled
+                raise
+            self.error = self.cancelled
+            return False
         finally:
             await self._cleanup()
+
+    def cancel(self, why: str) -> bool:
+        """Stop the steps (the one in progress is interrupted); the cleanup still runs. False if the
+        steps already ended (or never began)."""
+        if self._steps is None or self._steps.done():
+            return False
+        self.cancelled = why
+        log.warning("run_cancelled", error=why)
+        self._steps.cancel()
+        return True
+
+    async def _all_steps(self) -> None:
+        for step in self.scenario.steps:
+            await self._step(step)
 
     async def _record(self, step: Step, status: StepStatus, error: str | None = None) -> float:
         """The step's record in the run's trace and its progress line to the CLI; the record's ``t``."""
@@ -104,9 +133,11 @@ class Sequencer:
         since = await self._record(step, StepStatus.START)
         structlog.contextvars.bind_contextvars(step=step.index)
         try:
+            self._check_silent(step)
             await self._act(step)
             timeout = self.scenario.timeout(step)
             unmet = await self.run.wait_for(step.expect, since, timeout)
+            self._check_silent(step)
             if unmet:
                 hosts = list(dict.fromkeys(e.host for e in unmet))
                 raise StepFailed(
@@ -118,9 +149,19 @@ class Sequencer:
             log.warning("step_failed", error=str(e))
             await self._record(step, StepStatus.FAILED, str(e))
             raise
+        except asyncio.CancelledError:
+            if self.cancelled is not None:  # the step in progress ends in the trace, naming why
+                await self._record(step, StepStatus.FAILED, self.cancelled)
+            raise
         finally:
             structlog.contextvars.unbind_contextvars("step")
         await self._record(step, StepStatus.OK)
+
+    def _check_silent(self, step: Step) -> None:
+        """A host of the run that stopped answering fails the step (controller.liveness)."""
+        if self.run.silent:
+            raise StepFailed(f"step {step.index} ({step.action} on {step.target}): "
+                             + "; ".join(self.run.silent.values()))
 
     async def _act(self, step: Step) -> None:
         action = actions.ACTIONS.get(step.action)
@@ -142,13 +183,15 @@ class Sequencer:
                                  f"{result.get('error')}")
 
     async def _cleanup(self) -> None:
-        for host in self.scenario.hosts:
-            if not self.bus.connected(host):
-                continue
-            for action, args in (("abort", {}), ("shape", {"clear": True}), ("sync", {})):
-                try:
-                    result = await self.bus.command(host, action, args, COMMAND_TIMEOUT_S)
-                    if not result.get("ok"):
-                        log.error("cleanup_refused", host=host, action=action, error=result.get("error"))
-                except (TimeoutError, ConnectionError) as e:
-                    log.error("cleanup_failed", host=host, action=action, error=str(e))
+        """Every connected host at once: its nc ended, its shaping cleared, then its sync."""
+        await asyncio.gather(*(self._clean(h) for h in self.scenario.hosts if self.bus.connected(h)))
+
+    async def _clean(self, host: str) -> None:
+        for action, args, timeout in (("abort", {}, CLEANUP_TIMEOUT_S), ("shape", {"clear": True}, CLEANUP_TIMEOUT_S),
+                                      ("sync", {}, COMMAND_TIMEOUT_S)):
+            try:
+                result = await self.bus.command(host, action, args, timeout)
+                if not result.get("ok"):
+                    log.error("cleanup_refused", host=host, action=action, error=result.get("error"))
+            except (TimeoutError, ConnectionError) as e:
+                log.error("cleanup_failed", host=host, action=action, error=str(e))
