@@ -39,9 +39,9 @@ from controller.clocksync import ClockSync
 from controller.control import ControlServer
 from controller.fleet import Fleet
 from controller.lifecycle import Lifecycle
-from controller.run import Run
 from controller.liveness import Liveness
 from controller.recovery import Cleanup, recover
+from controller.run import Run
 from controller.runner import ScenarioRunner
 from tcplab import logs, pidfile
 from tcplab.errors import TcplabError
@@ -72,11 +72,11 @@ class Controller:
         self.lifecycle = Lifecycle()
         self._tasks: list[asyncio.Task] = []
 
-    @property
     def _at_hello(self, host: str) -> None:
         self.clock.at_hello(host)
         self.cleanup.at_hello(host)
 
+    @property
     def stopping(self) -> asyncio.Event:
         """Set to stop the daemon (what the first signal does)."""
         return self.lifecycle.should_exit
@@ -126,8 +126,8 @@ class Controller:
         log.info("controller_stopping")
         cut = await self.runner.drain(self.lifecycle, DRAIN_S)
         await self.clock.close()
-        for task in self._tasks:
         await self.cleanup.close()
+        for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         linger = 0 if self.lifecycle.force_exit.is_set() else 500
