@@ -12,7 +12,8 @@ sends):
   ``deadman`` event, kept until then.
 - The probe is killed with -9 while shaped and listening: the shaping and nc stay behind. Started
   again, it has removed them (and its tracefs instance) before its hello, and its first events
-  include the ``sweep`` saying what it removed.
+  include the ``sweep`` saying what it removed. With a real controller, mid-run: the sweep is a
+  record of the run's trace.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import time
 
 import pytest
 import yaml
+
+from controller.trace import load
 
 from probe.deadman import DEADMAN_S
 from tcplab import pidfile
@@ -204,6 +207,54 @@ def test_a_controller_killed_with_9_mid_run_leaves_no_host_shaped_and_no_nc(netn
             fired = [e for e in log_events(tmp_path / "hosts" / name / "probe.log") if e["event"] == "deadman_fired"]
             assert len(fired) == 1 and any(c.startswith("shaping ") for c in fired[0]["cleared"]), (name, fired)
         assert lab.probe_pid("thinkpad") and lab.probe_pid("raspberrypi")  # the probes live on, waiting
+    finally:
+        if cli is not None and cli.poll() is None:
+            cli.kill()
+            cli.wait(10)
+        lab.close()
+
+
+def run_in_background(lab: Lab, scenario: dict) -> subprocess.Popen:
+    path = lab.root / f"{scenario['name']}.yml"
+    path.write_text(yaml.safe_dump(scenario))
+    return subprocess.Popen([str(VENV_BIN / "tcplab"), "run", str(path), "--controller-home", str(lab.controller_home)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_a_probe_killed_with_9_mid_run_and_started_again_puts_its_sweep_in_the_runs_trace(netns_pair, tmp_path):
+    require_root()
+    lab = Lab(netns_pair, tmp_path)
+    cli = None
+    try:
+        lab.start()
+        cli = run_in_background(lab, {"name": "killed", "port": PORT, "delay": 0.3, "steps": [
+            {"action": "shape", "host": ["thinkpad"]},
+            {"action": "listen", "host": "thinkpad", "expect": ["thinkpad LISTEN"]},
+            {"action": "wait", "expect": ["raspberrypi ESTABLISHED"], "timeout": 10}]})
+        home = tmp_path / "hosts" / "thinkpad"
+        said = []
+        for line in cli.stdout:  # the CLI's progress: kill the probe once the run is in its wait step
+            said.append(line)
+            if line.startswith("[3/3] wait on -: start"):
+                break
+        assert said and said[-1].startswith("[3/3]"), "".join(said)
+        assert leftovers(lab.hosts["thinkpad"]), "the run did not shape"
+        nc = int((home / "nc.pid").read_text().split()[0])
+        old = lab.probe_pid("thinkpad")
+        os.kill(old, signal.SIGKILL)
+        wait_gone(old, 5)
+        lab.hosts["thinkpad"].run(PROBE, "start", "--config", str(lab.probe_cfgs["thinkpad"]), timeout=30)
+        out, _ = cli.communicate(timeout=60)
+        assert cli.returncode == 1 and "[3/3] wait on -: failed" in out, out  # its expectation never came
+        assert leftovers(lab.hosts["thinkpad"]) == [] and not pidfile.running(nc)
+        run_dir = max(lab.runs.iterdir(), key=lambda d: d.stat().st_mtime)
+        recs = load(run_dir / "trace.jsonl")
+        sweeps = [r for r in recs if r["kind"] == "sweep"]
+        assert len(sweeps) == 1 and sweeps[0]["host"] == "thinkpad", sweeps
+        wait_start = next(r["t"] for r in recs if r["kind"] == "step" and r["index"] == 3 and r["status"] == "start")
+        assert sweeps[0]["t"] > wait_start  # made by the probe started again, during the wait
+        assert f"nc pid {nc}" in sweeps[0]["removed"] and f"iptables mangle chain {CHAIN}" in sweeps[0]["removed"]
+        assert f"tracefs instance tcplab-thinkpad-{old}" in sweeps[0]["removed"]
     finally:
         if cli is not None and cli.poll() is None:
             cli.kill()
