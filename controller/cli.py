@@ -25,8 +25,9 @@ from pathlib import Path
 
 import zmq
 
-from controller import scenario
+from controller import controlsock, scenario
 from controller.film.gaps import LONG_GAP_S, SLOW_MIN_S
+from controller.film.visible import visible
 from tcplab import wire
 from tcplab.errors import TcplabError
 
@@ -41,9 +42,11 @@ class ControlClient:
     """A DEALER on the controller's ipc control socket; frames through one wire Session ("cli")."""
 
     def __init__(self, home: Path):
-        self.path = home / "control.sock"
-        if not self.path.exists():
-            raise Unreachable(f"no controller control socket at {self.path} (is tcplab-controller running?)")
+        self.path = controlsock.path(home)
+        try:
+            controlsock.check(self.path)  # the controller's own, open to nobody else
+        except controlsock.ControlSocketError as e:
+            raise Unreachable(str(e)) from None
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
@@ -85,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
                 if body.get("ok"):
                     print(f"run {body.get('run')} finished: every step succeeded")
                 else:
-                    print(f"tcplab: run failed: {body.get('error')}", file=sys.stderr)
+                    print(visible(f"tcplab: run failed: {body.get('error')}"), file=sys.stderr)
                 if body.get("dir"):
                     print(f"run files: {body['dir']}")
                 return 0 if body.get("ok") else 1
@@ -95,13 +98,13 @@ def _run(args: argparse.Namespace) -> int:
 
 def _print_progress(body: dict) -> None:
     if body.get("event") == "run_started":
-        print(f"run {body.get('run')} started: {body.get('steps')} steps, files in {body.get('dir')}", flush=True)
+        print(visible(f"run {body.get('run')} started: {body.get('steps')} steps, files in {body.get('dir')}"), flush=True)
     elif body.get("event") == "step":
         status = body.get("status")
         line = f"[{body.get('index')}/{body.get('total')}] {body.get('action')} on {body.get('target')}: {status}"
         if body.get("error"):
             line += f" — {body['error']}"
-        print(line, flush=True)
+        print(visible(line), flush=True)  # a step's error holds what a probe said
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -111,10 +114,10 @@ def _status(args: argparse.Namespace) -> int:
         body = client.recv(5.0)["body"]
     finally:
         client.close()
-    print(f"running: {body.get('running') or 'no run'}")
+    print(visible(f"running: {body.get('running') or 'no run'}"))
     for host, p in body.get("probes", {}).items():
-        print(f"{host}: {'alive' if p['alive'] else 'silent'} at {p['lab_ip']}, clock offset "
-              f"{p['clock']['offset_ns'] / 1e6:.3f} ms ± {(p['clock']['uncertainty_ns'] or 0) / 1e6:.3f} ms")
+        print(visible(f"{host}: {'alive' if p['alive'] else 'silent'} at {p['lab_ip']}, clock offset "
+                      f"{p['clock']['offset_ns'] / 1e6:.3f} ms ± {(p['clock']['uncertainty_ns'] or 0) / 1e6:.3f} ms"))
     return 0
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from controller import controlsock
 from tcplab import wire
 from tcplab.actions.connect import unicast_ipv4
 from tcplab.configfile import ConfigError, check_endpoint, read_yaml
@@ -45,7 +46,7 @@ class ControllerConfig:
 
     @property
     def control_path(self) -> Path:
-        return self.home / "control.sock"
+        return controlsock.path(self.home)  # HOME/control/control.sock
 
 
 def load(path: str | Path) -> ControllerConfig:
@@ -62,7 +63,7 @@ def load(path: str | Path) -> ControllerConfig:
     if not isinstance(hosts, (list, dict)) or not all(isinstance(h, str) and wire.HOST_RE.match(h) for h in hosts):
         raise ConfigError(f"{path}: hosts must map host names to lab addresses")
     home = Path(data["home"])
-    if len(str(home / "control.sock")) > 100:  # ipc:// paths must fit a sockaddr_un
+    if len(str(controlsock.path(home))) > 100:  # ipc:// paths must fit a sockaddr_un
         raise ConfigError(f"{path}: home {home} is too long for a control socket path")
     bind = check_endpoint(path, data["bind"], "bind")
     if data.get("keys_dir") is not None and not hosts:

@@ -1,4 +1,5 @@
-"""The control server: the ``tcplab`` CLI's ipc socket (``HOME/control.sock``, a ROUTER).
+"""The control server: the ``tcplab`` CLI's ipc socket (``HOME/control/control.sock``, a ROUTER; its
+directory 0700 and the socket 0600 whatever the umask, see controller/controlsock.py).
 
 - ``status`` is answered ``state``: every probe the fleet knows (alive, lab address, clock) and
   the run in progress, if any.
@@ -18,6 +19,7 @@ import structlog
 import zmq
 import zmq.asyncio
 
+from controller import controlsock
 from controller.fleet import Fleet
 from controller.runner import ScenarioRunner
 from tcplab import wire
@@ -38,8 +40,9 @@ class ControlServer:
         self.runner = runner
 
     def bind(self) -> None:
-        self.path.unlink(missing_ok=True)  # a socket file a killed controller left
+        controlsock.prepare(self.path)  # a 0700 directory of ours; a socket a killed controller left goes
         self.sock.bind(self.endpoint)
+        controlsock.secure(self.path)
         self.bound = True
 
     def close(self, linger_ms: int = 500) -> None:

@@ -34,6 +34,7 @@ import zmq
 import zmq.asyncio
 
 from controller import config as controller_config
+from controller import controlsock
 from controller.bus import ProbeBus
 from controller.clocksync import ClockSync
 from controller.control import ControlServer
@@ -100,7 +101,7 @@ class Controller:
             self.bus.bind(endpoint)
             endpoint = self.control.endpoint
             self.control.bind()
-        except zmq.ZMQError as e:
+        except (zmq.ZMQError, controlsock.ControlSocketError) as e:
             raise StartupError(f"cannot bind {endpoint}: {e.strerror}") from e
         self.cleanup.owed = recover(self.cfg.runs_dir)
         log.info("controller_started", bind=self.cfg.bind, control=str(self.cfg.control_path),

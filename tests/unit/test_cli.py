@@ -36,7 +36,11 @@ def _control_server(home, answer):
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.bind(f"ipc://{home}/control.sock")
+    from controller import controlsock
+
+    controlsock.prepare(controlsock.path(home))
+    sock.bind(f"ipc://{controlsock.path(home)}")
+    controlsock.secure(controlsock.path(home))
     got: list[dict] = []
 
     def serve() -> None:

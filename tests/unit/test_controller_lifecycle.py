@@ -20,7 +20,7 @@ import yaml
 import zmq
 import zmq.asyncio
 
-from controller import scenario
+from controller import controlsock, scenario
 from controller.runner import CANCELLED
 from tcplab import wire
 
@@ -87,8 +87,8 @@ async def _signalled_run(tmp_path: Path, answers: set[str], second_signal: bool)
     cli.setsockopt(zmq.LINGER, 0)
     cli_session = wire.Session("cli")
     try:
-        await _until(lambda: (home / "control.sock").exists(), 20, "the control socket did not appear")
-        cli.connect(f"ipc://{home / 'control.sock'}")
+        await _until(lambda: controlsock.path(home).exists(), 20, "the control socket did not appear")
+        cli.connect(f"ipc://{controlsock.path(home)}")
         await asyncio.sleep(0.3)  # the hello in, its clock pinged
         await cli_session.send(cli, "run", {"scenario": SCENARIO, "delay": 0})
         await _until(lambda: probe.actions() == ["listen"], 10, "the run's first command did not come")
@@ -140,7 +140,7 @@ def test_a_second_sigterm_forces_the_exit_while_the_cleanup_waits_for_a_silent_p
     assert events.count("exit_requested") == 1 and events.count("exit_forced") == 1
     cut = next(e for e in _events(tmp_path) if e["event"] == "run_cut_short")
     assert cut["reason"] == "signal"
-    assert not (tmp_path / "home" / "control.sock").exists() and not (tmp_path / "home" / "controller.pid").exists()
+    assert not controlsock.path(tmp_path / "home").exists() and not (tmp_path / "home" / "controller.pid").exists()
 
 
 def test_one_sigterm_waits_for_the_cleanup_and_exits_cleanly(tmp_path):
@@ -160,8 +160,8 @@ def test_one_sigterm_waits_for_the_cleanup_and_exits_cleanly(tmp_path):
 
 
 def test_a_socket_it_cannot_bind_is_one_logged_line_and_exit_1(tmp_path):
-    (tmp_path / "home").mkdir()
-    (tmp_path / "home" / "control.sock").write_text("")  # another controller's: left alone
+    controlsock.path(tmp_path / "home").parent.mkdir(parents=True)
+    controlsock.path(tmp_path / "home").write_text("")  # another controller's: left alone
     cfg = tmp_path / "controller.yml"
     cfg.write_text(yaml.safe_dump({"bind": f"ipc://{tmp_path}/no/such/dir/probes.sock", "home": str(tmp_path / "home"),
                                    "runs_dir": str(tmp_path / "runs")}))
@@ -170,4 +170,4 @@ def test_a_socket_it_cannot_bind_is_one_logged_line_and_exit_1(tmp_path):
     assert res.returncode == 1 and "Traceback" not in res.stderr
     failed = [json.loads(ln) for ln in res.stderr.splitlines() if "controller_start_failed" in ln]
     assert len(failed) == 1 and failed[0]["error"].startswith(f"cannot bind ipc://{tmp_path}/no/such/dir/probes.sock: ")
-    assert (tmp_path / "home" / "control.sock").exists() and not (tmp_path / "home" / "controller.pid").exists()
+    assert controlsock.path(tmp_path / "home").exists() and not (tmp_path / "home" / "controller.pid").exists()
