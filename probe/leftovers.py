@@ -36,10 +36,18 @@ MAX_ITEMS, MAX_LINE = 256, 256  # the sweep event's bounds (tcplab.wire.bodies)
 
 async def sweep(netlink: Netlink, host: str, ifname: str, port: int, home: Path) -> list[str]:
     """Remove a killed probe's leftovers; what was removed. ``netlink`` runs the shaper's part on
-    the probe's netlink thread (pyroute2 refuses a thread whose loop runs)."""
-    removed = list(await netlink(sweep_shaping, ifname=ifname, port=port))
-    removed += [f"nc pid {pid}" for pid in await asyncio.to_thread(sweep_endpoints, home)]
-    removed += [f"tracefs instance {name}" for name in await asyncio.to_thread(kstates.sweep_host, host)]
+    the probe's netlink thread (pyroute2 refuses a thread whose loop runs). A part that fails is
+    logged (``leftovers_sweep_failed``) and the probe starts all the same: a probe that refused to
+    start could not clear anything either, and the controller's ``shape clear`` reuses our layout."""
+    parts = (("shaping", lambda: netlink(sweep_shaping, ifname=ifname, port=port), "{}"),
+             ("nc", lambda: asyncio.to_thread(sweep_endpoints, home), "nc pid {}"),
+             ("tracefs", lambda: asyncio.to_thread(kstates.sweep_host, host), "tracefs instance {}"))
+    removed: list[str] = []
+    for part, run, line in parts:
+        try:
+            removed += [line.format(item) for item in await run()]
+        except Exception as e:
+            log.error("leftovers_sweep_failed", part=part, error=repr(e))
     if removed:
         log.warning("leftovers_swept", removed=removed)
     return removed

@@ -3,6 +3,8 @@ test_shaper)."""
 
 from __future__ import annotations
 
+import structlog.testing
+
 from probe import leftovers
 
 
@@ -19,3 +21,25 @@ def test_the_sweep_event_passes_the_wires_check():
     check_event(leftovers.event(["iptables mangle chain TCPLAB-SHAPE-9090", "nc pid 31009",
                                  "tracefs instance tcplab-thinkpad-30980"]))
     check_event(leftovers.event([f"nc pid {pid}" for pid in range(1000)]))
+
+
+
+def test_a_part_of_the_sweep_that_fails_leaves_the_others_and_the_start(tmp_path, monkeypatch):
+    """The shaping's part fails (the netlink worker refuses: a stand-in, the host is left alone);
+    the nc part still runs and finds a pid file whose process is not nc; tracefs is pointed at a
+    directory without it."""
+    import asyncio
+
+    from probe import kstates
+    from probe.endpoint import PID_FILE
+
+    async def netlink(fn, *args, **kwargs):
+        raise OSError("netlink: no buffer space")
+
+    monkeypatch.setenv(kstates.ROOT_ENV, str(tmp_path / "no-tracefs"))
+    (tmp_path / PID_FILE).write_text("1\n")  # init: never nc, never killed
+    with structlog.testing.capture_logs() as logs:
+        removed = asyncio.run(leftovers.sweep(netlink, "thinkpad", "eth0", 9090, tmp_path))
+    assert removed == [] and not (tmp_path / PID_FILE).exists()
+    [failed] = [e for e in logs if e["event"] == "leftovers_sweep_failed"]
+    assert failed["part"] == "shaping" and "no buffer space" in failed["error"]
