@@ -83,3 +83,77 @@ def test_probes_that_vanish_mid_conversation_do_not_stop_the_controller(tmp_path
             ctx.term()
         assert code == 0
     asyncio.run(scenario())
+
+
+def test_a_stranger_without_a_lab_key_cannot_inject_into_a_real_run(netns_pair, tmp_path):
+    """The real daemons with CurveZMQ (tests/daemons makes the keys). From before the controller binds
+    until the run ends, peers with no key, and with keys of their own made the same way (they know the
+    controller's public key), say hello as the lab hosts, send events with console text and forge
+    results and pongs. Without Curve they would take the lab hosts' routing ids first (the real probes'
+    connections then refused by the ROUTER). With it: the real probes connect, the run is ok, nothing
+    of theirs is in the trace, the controller refused their keys."""
+    import threading
+
+    from controller.keys import make_keys
+    from tests.daemons import Lab, storyline
+    from tcplab.wire import curve
+
+    lab = Lab(netns_pair, tmp_path)
+    make_keys(lab.keys, ["controller", "thinkpad", "raspberrypi"])  # the lab's (Lab.start keeps them)
+    make_keys(tmp_path / "stranger", ["thinkpad", "raspberrypi"])
+    server_key = curve.load_controller_keys(lab.keys, []).public
+    endpoint = f"ipc://{lab.root}/probes.sock"
+    stop = threading.Event()
+    sent = [0]
+
+    def attack():
+        ctx = zmq.Context()
+        peers = []
+        for host in ("thinkpad", "raspberrypi"):
+            for keyed in (False, True):
+                s = ctx.socket(zmq.DEALER)
+                s.setsockopt(zmq.ROUTING_ID, host.encode())
+                s.setsockopt(zmq.LINGER, 0)
+                s.setsockopt(zmq.SNDHWM, 1000)
+                if keyed:
+                    own = curve.load_keys(tmp_path / "stranger", host, [])
+                    curve.client(s, curve.Keys(host, own.public, own.secret, {"controller": server_key}))
+                s.connect(endpoint)
+                peers.append((host, s))
+        seq = 0
+        while not stop.is_set():
+            seq += 1
+            for host, s in peers:
+                frames = [wire.make("hello", host, seq, {"pid": 9, "lab_ip": lab.hosts[host].ip, "port": 9090}),
+                          wire.make("events", host, seq, {"events": [
+                              {"kind": "console", "t_ns": 1, "text": "INJECTED", "stream": "stdout"}]}),
+                          wire.make("result", host, seq, {"id": seq % 50 + 1, "ok": True}),
+                          wire.make("pong", host, seq, {"id": seq % 50 + 1})]
+                for env in frames:
+                    try:
+                        s.send(wire.encode(env), zmq.NOBLOCK)
+                        sent[0] += 1
+                    except zmq.Again:  # nobody takes them: the handshake never completes
+                        pass
+            stop.wait(0.02)
+        for _, s in peers:
+            s.close()
+        ctx.term()
+
+    attacker = threading.Thread(target=attack)
+    attacker.start()
+    try:
+        time.sleep(0.5)  # the strangers are connecting before the controller binds
+        lab.start()
+        res, run_dir = lab.run_scenario(storyline("strangers", delay=0.1, shape=False))
+    finally:
+        stop.set()
+        attacker.join(10)
+        lab.close()
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert sent[0] > 0
+    trace = (run_dir / "trace.jsonl").read_text()
+    assert "INJECTED" not in trace
+    log = (lab.controller_home / "controller.log").read_text()
+    assert "curve_refused" in log
+    assert "INJECTED" not in log
