@@ -7,7 +7,10 @@ directory 0700 and the socket 0600 whatever the umask, see controller/controlsoc
   its ``progress`` frames and its one ``done`` go back to the CLI that asked. A run that cannot
   start now (another is in progress, the controller is stopping) is answered ``done`` at once.
 
-A frame that does not follow the wire format is refused (logged) and the server goes on.
+A frame that does not follow the wire format is refused (logged) and the server goes on. A reply
+that would not fit the wire (a field over its bound in :mod:`tcplab.wire.bodies`, a frame over the
+size limit) is cut down until it does (:func:`fitted`: a status lists as many probes as fit and says
+how many it left out; a long error is shortened), never an exception out of the server.
 """
 
 from __future__ import annotations
@@ -23,8 +26,11 @@ from controller import controlsock
 from controller.fleet import Fleet
 from controller.runner import ScenarioRunner
 from tcplab import wire
+from tcplab.wire import bodies
 
 log = structlog.get_logger("controller")
+
+CUT_TEXT = 4096  # what is kept of a text that did not fit a reply
 
 
 class ControlServer:
@@ -51,7 +57,30 @@ class ControlServer:
             self.path.unlink(missing_ok=True)
 
     async def reply(self, ident: bytes, type_: str, body: dict) -> None:
-        await self.session.send(self.sock, type_, body, to=ident)
+        """One frame to the CLI ``ident``, cut down to fit if it does not (a 1.2 MB status reply
+        used to end the controller in ``encode``); one that cannot be made to fit is dropped, logged."""
+        try:
+            frame = self._frame(type_, body)
+        except wire.ProtocolError as e:
+            log.warning("control_reply_cut", type=type_, reason=str(e))
+            try:
+                frame = self._frame(type_, fitted(type_, body, self._fits))
+            except wire.ProtocolError as e:
+                log.error("control_reply_dropped", type=type_, reason=str(e))
+                return
+        await self.session.send_frame(self.sock, frame, to=ident)
+
+    def _frame(self, type_: str, body: dict) -> bytes:
+        bodies.check_body(type_, body)  # what the CLI's decode will check: refused here, not there
+        return self.session.frame(type_, body)
+
+    def _fits(self, type_: str, body: dict) -> bool:
+        try:
+            bodies.check_body(type_, body)
+            wire.encode(wire.make(type_, self.session.host, self.session.seq + 1, body))
+        except wire.ProtocolError:
+            return False
+        return True
 
     async def serve(self) -> None:
         """Answer the CLI until cancelled."""
@@ -69,3 +98,32 @@ class ControlServer:
                 refused = self.runner.start(env["body"], partial(self.reply, ident))
                 if refused:
                     await self.reply(ident, "done", {"ok": False, "error": refused})
+
+
+def cut(text: str, keep: int = CUT_TEXT) -> str:
+    return text if len(text) <= keep else f"{text[:keep]} ... ({len(text) - keep} characters cut)"
+
+
+def fitted(type_: str, body: dict, fits) -> dict:
+    """``body`` cut down until ``fits(type_, body)``: a ``state`` keeps the probes whose entries are
+    well formed, as many as fit, and counts the rest in ``omitted``; other replies keep their
+    fields that fit, texts shortened to :data:`CUT_TEXT`."""
+    if type_ == "state":
+        probes = body.get("probes", {})
+        spec = bodies.BODIES["state"].checks["probes"].spec[2]  # one probe's entry
+        good = [h for h in sorted(probes) if bodies.HOST.ok(h) and spec.ok(probes[h])][:bodies.MAX_PROBES]
+        lo, hi = 0, len(good)  # the most probes that fit: at least none
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if fits(type_, {**body, "probes": {h: probes[h] for h in good[:mid]}, "omitted": 0}):
+                lo = mid
+            else:
+                hi = mid - 1
+        return {**body, "probes": {h: probes[h] for h in good[:lo]}, "omitted": len(probes) - lo}
+    spec = bodies.BODIES.get(type_)
+    out = {}
+    for key, value in body.items():
+        value = cut(value) if isinstance(value, str) else value
+        if spec is not None and key in spec.checks and spec.checks[key].ok(value):
+            out[key] = value
+    return out
