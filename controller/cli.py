@@ -12,7 +12,9 @@
     tcplab --version
 
 Exit codes: 0 success; 1 the run or the action failed; 2 bad input (a flag, a scenario file);
-3 the controller is not reachable.
+3 the controller is not reachable; 130 interrupted (Ctrl-C): ``tcplab run`` asked the controller to
+cancel the run (its steps stop, every host's nc ended and shaping cleared, run.json ``cancelled``)
+and waited for its ``done``, up to :data:`CANCEL_WAIT_S` (a second Ctrl-C waits no more).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from tcplab import wire
 from tcplab.errors import TcplabError
 
 DEFAULT_HOME = Path(os.environ.get("TCPLAB_HOME", "/var/lib/tcplab")) / "controller"
+CANCEL_WAIT_S = 30.0  # after Ctrl-C, for the controller's done (its cleanup and the run's finish)
+INTERRUPTED = 130     # 128 + SIGINT, what a shell reports for a command Ctrl-C ended
 
 
 class Unreachable(TcplabError):
@@ -76,24 +80,67 @@ def _run(args: argparse.Namespace) -> int:
         print(f"tcplab: {e}", file=sys.stderr)
         return 2
     client = ControlClient(Path(args.controller_home))
+    seen: dict = {}  # the run's id, once a progress frame named it
     try:
-        client.send("run", {"scenario": scn.to_dict(), "delay": scn.delay})
-        deadline = time.monotonic() + args.timeout
-        while True:
-            msg = client.recv(max(0.1, deadline - time.monotonic()))
-            body = msg["body"]
-            if msg["type"] == "progress":
-                _print_progress(body)
-            elif msg["type"] == "done":
-                if body.get("ok"):
-                    print(f"run {body.get('run')} finished: every step succeeded")
-                else:
-                    print(visible(f"tcplab: run failed: {body.get('error')}"), file=sys.stderr)
-                if body.get("dir"):
-                    print(f"run files: {body['dir']}")
-                return 0 if body.get("ok") else 1
+        try:
+            client.send("run", {"scenario": scn.to_dict(), "delay": scn.delay})
+            body = _until_done(client, args.timeout, seen)
+        except KeyboardInterrupt:
+            return _cancel(client, seen)
+        if body.get("ok"):
+            print(f"run {body.get('run')} finished: every step succeeded")
+        else:
+            print(visible(f"tcplab: run failed: {body.get('error')}"), file=sys.stderr)
+        if body.get("dir"):
+            print(f"run files: {body['dir']}")
+        return 0 if body.get("ok") else 1
     finally:
         client.close()
+
+
+def _until_done(client: ControlClient, timeout: float, seen: dict, show=None) -> dict:
+    """Show the run's progress (``show``, default :func:`_print_progress`) until its ``done``; the
+    done's body. ``seen["run"]``: the run's id, once a progress frame named it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = client.recv(max(0.1, deadline - time.monotonic()))
+        if msg["type"] == "progress":
+            if msg["body"].get("run"):
+                seen["run"] = msg["body"]["run"]
+            (show or _print_progress)(msg["body"])
+        elif msg["type"] == "done":
+            return msg["body"]
+
+
+def _cancel(client: ControlClient, seen: dict) -> int:
+    """Ctrl-C: ask the controller to cancel the run and wait for its done (a second Ctrl-C: not).
+    Output may have nowhere to go any more (the parent that read it was interrupted too)."""
+    client.send("cancel", {"run": seen["run"]} if seen.get("run") else {})
+    _say(f"tcplab: interrupted: cancelling run {seen.get('run') or '(starting)'}, clearing the shaping and "
+         "ending every endpoint")
+    try:
+        body = _until_done(client, CANCEL_WAIT_S, seen, show=_quiet_progress)
+    except KeyboardInterrupt:
+        _say("tcplab: interrupted again: not waiting for the controller")
+    except Unreachable as e:
+        _say(f"tcplab: {e}")
+    else:
+        _say(f"tcplab: run cancelled: {body.get('error')}" + (f"\nrun files: {body['dir']}" if body.get("dir") else ""))
+    return INTERRUPTED
+
+
+def _quiet_progress(body: dict) -> None:
+    try:
+        _print_progress(body)
+    except OSError:
+        pass
+
+
+def _say(line: str) -> None:
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:  # a closed pipe
+        pass
 
 
 def _print_progress(body: dict) -> None:

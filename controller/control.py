@@ -6,6 +6,10 @@ directory 0700 and the socket 0600 whatever the umask, see controller/controlsoc
 - ``run`` (a scenario as a dict, and a delay) goes to the :class:`~controller.runner.ScenarioRunner`;
   its ``progress`` frames and its one ``done`` go back to the CLI that asked. A run that cannot
   start now (another is in progress, the controller is stopping) is answered ``done`` at once.
+- ``cancel`` (the CLI's Ctrl-C) cancels the run in progress, if the CLI that sends it is the one
+  that asked for it or names its id (``{"run": id}``): the steps stop, every host's nc is ended
+  and its shaping cleared, run.json says ``cancelled``; the ``done`` goes to the CLI that asked.
+  Anything else is logged and ignored (the run's own ``done`` may be on its way).
 
 A frame that does not follow the wire format is refused (logged) and the server goes on. A reply
 that would not fit the wire (a field over its bound in :mod:`tcplab.wire.bodies`, a frame over the
@@ -32,6 +36,8 @@ log = structlog.get_logger("controller")
 
 CUT_TEXT = 4096  # what is kept of a text that did not fit a reply
 
+CANCELLED_BY_CLI = "run cancelled from the CLI (Ctrl-C)"
+
 
 class ControlServer:
     def __init__(self, ctx: zmq.asyncio.Context, path: Path, fleet: Fleet, runner: ScenarioRunner):
@@ -44,6 +50,7 @@ class ControlServer:
         self.session = wire.Session("controller")
         self.fleet = fleet
         self.runner = runner
+        self.asked: bytes | None = None  # the CLI whose run is the runner's latest
 
     def bind(self) -> None:
         controlsock.prepare(self.path)  # a 0700 directory of ours; a socket a killed controller left goes
@@ -98,6 +105,17 @@ class ControlServer:
                 refused = self.runner.start(env["body"], partial(self.reply, ident))
                 if refused:
                     await self.reply(ident, "done", {"ok": False, "error": refused})
+                else:
+                    self.asked = ident
+            elif env["type"] == "cancel":
+                self.cancel(ident, env["body"].get("run"))
+
+    def cancel(self, ident: bytes, run: str | None) -> None:
+        mine = ident == self.asked or (run is not None and run == self.runner.running)
+        if mine and self.runner.cancel(CANCELLED_BY_CLI):
+            log.warning("run_cancel_asked", run=self.runner.running)
+        else:
+            log.info("run_cancel_ignored", run=run, running=self.runner.running)
 
 
 def cut(text: str, keep: int = CUT_TEXT) -> str:

@@ -43,7 +43,7 @@ TYPES = frozenset({
     # controller -> probe
     "welcome", "command", "ack", "ping",
     # cli <-> controller
-    "run", "progress", "done", "status", "state",
+    "run", "progress", "done", "status", "state", "cancel",
 })
 
 

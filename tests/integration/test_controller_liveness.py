@@ -1,0 +1,218 @@
+"""The controller's side of a lost peer (issue 10 items 4 and 5), with a real controller and two real
+probes in fresh namespaces, real shaping, real nc, real signals (all by pid):
+
+- A probe stopped with SIGSTOP mid-run: the step waiting fails within ~3 s naming it (not its 60 s
+  timeout), the controller logs ``probe_silent``, run.json keeps the silence; the other host is
+  cleaned up. The probe heard the controller's heartbeats and refused none of them.
+- The controller killed with -9 mid-run (both hosts shaped, nc listening) and started again: the
+  probes reconnect, the interrupted run is marked failed naming the killed pid, nothing is left
+  shaped and no nc runs, and the next run succeeds.
+- Ctrl-C (a real SIGINT) to a real ``tcplab run`` in its wait step: the CLI asks for the cancel and
+  exits 130 once the controller has ended every nc and cleared every host's shaping; run.json says
+  ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from controller.fleet import ALIVE_S
+from controller.trace import load
+from tcplab import pidfile
+from tests.daemons import VENV_BIN, Lab
+from tests.integration.test_doctor_readiness import log_events
+from tests.integration.test_probe_lifecycle import shaped
+from tests.netns import Host
+
+pytestmark = pytest.mark.integration
+
+PORT = 9090
+SHAPE = {"action": "shape", "host": ["thinkpad", "raspberrypi"]}
+LISTEN = {"action": "listen", "host": "thinkpad", "expect": ["thinkpad LISTEN"]}
+CONNECT = {"action": "connect", "host": "raspberrypi", "to": "thinkpad",
+           "expect": ["raspberrypi ESTABLISHED", "thinkpad ESTABLISHED"]}
+WAIT = {"action": "wait", "expect": ["thinkpad CLOSE_WAIT"], "timeout": 60}  # never met: nobody closes
+
+
+@pytest.fixture
+def lab(netns_pair, tmp_path):
+    lab = Lab(netns_pair, tmp_path)
+    try:
+        yield lab.start()
+    finally:
+        lab.close()
+
+
+class Cli:
+    """A real ``tcplab run`` in the background; its output lines, each with when it came."""
+
+    def __init__(self, lab: Lab, scenario: dict):
+        path = lab.root / f"{scenario['name']}.yml"
+        path.write_text(yaml.safe_dump(scenario))
+        self.proc = subprocess.Popen([str(VENV_BIN / "tcplab"), "run", str(path), "--controller-home",
+                                      str(lab.controller_home), "--timeout", "120"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[tuple[float, str]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append((time.monotonic(), line.rstrip("\n")))
+
+    def until(self, prefix: str, timeout: float = 60) -> float:
+        """When a line starting with ``prefix`` came (waits for it)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for t, line in list(self.lines):
+                if line.startswith(prefix):
+                    return t
+            assert self.proc.poll() is None or self._reader.is_alive(), self.output()
+            time.sleep(0.02)
+        raise AssertionError(f"no line {prefix!r} within {timeout} s: {self.output()}")
+
+    def wait(self, timeout: float = 60) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def output(self) -> str:
+        return "\n".join(line for _, line in self.lines)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def nc_running(host: Host) -> list[str]:
+    """The nc processes in ``host``'s namespace (by their command lines)."""
+    pids = host.run("ip", "netns", "pids", host.ns).stdout.split()
+    lines = [pidfile.cmdline(int(p)) for p in pids]
+    return [c for c in lines if Path(c.split(" ", 1)[0]).name.startswith("nc")]
+
+
+def newest_run(lab: Lab) -> Path:
+    return max(lab.runs.iterdir(), key=lambda d: d.stat().st_mtime)
+
+
+def controller_pid(lab: Lab) -> int:
+    pid = pidfile.alive(lab.controller_home / "controller.pid", str(lab.controller_cfg))
+    assert pid, "the controller is not running"
+    return pid
+
+
+def test_a_stopped_probe_fails_the_step_waiting_within_3_s_naming_it(lab):
+    cli = Cli(lab, {"name": "stopped", "port": PORT, "delay": 0.1, "steps": [LISTEN, CONNECT, WAIT]})
+    stopped = None
+    try:
+        cli.until("[3/3] wait on -: start")
+        stopped = lab.probe_pid("raspberrypi")
+        os.kill(stopped, signal.SIGSTOP)
+        t_stop = time.monotonic()
+        failed_at = cli.until("[3/3] wait on -: failed", timeout=20)
+        took = failed_at - t_stop
+        assert took <= ALIVE_S + 0.5, took  # its last frame came at most 1 s before the stop: 3 s after that
+        assert cli.wait(30) == 1
+        assert "raspberrypi stopped answering (nothing heard from it for 3." in cli.output()
+        info = json.loads((newest_run(lab) / "run.json").read_text())
+        assert info["status"] == "failed" and info["failed_step"] == 3
+        (silence,) = info["hosts"]["raspberrypi"]["silences"]
+        assert ALIVE_S <= silence["silent_s"] < ALIVE_S + 0.5 and info["hosts"]["thinkpad"]["silences"] == []
+        events = log_events(lab.controller_home / "controller.log")
+        assert [e["probe"] for e in events if e["event"] == "probe_silent"] == ["raspberrypi"]
+        assert not nc_running(lab.hosts["thinkpad"])  # the host that answers was cleaned up
+        os.kill(stopped, signal.SIGCONT)
+        stopped = None
+        deadline = time.monotonic() + 10
+        while not any(e["event"] == "probe_back" for e in log_events(lab.controller_home / "controller.log")):
+            assert time.monotonic() < deadline, "the probe did not come back"
+            time.sleep(0.1)
+        for name in lab.hosts:  # every heartbeat of the controller was a frame the probe took
+            refused = [e for e in log_events(lab.root / "hosts" / name / "probe.log") if e["event"] == "frame_refused"]
+            assert refused == [], refused
+        print(f"\nSIGSTOP -> step failed: {took:.2f} s")
+    finally:
+        if stopped is not None:
+            os.kill(stopped, signal.SIGCONT)
+        cli.kill()
+
+
+def test_a_controller_killed_with_9_mid_run_is_recovered_when_it_starts_again(lab):
+    cli = Cli(lab, {"name": "killed", "port": PORT, "delay": 0.3, "steps": [SHAPE, LISTEN, WAIT]})
+    try:
+        cli.until("[3/3] wait on -: start")
+        assert all(shaped(h) for h in lab.hosts.values()) and nc_running(lab.hosts["thinkpad"])
+        run_dir = newest_run(lab)
+        killed = controller_pid(lab)
+        os.kill(killed, signal.SIGKILL)
+        t_kill = time.monotonic()
+        while pidfile.running(killed):
+            time.sleep(0.01)
+        subprocess.run([VENV_BIN / "tcplab-controller", "start", "--config", lab.controller_cfg], check=True,
+                       capture_output=True, timeout=30)
+        info = json.loads((run_dir / "run.json").read_text())  # marked at the start, before any probe is back
+        assert info["status"] == "failed" and info["ok"] is False
+        assert info["error"] == f"the controller ended during the run (pid {killed})" and info["failed_step"] == 3
+        assert (run_dir / "trace.jsonl").exists() and not (run_dir / "trace.partial.jsonl").exists()
+        steps = [(r["index"], r["status"]) for r in load(run_dir / "trace.jsonl") if r["kind"] == "step"]
+        assert steps == [(1, "start"), (1, "ok"), (2, "start"), (2, "ok"), (3, "start")]
+        assert "the controller ended during the run" in (run_dir / "summary.txt").read_text()
+
+        deadline = time.monotonic() + 20  # the probes say hello after 5 s of silence; then they are cleaned
+        while True:
+            events = log_events(lab.controller_home / "controller.log")
+            cleaned = {e["probe"] for e in events if e["event"] == "leftover_cleanup_done"}
+            if cleaned == set(lab.hosts):
+                break
+            assert time.monotonic() < deadline, [e for e in events if "probe" in e]
+            time.sleep(0.1)
+        took = time.monotonic() - t_kill
+        assert not any(shaped(h) for h in lab.hosts.values())
+        assert not nc_running(lab.hosts["thinkpad"])
+        status = lab.tcplab("status")
+        assert status.returncode == 0 and "thinkpad: alive" in status.stdout and "raspberrypi: alive" in status.stdout
+        print(f"\nkill -9 -> both probes back and cleaned: {took:.2f} s")
+        cli.kill()  # it waited for a done that no controller will send
+
+        res, after = lab.run_scenario({"name": "after", "port": PORT, "delay": 0.0, "steps": [LISTEN, CONNECT]})
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert json.loads((after / "run.json").read_text())["status"] == "ok"
+    finally:
+        cli.kill()
+
+
+def test_ctrl_c_on_the_cli_cancels_the_run_clears_every_host_and_exits_130(lab):
+    cli = Cli(lab, {"name": "interrupted", "port": PORT, "delay": 0.3, "steps": [SHAPE, LISTEN, CONNECT, WAIT]})
+    try:
+        cli.until("[4/4] wait on -: start")
+        assert all(shaped(h) for h in lab.hosts.values()) and nc_running(lab.hosts["thinkpad"])
+        assert nc_running(lab.hosts["raspberrypi"])
+        t_int = time.monotonic()
+        cli.proc.send_signal(signal.SIGINT)
+        assert cli.wait(30) == 130, cli.output()
+        took = time.monotonic() - t_int
+        assert took < 10, took
+        out = cli.output()
+        assert "tcplab: interrupted: cancelling run" in out and "run cancelled from the CLI (Ctrl-C)" in out
+        for name, host in lab.hosts.items():  # when the CLI has exited, every host is clean already
+            assert not shaped(host), name
+            assert not nc_running(host), name
+        run_dir = newest_run(lab)
+        info = json.loads((run_dir / "run.json").read_text())
+        assert info["status"] == "cancelled" and info["error"] == "run cancelled from the CLI (Ctrl-C)"
+        recs = load(run_dir / "trace.jsonl")
+        assert [(r["index"], r["status"]) for r in recs if r["kind"] == "step"][-2:] == [(4, "start"), (4, "failed")]
+        assert any(r["kind"] == "shaper" and r.get("cleared") for r in recs)
+        print(f"\nSIGINT -> CLI exit 130, every host clean: {took:.2f} s")
+    finally:
+        cli.kill()
