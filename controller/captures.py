@@ -48,5 +48,8 @@ class Captures:
                             ((host, raw, start_wall_ns + round(rec["t"] * 1e9), rec.get("dir"))
                              for rec, host, raw in order))
 
+    def flush(self) -> None:
+        self.files.flush()
+
     def close(self) -> None:
         self.files.close()

@@ -62,6 +62,9 @@ class PcapngWriter:
         body = struct.pack("<IIIII", iface, ts >> 32, ts & 0xFFFFFFFF, len(frame), len(frame)) + frame
         opts = _option(_EPB_FLAGS, struct.pack("<I", _DIRECTION[direction])) if direction in _DIRECTION else b""
         self._f.write(_block(_EPB, body, opts))
+
+    def flush(self) -> None:
+        """What was written, to the file (the run flushes once per batch of events, not per packet)."""
         self._f.flush()
 
     def close(self) -> None:
@@ -94,6 +97,10 @@ class PcapngFiles:
     def ensure(self, hosts: Iterable[str]) -> None:
         for h in hosts:
             self._writer(h)
+
+    def flush(self) -> None:
+        for w in self._writers.values():
+            w.flush()
 
     def close(self) -> None:
         for w in self._writers.values():

@@ -99,7 +99,11 @@ class Run:
         """A batch of ``host``'s events, in order: its records kept and written, one wake-up for the waits."""
         if host not in self.hosts:
             return
+        packets = self.packets[host]
         records = [rec for rec in (self._record(host, body, clock) for body in bodies) if rec is not None]
+        if self.packets[host] != packets:  # the pcaps once per batch, not per packet
+            self.pcaps.flush()
+            self.captures.flush()
         if records:
             await self.add_many(records)
 

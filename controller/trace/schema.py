@@ -104,7 +104,7 @@ def sort_key(rec: dict) -> tuple:
 
 def public(rec: dict) -> dict:
     """The record as trace.jsonl holds it: without the run's private keys (``_n``, ...)."""
-    return {k: v for k, v in rec.items() if not k.startswith("_")}
+    return {k: v for k, v in rec.items() if k[:1] != "_"}
 
 
 def is_listener(rec: dict) -> bool:

@@ -22,9 +22,12 @@ class TraceRecordError(TcplabError, ValueError):
     """A record without ``t``, ``host`` or ``kind``: a bug in the code that made it."""
 
 
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # what json.dumps would make
+
+
 def line(rec: dict) -> str:
     """One record as a trace.jsonl line (its public keys, compact, UTF-8 as is)."""
-    return json.dumps(public(rec), ensure_ascii=False, separators=(",", ":")) + "\n"
+    return _ENCODE(public(rec)) + "\n"
 
 
 class Trace:
