@@ -4,8 +4,8 @@
 every receiver (the controller's probe bus and control server, the probe's transport, the CLI) gets
 only bodies that fit; anything else is a :class:`~tcplab.wire.ProtocolError` naming the type (or the
 event's kind) and the field, which the receiver counts, logs and drops before it goes on serving.
-:func:`check_event` checks one event body: the ``event`` type's body, or one item of an ``events``
-batch (the bus checks each item, so one bad event does not cost its neighbours).
+:func:`check_event` checks one event body, an item of an ``events`` batch: the bus checks each
+item (so one bad event does not cost its neighbours) and counts a refused one.
 
 Unknown fields are refused. Both sides ship together (one package, one version), so a field nobody
 declared here is junk or an attack, not a newer peer; a rolling upgrade is not a thing tcplab does.
@@ -23,9 +23,8 @@ from typing import Any
 
 from tcplab.tcpstates import NAMES as TCP_STATES
 from tcplab.wire.checks import BOOL, I64, Bytes, Check, Fields, Int, List, MapOf, Num, Opt, Str, Tree
-from tcplab.wire.envelope import HOST_RE, ProtocolError
+from tcplab.wire.envelope import HOST_RE, MAX_BATCH, ProtocolError
 
-MAX_BATCH = 256           # events in one ``events`` frame (the envelope's MAX_BATCH, once it has one)
 TEXT = 65_536             # free text: an error, a reason, a console line (nc's readline stops at 64 KiB)
 SNAPLEN = 262_144         # a captured frame (probe.pktring.SNAPLEN)
 NAME = 64                 # a counter's or an observer's name
@@ -128,9 +127,6 @@ def check_event(body: Any) -> None:
 def check_body(type_: str, body: Any) -> None:
     """The body of a frame of type ``type_`` (one of :data:`tcplab.wire.TYPES`); ProtocolError naming
     the type and the field. A command's action and arguments: :func:`tcplab.actions.check_command`."""
-    if type_ == "event":
-        check_event(body)
-        return
     spec = BODIES.get(type_)
     if spec is None:  # an envelope type without a declared body: refused, never let through
         raise ProtocolError(f"{type_!r} has no declared body")
