@@ -48,7 +48,7 @@ class FakeProbe:
 
 async def _run(tmp_path, ports: dict[str, int], scenario_port: int | None) -> tuple[dict, dict[str, FakeProbe]]:
     cfg = ControllerConfig(path=tmp_path / "c.yml", bind=f"ipc://{tmp_path}/probes.sock", home=tmp_path / "home",
-                           runs_dir=tmp_path / "runs")
+                           runs_dir=tmp_path / "runs", hosts=tuple(IPS), addresses=IPS)  # a connect goes there
     ctl = Controller(cfg)
     serving = asyncio.create_task(ctl.serve())
     await asyncio.sleep(0.2)
