@@ -78,8 +78,10 @@ EVENTS: dict[str, Fields] = {
 # --- message bodies, by envelope type ----------------------------------------------------------------
 _CLOCK = Fields({"offset_ns": Int(-I64, I64), "at_ns": NS, "uncertainty_ns": Opt(NS), "samples": NS,
                  "drift_ppm": Num(-1e12, 1e12), "drift_range_ppm": List(Num(-1e12, 1e12), 2),
-                 "rtt_min_ns": Opt(NS), "span_s": Num(0, 1e12), "consistent": BOOL})
-_PROBE_STATUS = Fields({"alive": BOOL, "lab_ip": Str(64), "clock": _CLOCK.as_check(), "events": NS})
+                 "rtt_min_ns": Opt(NS), "span_s": Num(0, 1e12), "consistent": BOOL},
+                required=("offset_ns", "uncertainty_ns"))  # what `tcplab status` prints
+_PROBE_STATUS = Fields({"alive": BOOL, "lab_ip": Str(64), "clock": _CLOCK.as_check(), "events": NS},
+                       required=("alive", "lab_ip", "clock"))
 BODIES: dict[str, Fields] = {
     # probe -> controller
     "hello": Fields({"lab_ip": IP, "port": Int(1, 65535), "iface": Str(15, r"[A-Za-z0-9_.@:-]{1,15}"),

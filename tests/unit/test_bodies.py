@@ -250,7 +250,9 @@ STATE = {"kind": "state", "t_ns": 1, "local": "10.90.0.1:9090", "remote": "0.0.0
     ("hello", {"pid": 1, "lab_ip": "-lk"}, "hello body field 'lab_ip' must be a string matching"),
     ("hello", {"pid": True}, "field 'pid' must be an integer"),
     ("heartbeat", {"oldest": -1}, "heartbeat body field 'oldest'"),
-    ("state", {"probes": {"thinkpad": {"lab_ip": "x" * 100}}}, "entry 'thinkpad' field 'lab_ip'"),
+    ("state", {"probes": {"thinkpad": {"alive": True, "lab_ip": "x" * 100, "clock": {
+        "offset_ns": 0, "uncertainty_ns": None}}}}, "entry 'thinkpad' field 'lab_ip'"),
+    ("state", {"probes": {"thinkpad": {"alive": True, "lab_ip": ""}}}, "entry 'thinkpad' lacks field.*'clock'"),
     ("command", {"id": 1, "action": "listen", "args": {"cmd": "sh"}}, "listen takes no argument 'cmd'"),
     ("command", {"id": 1, "action": "listen", "shell": "sh"}, "command body has no field 'shell'"),
 ])

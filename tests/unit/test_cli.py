@@ -93,9 +93,29 @@ def test_no_control_socket_exits_3(tmp_path, capsys) -> None:
     assert "no controller control socket" in capsys.readouterr().err
 
 
-def test_a_bad_frame_from_the_controller_exits_3(tmp_path, capsys) -> None:
+def test_a_bad_frame_from_the_controller_is_skipped_and_the_next_one_read(tmp_path, capsys) -> None:
+    state = ("state", {"running": None, "probes": {}})
+    clock = {"offset_ns": 0, "uncertainty_ns": None}
+    bad_body = ("state", {"running": None, "probes": {"thinkpad": {"alive": "yes", "lab_ip": "10.90.0.1",
+                                                                   "clock": clock}}})
+    thread, _ = _control_server(tmp_path, lambda env: [b"\xc1", _frame(*bad_body), state])
+    assert cli.main(["status", "--controller-home", str(tmp_path)]) == 0
+    thread.join(5)
+    out = capsys.readouterr()
+    assert out.out == "running: no run\n"
+    assert out.err == ("tcplab: a bad frame from the controller, skipped: frame is not valid msgpack: FormatError\n"
+                       "tcplab: a bad frame from the controller, skipped: state body field 'probes' entry "
+                       "'thinkpad' field 'alive' must be true or false, got str 'yes'\n")
+
+
+def test_only_bad_frames_from_the_controller_exit_3_at_the_timeout(tmp_path, capsys) -> None:
     thread, _ = _control_server(tmp_path, lambda env: [b"\xc1"])
     assert cli.main(["status", "--controller-home", str(tmp_path)]) == 3
     thread.join(5)
-    assert capsys.readouterr().err == ("tcplab: the controller sent a bad frame: "
-                                       "frame is not valid msgpack: FormatError\n")
+    assert capsys.readouterr().err.splitlines()[-1] == "tcplab: the controller did not answer within 5 s"
+
+
+def _frame(type_: str, body: dict) -> bytes:
+    """A frame whose envelope is right and whose body is not (made without the body check)."""
+    from tcplab import wire
+    return wire.encode(wire.make(type_, "controller", 1, body))

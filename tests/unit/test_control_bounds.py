@@ -92,7 +92,7 @@ def test_a_reply_with_a_text_over_its_bound_is_shortened_and_sent(tmp_path):
 
 def test_fitted_keeps_well_formed_probes_and_the_fields_that_fit():
     fits = lambda type_, body: bodies.BODIES[type_].ok(body)  # noqa: E731
-    good = {"alive": True, "lab_ip": "10.90.0.1", "events": 3}
+    good = {"alive": True, "lab_ip": "10.90.0.1", "events": 3, "clock": {"offset_ns": 0, "uncertainty_ns": None}}
     state = fitted("state", {"probes": {"a": good, "b": {**good, "lab_ip": "x" * 100}, "bad name": good},
                              "running": None}, fits)
     assert state == {"probes": {"a": good}, "running": None, "omitted": 2}
