@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ from tcplab.errors import TcplabError
 DEFAULT_HOME = Path(os.environ.get("TCPLAB_HOME", "/var/lib/tcplab")) / "controller"
 CANCEL_WAIT_S = 30.0  # after Ctrl-C, for the controller's done (its cleanup and the run's finish)
 INTERRUPTED = 130     # 128 + SIGINT, what a shell reports for a command Ctrl-C ended
+REPEAT_S = 1.0        # a SIGINT this soon after the first is the same Ctrl-C (ansible's worker passes it on twice)
 
 
 class Unreachable(TcplabError):
@@ -121,6 +123,13 @@ def _until_done(client: ControlClient, timeout: float, seen: dict, show=None) ->
 def _cancel(client: ControlClient, seen: dict) -> int:
     """Ctrl-C: ask the controller to cancel the run and wait for its done (a second Ctrl-C: not).
     Output may have nowhere to go any more (the parent that read it was interrupted too)."""
+    first = time.monotonic()
+
+    def again(signum, frame) -> None:  # under ansible one Ctrl-C comes twice: the first second is one
+        if time.monotonic() - first > REPEAT_S:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, again)
     client.send("cancel", {"run": seen["run"]} if seen.get("run") else {})
     _say(f"tcplab: interrupted: cancelling run {seen.get('run') or '(starting)'}, clearing the shaping and "
          "ending every endpoint")

@@ -216,3 +216,54 @@ def test_ctrl_c_on_the_cli_cancels_the_run_clears_every_host_and_exits_130(lab):
         print(f"\nSIGINT -> CLI exit 130, every host clean: {took:.2f} s")
     finally:
         cli.kill()
+
+
+def test_ctrl_c_on_the_film_playbook_reaches_the_cli_and_the_run_is_cancelled(lab, tmp_path):
+    """``make film``'s last play (playbooks/film.yml, ansible's command module running ``tcplab run``),
+    Ctrl-C as a terminal sends it: SIGINT to ansible-playbook's process group. ansible passes it on to
+    its worker's session, where the CLI is (twice: one Ctrl-C, one cancel)."""
+    scenario = tmp_path / "film.yml"
+    scenario.write_text(yaml.safe_dump({"name": "filmed", "port": PORT, "delay": 0.3,
+                                        "steps": [SHAPE, LISTEN, CONNECT, WAIT]}))
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"children": {"control": {"hosts": {"localhost": {
+        "ansible_connection": "local", "ansible_python_interpreter": str(VENV_BIN / "python")}}}}}}))
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), "playbooks/film.yml",
+                             "-e", f"tcplab_home={lab.root}", "-e", f"tcplab_scenario={scenario}"],
+                            cwd=repo, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:  # until the run is in its wait step, shaped and listening
+            runs = list(lab.runs.iterdir()) if lab.runs.is_dir() else []
+            partial = runs[0] / "trace.partial.jsonl" if runs else None
+            if partial and partial.exists() and '"index":4,"action":"wait","target":"-","status":"start"' \
+                    in partial.read_text():
+                break
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[0]
+            time.sleep(0.1)
+        assert all(shaped(h) for h in lab.hosts.values()) and nc_running(lab.hosts["thinkpad"])
+        t_int = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal does with Ctrl-C
+        info_path = runs[0] / "run.json"
+        while not info_path.exists():
+            assert time.monotonic() - t_int < 15, "the run was not cancelled"
+            time.sleep(0.05)
+        took = time.monotonic() - t_int
+        info = json.loads(info_path.read_text())
+        assert info["status"] == "cancelled" and info["error"] == "run cancelled from the CLI (Ctrl-C)"
+        for name, host in lab.hosts.items():
+            assert not shaped(host), name
+            assert not nc_running(host), name
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode != 0, out
+        deadline = time.monotonic() + 10  # and the CLI ended too (it waited for the done, then exit 130)
+        while [p for p in os.listdir("/proc") if p.isdigit() and str(scenario) in pidfile.cmdline(int(p))]:
+            assert time.monotonic() < deadline, "tcplab run is still running"
+            time.sleep(0.1)
+        print(f"\nSIGINT to ansible-playbook's group -> run cancelled, every host clean: {took:.2f} s")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
