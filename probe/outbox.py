@@ -22,6 +22,7 @@ No socket here (probe/transport.py sends what this holds); one :class:`Outbox` p
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from tcplab.wire.envelope import pack_event
 log = structlog.get_logger("probe.outbox")
 
 ENVELOPE_BYTES = 256  # the envelope around a batch's events, at most (host name, numbers, keys)
+DROP_LOG_S = 1.0      # events_dropped is logged at most this often
 
 
 class Batch:
@@ -63,6 +65,7 @@ class Outbox:
         self.dropped = 0  # events dropped at the bounds (numbered: the heartbeat's oldest moves past them)
         self.spilled = 0  # events that went to disk
         self.refused = 0  # events that could not be packed or were bigger than a frame (no number)
+        self._dropped_logged = -DROP_LOG_S
 
     # --- in ---------------------------------------------------------------------------------------
     def add(self, bodies: list[dict]) -> int:
@@ -124,13 +127,16 @@ class Outbox:
             batch = self.window.popleft()
             self.window_bytes -= len(batch.frame)
             batch.gone = True
-            self.dropped += batch.count
-            log.warning("events_dropped", first=batch.first, last=batch.last, reason="unacknowledged and spill full")
+            first, count = batch.first, batch.count
             self._refill()
         else:
             first, count, _ = self.spill.pop()
-            self.dropped += count
-            log.warning("events_dropped", first=first, last=first + count - 1, reason="unacknowledged and spill full")
+        self.dropped += count
+        now = time.monotonic()
+        if now - self._dropped_logged >= DROP_LOG_S:  # a long overflow is a line a second, not one a batch
+            self._dropped_logged = now
+            log.warning("events_dropped", upto=first + count - 1, dropped=self.dropped,
+                        reason="unacknowledged in memory and spill full")
 
     def _refill(self) -> None:
         """Batches back from the spill, in order, while the window has room."""

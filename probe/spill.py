@@ -83,6 +83,8 @@ class Spill:
         self.bytes -= HEADER.size + length
         if not self.index:  # everything read back: no file is left behind
             self.clear()
+        elif len(self._segments) > 1 and self._reader.tell() >= os.fstat(self._reader.fileno()).st_size:
+            self._finish_segment()  # a segment no longer written, read whole: removed now
         return first, count, frame
 
     def clear(self) -> None:

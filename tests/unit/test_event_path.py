@@ -257,3 +257,36 @@ def test_the_probe_s_memory_stays_bounded_while_its_controller_is_unreachable():
         assert m["window_mib"] <= 8.5 and m["dropped"] == 0 and m["held"] == m["events"], m
         assert m["spill_files_left"] == 0, m  # removed at exit
     assert big["spill_mib"] > 45 and big["rss_peak_mib"] - small["rss_peak_mib"] < 10, (small, big)
+
+
+def test_beyond_the_spill_the_oldest_are_dropped_and_what_never_comes_is_a_loss_record(tmp_path, fast):
+    """Window and spill full with the controller away: the oldest batches go (counted by the probe), the
+    rest arrive in order once it is back, and what never came is a loss record and a count. (libzmq
+    may still hold the first SNDHWM frames the probe handed it: those arrive, and are no loss.)"""
+    fast.setattr(transport_mod, "MAX_UNACKED_BYTES", 64 << 10)
+    fast.setattr(transport_mod, "MAX_SPILL_BYTES", 256 << 10)
+    n, where = 20_000, address("ipc", tmp_path)
+
+    async def main():
+        async with probe(where, tmp_path / "spill") as (t, link):
+            for i in range(n):
+                link.emit(console(i, pad=1000))
+                if i % 100 == 0:
+                    await asyncio.sleep(0)
+            await link.flush()
+            dropped, oldest = t.outbox.dropped, t.outbox.oldest
+            async with controller(tmp_path / "run", where) as bus:
+                await until(lambda: bus.fleet.probes.get("thinkpad") and bus.fleet.probes["thinkpad"].upto >= n,
+                            30, "every number received or given up")
+                assert await t.drain(10) is True
+                losses = [r for r in bus.run.trace.records if r["kind"] == "loss"]
+                return dropped, oldest, texts(bus.run), losses, bus.fleet.counters("thinkpad")
+
+    dropped, oldest, got, losses, counters = run(main())
+    assert dropped > n / 2 and oldest == dropped + 1          # the oldest went, all of them first
+    assert got == sorted(set(got)) and set(range(dropped, n)) <= set(got)  # in order, once; the newest all
+    lost = set(range(1, n + 1)) - {i + 1 for i in got}        # event numbers (the i-th event is number i+1)
+    assert lost and len(lost) <= dropped
+    assert {s for r in losses for s in range(r["from"], r["to"] + 1)} == lost
+    assert all(r["why"] == "given_up" for r in losses)
+    assert counters["link_given_up"] == len(lost) and counters["link_probe_dropped"] == dropped
