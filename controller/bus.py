@@ -123,10 +123,15 @@ class ProbeBus:
 
     async def command(self, host: str, action: str, args: dict, timeout: float) -> dict:
         cid = self.next_id()
+        body = {"id": cid, "action": action, "args": args}
+        try:
+            wire_bodies.check_body("command", body)  # what the probe's decode refuses without an answer
+        except wire.ProtocolError as e:
+            return {"id": cid, "ok": False, "error": str(e)}  # as the probe answered a refused command
         fut = asyncio.get_running_loop().create_future()
         self.pending[cid] = (host, fut)
         try:
-            await self.send(host, "command", {"id": cid, "action": action, "args": args})
+            await self.send(host, "command", body)
             return await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
             raise NoAnswer(f"no answer to {action} within {timeout:g} s") from None
