@@ -114,8 +114,65 @@ def test_check_mode_on_the_provisioned_lab_fails_nothing_and_changes_nothing(lab
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     stats = recap(r.stdout)
     assert set(stats) == {"localhost", "thinkpad", "raspberrypi"}
-    assert all(s["ok"] > 0 and s["changed"] == 0 and not s["failed"] for s in stats.values()), stats
+    task, changed = "", []
+    for line in r.stdout.splitlines():
+        task = line.split("[", 1)[1].split("]", 1)[0] if line.startswith(("TASK", "RUNNING HANDLER")) else task
+        changed += [f"{task}: {line}"] if line.startswith("changed") else []
+    assert all(s["ok"] > 0 and s["changed"] == 0 and not s["failed"] for s in stats.values()), (stats, changed)
     assert sorted(lab["runs"].iterdir()) == runs_before and _lab_is_up()
+
+
+def test_the_provisioned_lab_speaks_curve_and_each_host_holds_only_its_own_secret(lab: dict) -> None:
+    """Each probe's keys: its own pair and the controller's public key, 0600 in a 0700 dir, the daemon's
+    user's (root here); the controller's: its pair and the hosts' public keys. On the controller's
+    network address a peer without a key, or with a key of its own, gets nothing back."""
+    import stat
+    import time
+
+    import zmq
+
+    from controller.keys import make_keys
+    from tcplab import wire
+    from tcplab.wire import curve
+
+    assert lab["first"].returncode == 0, "the first run failed: see the test above"
+    home = lab["home"]
+
+    def held(d: Path) -> set[str]:
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700 and d.stat().st_uid == 0
+        for f in d.iterdir():
+            assert stat.S_IMODE(f.stat().st_mode) == 0o600 and f.stat().st_uid == 0, f
+        return {f.name for f in d.iterdir()}
+
+    for host in ("thinkpad", "raspberrypi"):
+        cfg = yaml.safe_load((home / "hosts" / host / "probe.yml").read_text())
+        assert held(Path(cfg["keys_dir"])) == {f"{host}.key_secret", "controller.key"}
+    cfg = yaml.safe_load((home / "controller" / "controller.yml").read_text())
+    assert held(Path(cfg["keys_dir"])) == {"controller.key_secret", "thinkpad.key", "raspberrypi.key"}
+    server_key = curve.load_controller_keys(cfg["keys_dir"], []).public
+
+    make_keys(lab["dir"] / "stranger", ["intruder"])
+    own = curve.load_keys(lab["dir"] / "stranger", "intruder", [])
+    ctx = zmq.Context()
+    try:
+        peers = []
+        for keyed in (False, True):
+            s = ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.ROUTING_ID, b"intruder")
+            s.setsockopt(zmq.LINGER, 0)
+            if keyed:
+                curve.client(s, curve.Keys("intruder", own.public, own.secret, {"controller": server_key}))
+            s.connect(cfg["bind"])  # tcp://10.90.0.254:5555: the controller's network address
+            s.send(wire.encode(wire.make("hello", "intruder", 1, {"pid": 1})), zmq.NOBLOCK)
+            peers.append(s)
+        time.sleep(2)
+        assert [s.poll(0) for s in peers] == [0, 0]
+        for s in peers:
+            s.close()
+    finally:
+        ctx.term()
+    log = (home / "controller" / "controller.log").read_text()
+    assert "curve_refused" in log and own.public.decode() in log
 
 
 def test_teardown_stops_what_the_roles_started(lab: dict) -> None:
