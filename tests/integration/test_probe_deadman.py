@@ -72,6 +72,17 @@ def events_until(controller: SilentController, kind: str, timeout: float = 20.0)
             return seen
 
 
+def logged(path, event: str, timeout: float = 3.0) -> list[dict]:
+    """The log's ``event`` entries, waiting up to ``timeout`` s for the first (the kernel state the
+    test watches changes a few ms before the probe writes its line)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [e for e in log_events(path) if e["event"] == event]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
 def nc_pid(home) -> int:
     pid, identity = (home / "nc.pid").read_text().split()  # the pid and the process's boot id:start time
     pid = int(pid)
@@ -127,7 +138,7 @@ def test_a_probe_whose_controller_went_away_clears_its_shaping_and_ends_nc(lab):
         time.sleep(0.05)
     took = time.monotonic() - t0
     assert took >= DEADMAN_S - 1, took  # not before the silence: the last frame came just before the close
-    fired = [e for e in log_events(lab["home"] / "probe.log") if e["event"] == "deadman_fired"]
+    fired = logged(lab["home"] / "probe.log", "deadman_fired")
     assert len(fired) == 1 and fired[0]["silent_s"] >= DEADMAN_S, fired
     assert fired[0]["cleared"] == [f"shaping nfqueue on {lab['host'].ifname} port {PORT}", f"nc pid {nc}"] or \
         fired[0]["cleared"] == [f"shaping netem on {lab['host'].ifname} port {PORT}", f"nc pid {nc}"]
@@ -204,7 +215,7 @@ def test_a_controller_killed_with_9_mid_run_leaves_no_host_shaped_and_no_nc(netn
             time.sleep(0.05)
         assert time.monotonic() - t0 >= DEADMAN_S - 1.5  # the probes waited out the silence (heard <= 1 s before)
         for name in lab.hosts:
-            fired = [e for e in log_events(tmp_path / "hosts" / name / "probe.log") if e["event"] == "deadman_fired"]
+            fired = logged(tmp_path / "hosts" / name / "probe.log", "deadman_fired")
             assert len(fired) == 1 and any(c.startswith("shaping ") for c in fired[0]["cleared"]), (name, fired)
         assert lab.probe_pid("thinkpad") and lab.probe_pid("raspberrypi")  # the probes live on, waiting
     finally:
