@@ -37,7 +37,7 @@ from controller import readiness
 from controller.fleet import Fleet, ProbeLink
 from controller.run import Run
 from controller.trace.schema import LossWhy
-from tcplab import wire
+from tcplab import logs, wire
 from tcplab.errors import TcplabError
 from tcplab.wire import bodies as wire_bodies
 from tcplab.wire import curve as wire_curve
@@ -178,7 +178,8 @@ class ProbeBus:
         try:
             env = self.session.decode(msg[-1], peer=msg[0])
         except wire.ProtocolError as e:
-            log.warning("frame_refused", peer=peer, reason=str(e))
+            if logs.sampled(self.session.counters["refused"]):  # a flood is counted, not logged line by line
+                log.warning("frame_refused", peer=peer, reason=str(e), refused=self.session.counters["refused"])
             self.fleet.refused(peer)
             return
         try:

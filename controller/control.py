@@ -29,7 +29,7 @@ import zmq.asyncio
 from controller import controlsock
 from controller.fleet import Fleet
 from controller.runner import ScenarioRunner
-from tcplab import wire
+from tcplab import logs, wire
 from tcplab.wire import bodies
 
 log = structlog.get_logger("controller")
@@ -97,7 +97,9 @@ class ControlServer:
             try:
                 env = self.session.decode(parts[-1])
             except wire.ProtocolError as e:
-                log.warning("control_frame_refused", reason=str(e))
+                refused = self.session.counters["refused"]
+                if logs.sampled(refused):
+                    log.warning("control_frame_refused", reason=str(e), refused=refused)
                 continue
             if env["type"] == "status":
                 await self.reply(ident, "state", {"probes": self.fleet.status(), "running": self.runner.running})

@@ -38,7 +38,7 @@ import zmq
 import zmq.asyncio
 
 from probe.outbox import Outbox
-from tcplab import wire
+from tcplab import logs, wire
 from tcplab.wire import curve as wire_curve
 
 log = structlog.get_logger("probe.transport")
@@ -167,7 +167,8 @@ class Transport:
             try:
                 env = await self.session.recv(self.sock)
             except wire.ProtocolError as e:
-                log.warning("frame_refused", reason=str(e))
+                if logs.sampled(self.session.counters["refused"]):  # counted each, logged a few
+                    log.warning("frame_refused", reason=str(e), refused=self.session.counters["refused"])
                 continue
             self.last_heard = asyncio.get_running_loop().time()
             if env["type"] == "welcome":

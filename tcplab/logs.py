@@ -37,6 +37,12 @@ def configure(host: str, component: str, json: bool = True, level: int = logging
     structlog.contextvars.bind_contextvars(host=host, component=component)
 
 
+def sampled(n: int, first: int = 10, every: int = 1000) -> bool:
+    """Is the ``n``-th of a run of like events logged? The first ``first``, then every ``every``-th: a
+    peer that floods refused frames picks their rate, and its counter counts every one anyway."""
+    return n <= first or n % every == 0
+
+
 def configure_cli(level: int = logging.INFO) -> None:
     """A command's logging: events on stderr for a person to read; a set-up already made is kept."""
     if structlog.is_configured():

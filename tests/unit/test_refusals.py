@@ -121,3 +121,34 @@ def test_the_probe_transport_refuses_bad_frames_from_its_controller_and_reads_th
             ctl.close()
             ctx.term()
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_a_flood_of_refused_frames_is_counted_each_and_logged_a_few(tmp_path):
+    from structlog.testing import capture_logs
+
+    async def scenario():
+        ctx = zmq.asyncio.Context()
+        bus = ProbeBus(ctx, Fleet())
+        bus.bind(f"ipc://{tmp_path}/probes.sock")
+        serving = asyncio.create_task(bus.serve())
+        probe = ctx.socket(zmq.DEALER)
+        probe.setsockopt(zmq.ROUTING_ID, b"thinkpad")
+        probe.setsockopt(zmq.LINGER, 0)
+        probe.connect(f"ipc://{tmp_path}/probes.sock")
+        session = wire.Session("thinkpad")
+        try:
+            with capture_logs() as logs:
+                for _ in range(2500):
+                    await probe.send(_raw("result", {"id": [1], "ok": True}))
+                await session.send(probe, "hello", {"pid": 1})
+                await _until(probe, session, "welcome")  # after every refused frame: served
+            assert bus.fleet.counters("thinkpad")["link_frames_refused"] == 2500
+            logged = [e["refused"] for e in logs if e["event"] == "frame_refused"]
+            assert logged == [*range(1, 11), 1000, 2000]
+        finally:
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+            probe.close()
+            bus.close(0)
+            ctx.term()
+    asyncio.run(asyncio.wait_for(scenario(), 30))
