@@ -43,7 +43,7 @@ class ProbeHost(Protocol):
 class StepContext:
     """The run's facts a step's arguments come from."""
 
-    lab_ip: Callable[[str], str | None]   # a host's lab address (from its hello), None if not connected
+    lab_ip: Callable[[str], str | None]   # a host's lab address (the controller's config: the inventory's)
     port: int | None                      # the run's lab port: the probes' (their hello), never the scenario's
     delay: float                          # the scenario's delay in seconds
 
