@@ -55,8 +55,7 @@ async def controller(run_dir: Path, where: str):
     try:
         yield bus
     finally:
-        serving.cancel()
-        await asyncio.gather(serving, return_exceptions=True)
+        await cancel(serving)
         bus.run.close()
         bus.close(0)
         ctx.term()
@@ -75,11 +74,15 @@ async def probe(where: str, spill_dir: Path, pid: int = 1):
     try:
         yield t, link
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel(*tasks)
         t.close()
         ctx.term()
+
+
+async def cancel(*tasks: asyncio.Task) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def console(i: int, pad: int = 0) -> dict:
@@ -130,9 +133,10 @@ def test_batches_keep_the_order_and_the_numbering(tmp_path, fast, kind):
     assert frames < n / 4  # many events per frame (hello and heartbeats included)
 
 
-def test_an_unreachable_controller_costs_a_bounded_window_and_the_spill_then_all_arrives_once(tmp_path, fast):
+@pytest.mark.parametrize("kind", ["ipc", "tcp"])
+def test_an_unreachable_controller_costs_a_bounded_window_and_the_spill_then_all_arrives_once(tmp_path, fast, kind):
     fast.setattr(transport_mod, "MAX_UNACKED_BYTES", 512 << 10)
-    n, where, spill = 20_000, address("ipc", tmp_path), tmp_path / "spill"
+    n, where, spill = 20_000, address(kind, tmp_path), tmp_path / "spill"
 
     async def main():
         async with probe(where, spill) as (t, link):
