@@ -294,3 +294,31 @@ def test_beyond_the_spill_the_oldest_are_dropped_and_what_never_comes_is_a_loss_
     assert {s for r in losses for s in range(r["from"], r["to"] + 1)} == lost
     assert all(r["why"] == "given_up" for r in losses)
     assert counters["link_given_up"] == len(lost) and counters["link_probe_dropped"] == dropped
+
+
+def test_a_restarted_controller_takes_the_probe_s_acked_events_for_delivered_not_for_a_gap(tmp_path, fast):
+    """The hello after a controller's silence says what an earlier controller acknowledged: the new one
+    starts its count there, so the events it never saw are no loss (they are the old run's)."""
+    fast.setattr(transport_mod, "SILENCE_S", 0.5)
+    where = address("ipc", tmp_path)
+
+    async def main():
+        async with probe(where, tmp_path / "spill") as (t, link):
+            async with controller(tmp_path / "run1", where) as first:
+                await asyncio.wait_for(t.welcomed.wait(), 10)
+                for i in range(300):
+                    link.emit(console(i))
+                assert await link.drain(10) is True
+            await until(lambda: not t.welcomed.is_set(), 10, "the probe notices the silence")
+            async with controller(tmp_path / "run2", where) as second:
+                await asyncio.wait_for(t.welcomed.wait(), 10)
+                for i in range(300, 310):
+                    link.emit(console(i))
+                assert await link.drain(10) is True
+                await asyncio.sleep(0.3)  # a heartbeat or two (its oldest: 301)
+                losses = [r for r in second.run.trace.records if r["kind"] == "loss"]
+                return texts(first.run), texts(second.run), second.fleet.counters("thinkpad"), losses, t.acked
+
+    got1, got2, counters, losses, acked = run(main())
+    assert got1 == list(range(300)) and got2 == list(range(300, 310)) and acked == 310
+    assert counters["link_given_up"] == 0 and losses == []
