@@ -29,6 +29,7 @@ from controller.fleet import ALIVE_S
 from controller.trace import load
 from tcplab import pidfile
 from tests.daemons import VENV_BIN, Lab
+from tests.integration.test_daemons import lab  # noqa: F401  (the fixture: a started Lab)
 from tests.integration.test_doctor_readiness import log_events
 from tests.integration.test_probe_lifecycle import shaped
 from tests.netns import Host
@@ -41,15 +42,6 @@ LISTEN = {"action": "listen", "host": "thinkpad", "expect": ["thinkpad LISTEN"]}
 CONNECT = {"action": "connect", "host": "raspberrypi", "to": "thinkpad",
            "expect": ["raspberrypi ESTABLISHED", "thinkpad ESTABLISHED"]}
 WAIT = {"action": "wait", "expect": ["thinkpad CLOSE_WAIT"], "timeout": 60}  # never met: nobody closes
-
-
-@pytest.fixture
-def lab(netns_pair, tmp_path):
-    lab = Lab(netns_pair, tmp_path)
-    try:
-        yield lab.start()
-    finally:
-        lab.close()
 
 
 class Cli:
