@@ -3,13 +3,24 @@ its own lab network, and nc's argv ends its options with ``--`` (real netcat-ope
 
 import asyncio
 import os
+import subprocess
 from dataclasses import dataclass
 
 import pytest
+import yaml
+import zmq
+import zmq.asyncio
 
+from controller.bus import ProbeBus
+from controller.fleet import Fleet
+from controller.keys import make_keys
+from controller.testbed import processes
+from controller.testbed.network import namespace_inode
 from probe.commands import Commands
 from probe.endpoint import PID_FILE, Endpoint
 from probe.labnet import LabAddressError
+from tcplab.wire import curve
+from tests.daemons import HOSTS, VENV_BIN, Lab
 from tests.nsthread import NetnsThread
 from tests.seedrun import PORT
 
@@ -112,3 +123,65 @@ def test_a_lab_connect_works_and_every_nc_argv_ends_its_options_with_dashdash(ne
             tb.run(client.abort())
             ta.run(server.abort())
     assert ("stdout", "Hello") in got_a
+
+
+def test_a_real_probe_refuses_a_bad_connect_its_controller_sends(netns_pair, tmp_path):
+    """The whole probe daemon in its namespace, keyed, behind a real ProbeBus that sends what a broken or
+    hostile controller would: each refused with one line, no nc in the namespace; a lab address runs."""
+    lab = Lab(netns_pair, tmp_path)
+    make_keys(lab.keys, [curve.CONTROLLER, *HOSTS])
+    keys = curve.load_controller_keys(lab.key_dir("controller", curve.CONTROLLER, list(HOSTS)), HOSTS)
+    a = lab.hosts["thinkpad"]
+    cfg = tmp_path / "thinkpad.yml"
+    cfg.write_text(yaml.safe_dump({"host": "thinkpad", "controller": f"ipc://{tmp_path}/probes.sock", "lab_ip": a.ip,
+                                   "lab_iface": a.ifname, "port": PORT, "home": str(tmp_path / "hosts" / "thinkpad"),
+                                   "keys_dir": lab.key_dir("hosts/thinkpad", "thinkpad", [curve.CONTROLLER])}))
+    ns = namespace_inode(a.ns)
+
+    def nc_in_namespace() -> list[int]:
+        return [p for p in processes.pids_in_netns(ns) if processes.argv0(p) in ("nc", "nc.openbsd")]
+
+    async def main() -> list[dict]:
+        ctx = zmq.asyncio.Context()
+        bus = ProbeBus(ctx, Fleet(admit=HOSTS), curve=keys)
+        bus.bind(f"ipc://{tmp_path}/probes.sock")
+        serving = asyncio.create_task(bus.serve())
+        try:
+            await asyncio.to_thread(a.run, str(VENV_BIN / "tcplab-probe"), "start", "--config",
+                                    str(cfg), timeout=30)
+            for _ in range(200):
+                if bus.connected("thinkpad"):
+                    break
+                await asyncio.sleep(0.1)
+            answers = [await bus.command("thinkpad", "connect", args, 10) for args in (
+                {"ip": "-lk"}, {"ip": "8.8.8.8"}, {"ip": "10.90.0.2 -e/bin/sh"}, {"ip": "10.90.0.2", "port": 65536})]
+            answers.append({"nc": nc_in_namespace()})
+            server = netns_pair.b.popen("nc", "-l", "--", str(PORT), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+            try:
+                await asyncio.sleep(0.3)  # b listens
+                answers.append(await bus.command("thinkpad", "connect", {"ip": netns_pair.b.ip, "port": PORT}, 10))
+                await asyncio.sleep(0.2)
+                answers.append({"nc": [processes.cmdline(p) for p in nc_in_namespace()]})
+                await bus.command("thinkpad", "abort", {}, 10)
+            finally:
+                server.kill()
+                server.wait()
+            return answers
+        finally:
+            await asyncio.to_thread(a.run, str(VENV_BIN / "tcplab-probe"), "stop", "--config", str(cfg), check=False,
+                                    timeout=30)
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+            bus.close(0)
+            ctx.term()
+
+    answers = asyncio.run(main())
+    errors = [r.get("error") for r in answers[:4]]
+    assert [r["ok"] for r in answers[:4]] == [False] * 4 and all("\n" not in e for e in errors)
+    assert errors == ["connect ip '-lk' is not a plain unicast IPv4 address",
+                      "LabAddressError: 8.8.8.8 is outside this host's lab network 10.90.0.0/24 (eth0)",
+                      "connect ip '10.90.0.2 -e/bin/sh' is not a plain unicast IPv4 address",
+                      "connect port 65536 is outside 1..65535"]
+    assert answers[4] == {"nc": []}
+    assert answers[5]["ok"] is True and answers[6] == {"nc": [f"/usr/bin/nc -- {netns_pair.b.ip} {PORT}"]}
+    assert nc_in_namespace() == []
