@@ -140,7 +140,8 @@ def _cancel(client: ControlClient, seen: dict) -> int:
     except Unreachable as e:
         _say(f"tcplab: {e}")
     else:
-        _say(f"tcplab: run cancelled: {body.get('error')}" + (f"\nrun files: {body['dir']}" if body.get("dir") else ""))
+        _say(visible(f"tcplab: run cancelled: {body.get('error')}")
+             + (f"\nrun files: {body['dir']}" if body.get("dir") else ""))
     return INTERRUPTED
 
 
@@ -160,7 +161,8 @@ def _say(line: str) -> None:
 
 def _print_progress(body: dict) -> None:
     if body.get("event") == "run_started":
-        print(visible(f"run {body.get('run')} started: {body.get('steps')} steps, files in {body.get('dir')}"), flush=True)
+        print(visible(f"run {body.get('run')} started: {body.get('steps')} steps, files in {body.get('dir')}"),
+              flush=True)
     elif body.get("event") == "step":
         status = body.get("status")
         line = f"[{body.get('index')}/{body.get('total')}] {body.get('action')} on {body.get('target')}: {status}"
