@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from pathlib import Path
 from typing import Any, Iterator
 
 import structlog
