@@ -185,89 +185,78 @@ def test_a_probe_killed_with_9_is_swept_by_the_next_before_its_hello(lab):
     assert last["leftovers_swept"] < last["transport_connecting"]  # swept before it connected
 
 
-def test_a_controller_killed_with_9_mid_run_leaves_no_host_shaped_and_no_nc(netns_pair, tmp_path):
-    require_root()
+@pytest.fixture
+def real_lab(netns_pair, tmp_path):
+    """A real controller and two real probes; ``runs_started``: the ``tcplab run`` processes the test starts."""
     lab = Lab(netns_pair, tmp_path)
-    cli = None
+    lab.runs_started = []
     try:
-        lab.start()
-        path = tmp_path / "long.yml"
-        path.write_text(yaml.safe_dump({"name": "long", "port": PORT, "delay": 0.3, "steps": [
-            {"action": "shape", "host": ["thinkpad", "raspberrypi"]},
-            {"action": "listen", "host": "thinkpad", "expect": ["thinkpad LISTEN"]},
-            {"action": "wait", "expect": ["raspberrypi ESTABLISHED"], "timeout": 120}]}))
-        cli = subprocess.Popen([str(VENV_BIN / "tcplab"), "run", str(path),
-                                "--controller-home", str(lab.controller_home)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        nc_file = tmp_path / "hosts" / "thinkpad" / "nc.pid"
-        t0 = time.monotonic()
-        while not (nc_file.exists() and all(leftovers(h) for h in lab.hosts.values())):
-            assert time.monotonic() - t0 < 30 and cli.poll() is None, "the run did not shape and listen"
-            time.sleep(0.05)
-        nc = int(nc_file.read_text().split()[0])
-        controller = pidfile.alive(lab.controller_home / "controller.pid", str(lab.controller_cfg))
-        assert controller
-        os.kill(controller, signal.SIGKILL)
-        t0 = time.monotonic()
-        while any(leftovers(h) for h in lab.hosts.values()) or pidfile.running(nc):
-            assert time.monotonic() - t0 < DEADMAN_S + 2, \
-                {n: leftovers(h) for n, h in lab.hosts.items()} | {"nc running": pidfile.running(nc)}
-            time.sleep(0.05)
-        assert time.monotonic() - t0 >= DEADMAN_S - 1.5  # the probes waited out the silence (heard <= 1 s before)
-        for name in lab.hosts:
-            fired = logged(tmp_path / "hosts" / name / "probe.log", "deadman_fired")
-            assert len(fired) == 1 and any(c.startswith("shaping ") for c in fired[0]["cleared"]), (name, fired)
-        assert lab.probe_pid("thinkpad") and lab.probe_pid("raspberrypi")  # the probes live on, waiting
+        yield lab.start()
     finally:
-        if cli is not None and cli.poll() is None:
-            cli.kill()
-            cli.wait(10)
+        for cli in lab.runs_started:
+            if cli.poll() is None:
+                cli.kill()
+                cli.wait(10)
         lab.close()
 
 
-def run_in_background(lab: Lab, scenario: dict) -> subprocess.Popen:
-    path = lab.root / f"{scenario['name']}.yml"
-    path.write_text(yaml.safe_dump(scenario))
-    return subprocess.Popen([str(VENV_BIN / "tcplab"), "run", str(path), "--controller-home", str(lab.controller_home)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def run_until_its_wait(lab: Lab, name: str, shaped: list[str], timeout: float) -> subprocess.Popen:
+    """``tcplab run`` of: shape ``shaped``, listen on thinkpad, then wait ``timeout`` s for a
+    connection that never comes; returns once the CLI said the wait step started."""
+    path = lab.root / f"{name}.yml"
+    path.write_text(yaml.safe_dump({"name": name, "port": PORT, "delay": 0.3, "steps": [
+        {"action": "shape", "host": shaped},
+        {"action": "listen", "host": "thinkpad", "expect": ["thinkpad LISTEN"]},
+        {"action": "wait", "expect": ["raspberrypi ESTABLISHED"], "timeout": timeout}]}))
+    cli = subprocess.Popen([str(VENV_BIN / "tcplab"), "run", str(path), "--controller-home", str(lab.controller_home)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lab.runs_started.append(cli)
+    said = []
+    for line in cli.stdout:  # the CLI's progress
+        said.append(line)
+        if line.startswith("[3/3] wait on -: start"):
+            break
+    assert said and said[-1].startswith("[3/3]"), "".join(said)
+    return cli
 
 
-def test_a_probe_killed_with_9_mid_run_and_started_again_puts_its_sweep_in_the_runs_trace(netns_pair, tmp_path):
-    require_root()
-    lab = Lab(netns_pair, tmp_path)
-    cli = None
-    try:
-        lab.start()
-        cli = run_in_background(lab, {"name": "killed", "port": PORT, "delay": 0.3, "steps": [
-            {"action": "shape", "host": ["thinkpad"]},
-            {"action": "listen", "host": "thinkpad", "expect": ["thinkpad LISTEN"]},
-            {"action": "wait", "expect": ["raspberrypi ESTABLISHED"], "timeout": 10}]})
-        home = tmp_path / "hosts" / "thinkpad"
-        said = []
-        for line in cli.stdout:  # the CLI's progress: kill the probe once the run is in its wait step
-            said.append(line)
-            if line.startswith("[3/3] wait on -: start"):
-                break
-        assert said and said[-1].startswith("[3/3]"), "".join(said)
-        assert leftovers(lab.hosts["thinkpad"]), "the run did not shape"
-        nc = int((home / "nc.pid").read_text().split()[0])
-        old = lab.probe_pid("thinkpad")
-        os.kill(old, signal.SIGKILL)
-        wait_gone(old, 5)
-        lab.hosts["thinkpad"].run(PROBE, "start", "--config", str(lab.probe_cfgs["thinkpad"]), timeout=30)
-        out, _ = cli.communicate(timeout=60)
-        assert cli.returncode == 1 and "[3/3] wait on -: failed" in out, out  # its expectation never came
-        assert leftovers(lab.hosts["thinkpad"]) == [] and not pidfile.running(nc)
-        run_dir = max(lab.runs.iterdir(), key=lambda d: d.stat().st_mtime)
-        recs = load(run_dir / "trace.jsonl")
-        sweeps = [r for r in recs if r["kind"] == "sweep"]
-        assert len(sweeps) == 1 and sweeps[0]["host"] == "thinkpad", sweeps
-        wait_start = next(r["t"] for r in recs if r["kind"] == "step" and r["index"] == 3 and r["status"] == "start")
-        assert sweeps[0]["t"] > wait_start  # made by the probe started again, during the wait
-        assert f"nc pid {nc}" in sweeps[0]["removed"] and f"iptables mangle chain {CHAIN}" in sweeps[0]["removed"]
-        assert f"tracefs instance tcplab-thinkpad-{old}" in sweeps[0]["removed"]
-    finally:
-        if cli is not None and cli.poll() is None:
-            cli.kill()
-            cli.wait(10)
-        lab.close()
+def test_a_controller_killed_with_9_mid_run_leaves_no_host_shaped_and_no_nc(real_lab, tmp_path):
+    lab = real_lab
+    run_until_its_wait(lab, "long", ["thinkpad", "raspberrypi"], timeout=120)
+    assert all(leftovers(h) for h in lab.hosts.values()), "the run did not shape"
+    nc = nc_pid(tmp_path / "hosts" / "thinkpad")
+    controller = pidfile.alive(lab.controller_home / "controller.pid", str(lab.controller_cfg))
+    assert controller
+    os.kill(controller, signal.SIGKILL)
+    t0 = time.monotonic()
+    while any(leftovers(h) for h in lab.hosts.values()) or pidfile.running(nc):
+        assert time.monotonic() - t0 < DEADMAN_S + 2, \
+            {n: leftovers(h) for n, h in lab.hosts.items()} | {"nc running": pidfile.running(nc)}
+        time.sleep(0.05)
+    assert time.monotonic() - t0 >= DEADMAN_S - 1.5  # the probes waited out the silence (heard <= 1 s before)
+    for name in lab.hosts:
+        fired = logged(tmp_path / "hosts" / name / "probe.log", "deadman_fired")
+        assert len(fired) == 1 and any(c.startswith("shaping ") for c in fired[0]["cleared"]), (name, fired)
+    assert lab.probe_pid("thinkpad") and lab.probe_pid("raspberrypi")  # the probes live on, waiting
+
+
+def test_a_probe_killed_with_9_mid_run_and_started_again_puts_its_sweep_in_the_runs_trace(real_lab, tmp_path):
+    lab = real_lab
+    cli = run_until_its_wait(lab, "killed", ["thinkpad"], timeout=10)
+    assert leftovers(lab.hosts["thinkpad"]), "the run did not shape"
+    nc = nc_pid(tmp_path / "hosts" / "thinkpad")
+    old = lab.probe_pid("thinkpad")
+    os.kill(old, signal.SIGKILL)
+    wait_gone(old, 5)
+    lab.hosts["thinkpad"].run(PROBE, "start", "--config", str(lab.probe_cfgs["thinkpad"]), timeout=30)
+    out, _ = cli.communicate(timeout=60)
+    assert cli.returncode == 1 and "[3/3] wait on -: failed" in out, out  # its expectation never came
+    assert leftovers(lab.hosts["thinkpad"]) == [] and not pidfile.running(nc)
+    run_dir = max(lab.runs.iterdir(), key=lambda d: d.stat().st_mtime)
+    recs = load(run_dir / "trace.jsonl")
+    sweeps = [r for r in recs if r["kind"] == "sweep"]
+    assert len(sweeps) == 1 and sweeps[0]["host"] == "thinkpad", sweeps
+    wait_start = next(r["t"] for r in recs if r["kind"] == "step" and r["index"] == 3 and r["status"] == "start")
+    assert sweeps[0]["t"] > wait_start  # made by the probe started again, during the wait
+    assert f"nc pid {nc}" in sweeps[0]["removed"] and f"iptables mangle chain {CHAIN}" in sweeps[0]["removed"]
+    assert f"tracefs instance tcplab-thinkpad-{old}" in sweeps[0]["removed"]
