@@ -249,12 +249,17 @@ def fuzz(frames: int, batch: int, seed: int, names: list[str], root: Path) -> di
                 break
             for t in live:
                 gen = gens[t.name]
-                for i in range(min(batch, frames - start)):
-                    t.send(next(gen))
-                    if i % 256 == 0:
-                        t.drain()
-                t.thrown += min(batch, frames - start)
+                try:
+                    for i in range(min(batch, frames - start)):
+                        t.send(next(gen))
+                        t.thrown += 1
+                        if i % 256 == 0:
+                            t.drain()
+                except zmq.ZMQError as e:  # EHOSTUNREACH: the probe is gone from its connection
+                    t.failure = f"{e} after {t.thrown} frames (daemons running: {d.alive()})"
             for t in live:
+                if t.failure is not None:
+                    continue
                 t.drain()
                 if not d.alive():
                     t.failure = f"a daemon exited: {d.tail()}"
