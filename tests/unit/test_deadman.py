@@ -15,8 +15,9 @@ import pytest
 from probe.deadman import DEADMAN_S, DeadMan
 from tcplab.wire.bodies import check_event
 
-SILENCE = 0.15
+SILENCE = 0.25
 EVERY = 0.01
+SLACK = 0.4  # how late a firing may be on a loaded machine (six test runs on two cores)
 
 
 def looped(test):
@@ -67,6 +68,13 @@ async def run_for(dm: DeadMan, seconds: float, hear: "Host | None" = None, hear_
         await asyncio.gather(task, return_exceptions=True)
 
 
+async def until(cond, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond() and loop.time() < end:
+        await asyncio.sleep(EVERY)
+
+
 def test_the_switch_is_five_seconds():
     assert DEADMAN_S == 5.0
 
@@ -79,10 +87,10 @@ async def test_a_silent_controller_fires_it_once_after_the_silence():
     await run_for(host.deadman(), SILENCE * 4)
     assert len(host.disarmed_at) == 1  # once: nothing is armed after it
     waited = host.disarmed_at[0] - host.heard
-    assert SILENCE <= waited <= SILENCE + EVERY + 0.1, waited
+    assert SILENCE <= waited <= SILENCE + SLACK, waited
     [ev] = host.events
     assert ev["kind"] == "deadman" and ev["cleared"] == ["shaping nfqueue on eth0 port 9090", "nc pid 42"]
-    assert SILENCE <= ev["silent_s"] <= SILENCE + EVERY + 0.1 and isinstance(ev["t_ns"], int) and ev["t_ns"] > 0
+    assert SILENCE <= ev["silent_s"] <= SILENCE + SLACK and isinstance(ev["t_ns"], int) and ev["t_ns"] > 0
     assert not host.armed()
     check_event(ev)  # what the controller's bus will take
 
@@ -90,7 +98,7 @@ async def test_a_silent_controller_fires_it_once_after_the_silence():
 @looped
 async def test_a_controller_heard_more_often_than_the_silence_never_fires_it():
     host = Host()
-    await run_for(host.deadman(), SILENCE * 5, hear=host, hear_every=SILENCE / 3)
+    await run_for(host.deadman(silence=0.6), 1.5, hear=host, hear_every=0.05)  # 12 frames a silence
     assert host.disarmed_at == [] and host.events == [] and host.armed()
 
 
@@ -138,10 +146,16 @@ async def test_armed_after_a_silence_began_still_waits_the_whole_silence_from_th
 @looped
 async def test_a_failed_disarm_is_said_and_tried_again_one_silence_later():
     host = Host(fail=True)
-    await run_for(host.deadman(), SILENCE * 2.6)
-    assert len(host.disarmed_at) == 2  # at SILENCE and at 2 x SILENCE, not every check
+    dm = host.deadman()
+    task = asyncio.create_task(dm.watch())
+    try:
+        await until(lambda: len(host.disarmed_at) >= 2, SILENCE * 2 + 2 * SLACK)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert len(host.disarmed_at) == 2
     gap = host.disarmed_at[1] - host.disarmed_at[0]
-    assert SILENCE <= gap <= SILENCE + EVERY + 0.1, gap
+    assert SILENCE <= gap <= SILENCE + SLACK, gap  # one silence later, not at every check
     assert [e["cleared"] for e in host.events] == [[], []] and host.armed()
 
 
@@ -153,14 +167,13 @@ async def test_hearing_the_controller_again_starts_a_new_silence():
     task = asyncio.create_task(dm.watch())
     try:
         host.heard = loop.time()
-        await asyncio.sleep(SILENCE * 1.5)
+        await until(lambda: len(host.events) == 1, SILENCE + SLACK)
         assert len(host.events) == 1
-        host.heard = loop.time()  # the controller is back and shapes again
+        host.heard = heard_again = loop.time()  # the controller is back and shapes again
         host.shaped = True
-        await asyncio.sleep(SILENCE * 0.6)
-        assert len(host.events) == 1  # not yet: the silence started again
-        await asyncio.sleep(SILENCE * 0.8)
+        await until(lambda: len(host.events) == 2, SILENCE + SLACK)
         assert len(host.events) == 2 and host.events[1]["cleared"] == ["shaping nfqueue on eth0 port 9090"]
+        assert host.disarmed_at[1] - heard_again >= SILENCE  # a whole new silence, from the frame heard
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
