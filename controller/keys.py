@@ -53,6 +53,21 @@ def make_keys(keys_dir: str | Path, names: Iterable[str], check: bool = False) -
     return made
 
 
+def install_keys(store: str | Path, keys_dir: str | Path, own: str, publics: Iterable[str]) -> Path:
+    """What one daemon needs from the ``store``, in ``keys_dir`` (0700): ``own``'s pair and the public
+    key of each of ``publics``, 0600 (what the Ansible roles install; for the tests and benchmarks)."""
+    keys_dir = Path(keys_dir)
+    keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(keys_dir, 0o700)
+    for src in [curve.secret_path(store, own), *(curve.public_path(store, p) for p in publics)]:
+        dest = keys_dir / src.name
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(src.read_bytes())
+        os.chmod(dest, 0o600)
+    return keys_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m controller.keys", description=__doc__.splitlines()[0])
     parser.add_argument("--dir", required=True, type=Path, help="the key store (made 0700)")

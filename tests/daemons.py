@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from controller.keys import make_keys
+from controller.keys import install_keys, make_keys
 from tcplab import pidfile
 from tcplab.wire import curve
 from tests.netns import NetnsPair
@@ -58,12 +58,7 @@ class Lab:
 
     def key_dir(self, name: str, secret: str, publics: list[str]) -> str:
         """``name``'s keys_dir: ``secret``'s pair and the public keys of ``publics``, 0600 in a 0700 dir."""
-        d = self.root / name / "keys"
-        d.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for src in [curve.secret_path(self.keys, secret), *(curve.public_path(self.keys, p) for p in publics)]:
-            (d / src.name).write_bytes(src.read_bytes())
-            (d / src.name).chmod(0o600)
-        return str(d)
+        return str(install_keys(self.keys, self.root / name / "keys", secret, publics))
 
     def start(self) -> "Lab":
         endpoint = f"ipc://{self.root}/probes.sock"

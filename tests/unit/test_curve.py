@@ -18,7 +18,7 @@ import zmq.asyncio
 from controller.bus import ProbeBus
 from controller.fleet import Fleet
 from controller.keys import main as keys_main
-from controller.keys import make_keys
+from controller.keys import install_keys, make_keys
 from probe.transport import Transport
 from tcplab import wire
 from tcplab.configfile import ConfigError
@@ -213,8 +213,11 @@ def test_keys_are_made_once_0600_in_a_0700_directory(tmp_path, capsys):
     assert keys_main(["--dir", str(store), "controller", "thinkpad"]) == 0   # nothing remade
     assert '"changed": false' in capsys.readouterr().out
     assert {f: (store / f).read_bytes() for f in files} == before
-    k = curve.load_probe_keys(store, "thinkpad")
+    k = curve.load_probe_keys(install_keys(store, tmp_path / "probe" / "keys", "thinkpad", ["controller"]), "thinkpad")
     assert k.peers["controller"] == curve.load_controller_keys(store, ["thinkpad"]).public
+    assert sorted(p.name for p in (tmp_path / "probe" / "keys").iterdir()) == ["controller.key", "thinkpad.key_secret"]
+    assert stat.S_IMODE((tmp_path / "probe" / "keys").stat().st_mode) == 0o700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "probe" / "keys").iterdir()} == {0o600}
     assert zmq.curve_public(k.secret) == k.public
     (store / "thinkpad.key").unlink()                                         # half a pair: refused
     assert keys_main(["--dir", str(store), "thinkpad"]) == 2
