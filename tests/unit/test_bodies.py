@@ -5,6 +5,7 @@ ProtocolError naming the field; any bytes decode to an envelope or a ProtocolErr
 
 from __future__ import annotations
 
+import functools
 import math
 
 import msgpack
@@ -145,35 +146,28 @@ def test_every_envelope_type_has_a_declared_body():
     assert set(wire.TYPES) <= set(bodies.BODIES)
 
 
-@pytest.mark.parametrize("kind", EVENT_KINDS)
+@pytest.mark.parametrize("where, name", [("event", k) for k in EVENT_KINDS] + [("body", t) for t in TYPES])
 @SETTINGS
 @given(data=st.data())
-def test_a_valid_event_passes_and_any_one_wrong_field_is_refused_by_name(kind, data):
-    spec = bodies.EVENTS[kind]
-    body = data.draw(valid_map(spec), label="event")
-    bodies.check_event(body)
-    bodies.check_body("events", {"events": [body]})
-    name = data.draw(st.sampled_from(sorted(set(spec.checks) - {"kind"})), label="field")
-    bad = data.draw(st.sampled_from(wrong(spec.checks[name])), label="wrong value")
-    with pytest.raises(wire.ProtocolError, match=f"event '{kind}'.*'{name}'"):
-        bodies.check_event({**body, name: bad})
-
-
-@pytest.mark.parametrize("type_", TYPES)
-@SETTINGS
-@given(data=st.data())
-def test_a_valid_body_passes_and_any_one_wrong_field_is_refused_by_name(type_, data):
-    spec = bodies.BODIES[type_]
-    body = data.draw(body_of(type_), label="body")
-    bodies.check_body(type_, body)
-    if not spec.checks:
-        with pytest.raises(wire.ProtocolError, match=f"{type_} body has no field 'x'"):
-            bodies.check_body(type_, {"x": 1})
+def test_a_valid_body_passes_and_any_one_wrong_field_is_refused_by_name(where, name, data):
+    """Each event kind (check_event) and each message body (check_body)."""
+    event = where == "event"
+    spec = bodies.EVENTS[name] if event else bodies.BODIES[name]
+    check = bodies.check_event if event else functools.partial(bodies.check_body, name)
+    said = f"event '{name}'" if event else f"{name} body"
+    body = data.draw(valid_map(spec) if event else body_of(name), label="body")
+    check(body)
+    if event:
+        bodies.check_body("events", {"events": [body]})
+    fields = sorted(set(spec.checks) - {"kind"})
+    if not fields:
+        with pytest.raises(wire.ProtocolError, match=f"{said} has no field 'x'"):
+            check({"x": 1})
         return
-    name = data.draw(st.sampled_from(sorted(spec.checks)), label="field")
-    bad = data.draw(st.sampled_from(wrong(spec.checks[name])), label="wrong value")
-    with pytest.raises(wire.ProtocolError, match=f"{type_} body.*'{name}'"):
-        bodies.check_body(type_, {**body, name: bad})
+    field = data.draw(st.sampled_from(fields), label="field")
+    bad = data.draw(st.sampled_from(wrong(spec.checks[field])), label="wrong value")
+    with pytest.raises(wire.ProtocolError, match=f"{said}.*'{field}'"):
+        check({**body, field: bad})
 
 
 @pytest.mark.parametrize("type_", TYPES)
@@ -273,3 +267,9 @@ def test_the_issues_bodies_are_refused_naming_the_field(type_, body, reason):
 def test_the_issues_events_are_refused_naming_kind_and_field(event, reason):
     with pytest.raises(wire.ProtocolError, match=reason):
         bodies.check_event(event)
+
+
+def test_every_field_a_trace_record_takes_from_an_event_is_declared():
+    from controller.trace.schema import FIELDS
+    for kind, fields in FIELDS.items():
+        assert set(fields) <= set(bodies.EVENTS[str(kind)].checks), kind

@@ -7,6 +7,7 @@ and the probe's transport (frames from its controller)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import msgpack
@@ -43,19 +44,33 @@ async def _until(sock, session: wire.Session, type_: str) -> dict:
             return env["body"]
 
 
+@contextlib.asynccontextmanager
+async def _bus(tmp_path):
+    """A real ProbeBus serving on ipc, and a DEALER speaking as thinkpad (its Session)."""
+    ctx = zmq.asyncio.Context()
+    bus = ProbeBus(ctx, Fleet())
+    bus.bind(f"ipc://{tmp_path}/probes.sock")
+    serving = asyncio.create_task(bus.serve())
+    probe = ctx.socket(zmq.DEALER)
+    probe.setsockopt(zmq.ROUTING_ID, b"thinkpad")
+    probe.setsockopt(zmq.LINGER, 0)
+    probe.connect(f"ipc://{tmp_path}/probes.sock")
+    try:
+        yield bus, probe, wire.Session("thinkpad")
+    finally:
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        if bus.run is not None:
+            bus.run.close()
+        probe.close()
+        bus.close(0)
+        ctx.term()
+
+
 def test_the_probe_bus_refuses_each_attack_counts_it_and_serves_the_next_frame(tmp_path):
     async def scenario():
-        ctx = zmq.asyncio.Context()
-        bus = ProbeBus(ctx, Fleet())
-        bus.bind(f"ipc://{tmp_path}/probes.sock")
-        bus.run = run = Run(tmp_path / "run", ("thinkpad",))
-        serving = asyncio.create_task(bus.serve())
-        probe = ctx.socket(zmq.DEALER)
-        probe.setsockopt(zmq.ROUTING_ID, b"thinkpad")
-        probe.setsockopt(zmq.LINGER, 0)
-        probe.connect(f"ipc://{tmp_path}/probes.sock")
-        session = wire.Session("thinkpad")
-        try:
+        async with _bus(tmp_path) as (bus, probe, session):
+            bus.run = run = Run(tmp_path / "run", ("thinkpad",))
             await session.send(probe, "hello", {"pid": 1, "lab_ip": "10.90.0.1", "port": 9090})
             await _until(probe, session, "welcome")
             # whole frames: a list type, a result id=[1], an events body that is no batch, a hello's lab_ip "-lk"
@@ -83,13 +98,6 @@ def test_the_probe_bus_refuses_each_attack_counts_it_and_serves_the_next_frame(t
             # a command the probe would refuse is refused here, with its reason, without a frame
             refused = await bus.command("thinkpad", "listen", {"cmd": "sh"}, 5)
             assert refused["ok"] is False and refused["error"] == "listen takes no argument 'cmd'"
-        finally:
-            serving.cancel()
-            await asyncio.gather(serving, return_exceptions=True)
-            run.close()
-            probe.close()
-            bus.close(0)
-            ctx.term()
     asyncio.run(asyncio.wait_for(scenario(), 30))
 
 
@@ -127,16 +135,7 @@ def test_a_flood_of_refused_frames_is_counted_each_and_logged_a_few(tmp_path):
     from structlog.testing import capture_logs
 
     async def scenario():
-        ctx = zmq.asyncio.Context()
-        bus = ProbeBus(ctx, Fleet())
-        bus.bind(f"ipc://{tmp_path}/probes.sock")
-        serving = asyncio.create_task(bus.serve())
-        probe = ctx.socket(zmq.DEALER)
-        probe.setsockopt(zmq.ROUTING_ID, b"thinkpad")
-        probe.setsockopt(zmq.LINGER, 0)
-        probe.connect(f"ipc://{tmp_path}/probes.sock")
-        session = wire.Session("thinkpad")
-        try:
+        async with _bus(tmp_path) as (bus, probe, session):
             with capture_logs() as logs:
                 for _ in range(2500):
                     await probe.send(_raw("result", {"id": [1], "ok": True}))
@@ -145,10 +144,4 @@ def test_a_flood_of_refused_frames_is_counted_each_and_logged_a_few(tmp_path):
             assert bus.fleet.counters("thinkpad")["link_frames_refused"] == 2500
             logged = [e["refused"] for e in logs if e["event"] == "frame_refused"]
             assert logged == [*range(1, 11), 1000, 2000]
-        finally:
-            serving.cancel()
-            await asyncio.gather(serving, return_exceptions=True)
-            probe.close()
-            bus.close(0)
-            ctx.term()
     asyncio.run(asyncio.wait_for(scenario(), 30))
