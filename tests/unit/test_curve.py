@@ -294,3 +294,33 @@ def test_the_daemons_configs_load_their_keys_and_refuse_the_network_without_them
     assert probe_main(["start", "--config", str(path)]) == 2               # before anything is started
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(keys / "thinkpad.key_secret") in err and "no valid Curve" in err
+
+
+def test_the_zap_handler_admits_only_a_known_curve_key_in_its_domain(keys):
+    ctl = curve.load_controller_keys(keys, HOSTS)
+    auth = curve.Authenticator(zmq.asyncio.Context.instance(), ctl)
+    known = zmq.utils.z85.decode(curve.load_probe_keys(keys, "raspberrypi").public)
+    stranger = zmq.utils.z85.decode(curve.load_keys(keys, "stranger", []).public)
+    ask = [b"1.0", b"7", b"tcplab", b"10.90.0.9", b"", b"CURVE"]
+    assert auth.reply([*ask, known]) == [b"1.0", b"7", b"200", b"OK", b"raspberrypi", b""]
+    for bad in ([*ask, stranger], [*ask, known[:31]], [*ask], [*ask, known, known],
+                [b"1.0", b"7", b"other", b"", b"", b"CURVE", known], [b"1.0", b"7", b"tcplab", b"", b"", b"NULL"],
+                [b"2.0", b"7", b"tcplab", b"", b"", b"CURVE", known], [b"1.0", b"7"], [b"1.0"]):
+        reply = auth.reply(bad)
+        assert reply[2] == b"400" and reply[4] == b"", bad
+    assert auth.refused == 9
+
+
+def test_a_curve_server_without_its_zap_handler_admits_nobody(tmp_path, keys):
+    """ZAP_DOMAIN and ZAP_ENFORCE_DOMAIN: a bus whose authenticator is not running fails closed."""
+    async def scenario():
+        ctx = zmq.asyncio.Context()
+        router = curve.server(ctx.socket(zmq.ROUTER), curve.load_controller_keys(keys, HOSTS))
+        router.bind(f"ipc://{tmp_path}/bare.sock")
+        dealer = Peer(ctx, f"ipc://{tmp_path}/bare.sock", "thinkpad", keys_dir=keys, key="thinkpad")
+        await dealer.send("hello", "thinkpad", HELLO)
+        assert await router.poll(1000) == 0
+        dealer.sock.close()
+        router.close(0)
+        ctx.term()
+    run(scenario())
