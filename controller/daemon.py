@@ -67,6 +67,7 @@ class Controller:
         self.cleanup = Cleanup(self.bus, set())
         self.bus.on_hello = self._at_hello
         self.liveness = Liveness(self.bus)
+        self.liveness.on_silent, self.liveness.on_back = self.cleanup.owe, self.cleanup.reached
         self.bus.on_pong = self.clock.pong
         self.runner = ScenarioRunner(cfg.runs_dir, self.bus, self.clock)
         self.control = ControlServer(self.ctx, cfg.control_path, self.fleet, self.runner)
@@ -75,7 +76,7 @@ class Controller:
 
     def _at_hello(self, host: str) -> None:
         self.clock.at_hello(host)
-        self.cleanup.at_hello(host)
+        self.cleanup.reached(host)
 
     @property
     def stopping(self) -> asyncio.Event:

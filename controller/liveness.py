@@ -11,6 +11,10 @@
   (:meth:`controller.run.Run.note_silent` wakes the expectation wait); every command waiting on
   it fails at once with :class:`ProbeSilent` instead of waiting out its timeout. A silent probe is
   sent nothing until it speaks again (``probe_back``): a stopped process's queue would only grow.
+  A probe silent during a run may come back still shaped, its nc running (a stopped process's
+  dead-man switch cannot fire, and the frames queued for it refresh its ``last_heard`` at once):
+  :attr:`Liveness.on_silent` and :attr:`Liveness.on_back` let the controller clear it then
+  (controller.recovery's :class:`~controller.recovery.Cleanup`).
 
 The silence is measured from the last frame, so "reported within 3 s of the probe stopping"
 holds for a probe whose heartbeats came every second: its last one came at most 1 s before it
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import structlog
 
@@ -51,6 +55,8 @@ class Liveness:
         self.bus = bus
         self.silent: dict[str, str] = {}  # host -> why it is silent (as reported), until it speaks again
         self._beat_at = 0.0
+        self.on_silent: Callable[[str], None] = lambda host: None  # a host of the run in progress fell silent
+        self.on_back: Callable[[str], None] = lambda host: None    # a silent host speaks again
 
     async def serve(self) -> None:
         """Heartbeats and silences until cancelled."""
@@ -84,6 +90,7 @@ class Liveness:
             elif quiet_s < ALIVE_S and host in self.silent:
                 del self.silent[host]
                 log.info("probe_back", probe=host)
+                self.on_back(host)
                 run = self.bus.run
                 if run is not None and host in run.hosts:
                     run.note_back(host)
@@ -96,6 +103,7 @@ class Liveness:
         in_run = run is not None and host in run.hosts
         log.warning("probe_silent", probe=host, silent_s=round(quiet_s, 3), run=run.id if in_run else None)
         if in_run:
+            self.on_silent(host)
             await run.note_silent(host, why, quiet_s)
 
     def _fail_waiting(self, host: str, why: str) -> None:

@@ -13,6 +13,7 @@ probes that were shaping for them.
 - Its hosts are owed a clean-up (:class:`Cleanup`): when each says hello again (a probe says hello
   after 5 s without a word from its controller), the controller sends ``abort`` (its nc ended) and
   ``shape clear``, whatever the probe's own dead-man switch already did (clearing twice is harmless).
+  A host that fell silent during a run is owed one too, when it speaks again (controller.liveness).
 """
 
 from __future__ import annotations
@@ -121,14 +122,18 @@ def mark_interrupted(run_dir: Path, facts: dict) -> None:
 
 
 class Cleanup:
-    """The hosts of runs a killed controller left: each gets abort and shape clear at its next hello."""
+    """The hosts owed a clean-up (a killed controller's runs', a host silent during a run): each gets
+    abort and shape clear when it is reached again (:meth:`reached`: its hello, its return)."""
 
     def __init__(self, bus: ProbeBus, hosts: set[str]):
         self.bus = bus
         self.owed = set(hosts)
         self._tasks: set[asyncio.Task] = set()
 
-    def at_hello(self, host: str) -> None:
+    def owe(self, host: str) -> None:
+        self.owed.add(host)
+
+    def reached(self, host: str) -> None:
         if host in self.owed:
             task = asyncio.create_task(self.clean(host))
             self._tasks.add(task)

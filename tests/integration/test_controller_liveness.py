@@ -123,12 +123,19 @@ def test_a_stopped_probe_fails_the_step_waiting_within_3_s_naming_it(lab):
         events = log_events(lab.controller_home / "controller.log")
         assert [e["probe"] for e in events if e["event"] == "probe_silent"] == ["raspberrypi"]
         assert not nc_running(lab.hosts["thinkpad"])  # the host that answers was cleaned up
+        assert nc_running(lab.hosts["raspberrypi"])  # a stopped probe could end nothing
         os.kill(stopped, signal.SIGCONT)
         stopped = None
         deadline = time.monotonic() + 10
         while not any(e["event"] == "probe_back" for e in log_events(lab.controller_home / "controller.log")):
             assert time.monotonic() < deadline, "the probe did not come back"
             time.sleep(0.1)
+        deadline = time.monotonic() + 10  # back, still running its nc: the controller ends it
+        while nc_running(lab.hosts["raspberrypi"]):
+            assert time.monotonic() < deadline, "the probe that came back still runs its nc"
+            time.sleep(0.1)
+        assert "raspberrypi" in {e["probe"] for e in log_events(lab.controller_home / "controller.log")
+                                 if e["event"] == "leftover_cleanup_done"}
         for name in lab.hosts:  # every heartbeat of the controller was a frame the probe took
             refused = [e for e in log_events(lab.root / "hosts" / name / "probe.log") if e["event"] == "frame_refused"]
             assert refused == [], refused

@@ -52,6 +52,9 @@ def test_a_silent_probe_is_reported_once_and_what_waits_on_it_fails_at_once(tmp_
     async def scenario():
         async with _bus_and_probe(tmp_path) as (bus, probe):
             live = Liveness(bus)
+            told: list[tuple[str, str]] = []
+            live.on_silent = lambda host: told.append(("silent", host))
+            live.on_back = lambda host: told.append(("back", host))
             run = bus.run = Run(tmp_path / "run-2", ("thinkpad",))
             beating = asyncio.create_task(live.serve())
             try:
@@ -85,6 +88,7 @@ def test_a_silent_probe_is_reported_once_and_what_waits_on_it_fails_at_once(tmp_
                 (fact,) = run.silences["thinkpad"]
                 assert fact["silent_s"] >= ALIVE_S and fact["back_t"] > fact["t"]
                 assert bus.connected("thinkpad") and "thinkpad" not in live.silent
+                assert told == [("silent", "thinkpad"), ("back", "thinkpad")]  # the controller's clean-up hooks
             finally:
                 beating.cancel()
                 await asyncio.gather(beating, return_exceptions=True)
