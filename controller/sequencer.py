@@ -176,8 +176,8 @@ class Sequencer:
             try:
                 result = await self.bus.command(host, step.action, args, COMMAND_TIMEOUT_S)
             except (TimeoutError, ConnectionError) as e:
-                raise StepFailed(f"step {step.index} ({step.action} on {step.target}): {host} did not answer "
-                                 f"({e})") from e
+                why = self.run.silent.get(host) or f"{host} did not answer ({e})"  # silent: liveness said why
+                raise StepFailed(f"step {step.index} ({step.action} on {step.target}): {why}") from e
             if not result.get("ok"):
                 raise StepFailed(f"step {step.index} ({step.action} on {step.target}): {host} refused: "
                                  f"{result.get('error')}")

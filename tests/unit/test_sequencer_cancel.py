@@ -7,7 +7,7 @@ import asyncio
 import time
 
 from controller import scenario
-from controller.liveness import silence
+from controller.liveness import ProbeSilent, silence
 from controller.run import Run
 from controller.sequencer import Sequencer
 from tests.unit.test_sequencer import CLEANED, SEED, FakeBus, steps_of
@@ -95,3 +95,24 @@ def test_a_host_that_falls_silent_fails_the_step_waiting_naming_it(tmp_path):
     assert ok is False and seq.failed_step == 2
     assert seq.error == "step 2 (wait on -): thinkpad stopped answering (nothing heard from it for 3.0 s)"
     assert run.silences["thinkpad"][0]["silent_s"] == 3.04
+
+
+class FallsSilent(FakeBus):
+    """raspberrypi stops answering while its connect waits for a result (what liveness does then)."""
+
+    async def command(self, host: str, action: str, args: dict, timeout: float) -> dict:
+        if (host, action) == ("raspberrypi", "connect"):
+            self.commands.append((host, action, args))
+            why = silence(host, 3.02)
+            await self.run.note_silent(host, why, 3.02)
+            raise ProbeSilent(why)
+        return await super().command(host, action, args, timeout)
+
+
+def test_a_host_that_falls_silent_during_its_command_fails_the_step_naming_it(tmp_path):
+    async def nothing(seq, run):
+        pass
+
+    seq, bus, run, ok, _ = _play(tmp_path, _scn([SEED[0], SEED[1], SEED[2]]), nothing, bus_cls=FallsSilent)
+    assert ok is False and seq.failed_step == 3
+    assert seq.error == "step 3 (connect on raspberrypi): raspberrypi stopped answering (nothing heard from it for 3.0 s)"
