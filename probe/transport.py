@@ -87,6 +87,7 @@ class Transport:
         self.last_heard = 0.0
         self._progress_at = 0.0  # when the acknowledgements last moved (or nothing was pending)
         self._last_hello = 0.0
+        self._pumping = False  # a pump is sending (the sender's events, the receiver's acks, the keepalive)
 
     @property
     def unacked(self) -> list[int]:
@@ -128,18 +129,24 @@ class Transport:
 
     async def pump(self) -> int:
         """Send the outbox's queued batches while the socket takes them without waiting."""
+        if self._pumping:  # one pump at a time: the one sending takes what is queued meanwhile too
+            return 0
         loop, sent = asyncio.get_running_loop(), 0
-        while (batch := self.outbox.next()) is not None:
-            try:
-                await self.session.send_frame(self.sock, batch.frame, flags=zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            if batch.sent is not None:
-                self.resent += batch.count
-            self.outbox.sent(batch, loop.time())
-            sent += 1
-            if sent % YIELD_EVERY == 0:  # a send that does not block never yields by itself
-                await asyncio.sleep(0)
+        self._pumping = True
+        try:
+            while (batch := self.outbox.next()) is not None:
+                try:  # may wait behind a blocked send (a result, a pong): another task runs meanwhile
+                    await self.session.send_frame(self.sock, batch.frame, flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if batch.sent is not None:
+                    self.resent += batch.count
+                self.outbox.sent(batch, loop.time())
+                sent += 1
+                if sent % YIELD_EVERY == 0:  # a send that does not block never yields by itself
+                    await asyncio.sleep(0)
+        finally:
+            self._pumping = False
         return sent
 
     async def hello(self) -> None:
