@@ -100,8 +100,9 @@ class Daemons:
             time.sleep(0.05)
         raise RuntimeError(f"the daemons did not come up: {self.tail()}")
 
-    def alive(self) -> bool:
-        return all(p.poll() is None for p in self.procs.values())
+    def alive(self, name: str | None = None) -> bool:
+        """Both daemons run (or the one named)."""
+        return all(p.poll() is None for n, p in self.procs.items() if name in (None, n))
 
     def tail(self) -> dict[str, str]:
         return {n: self.log(n).read_text(errors="replace")[-1500:] for n in self.procs if self.log(n).exists()}
@@ -150,6 +151,7 @@ class Target:
 
     def __init__(self, name: str, sock: zmq.Socket, ask, answered, peer: bytes | None = None):
         self.name, self.sock, self.ask, self.answered, self.peer = name, sock, ask, answered, peer
+        self.daemon = "probe" if name == "probe" else "controller"
         self.thrown = self.survived = 0
         self.failure: str | None = None
 
@@ -256,13 +258,13 @@ def fuzz(frames: int, batch: int, seed: int, names: list[str], root: Path) -> di
                         if i % 256 == 0:
                             t.drain()
                 except zmq.ZMQError as e:  # EHOSTUNREACH: the probe is gone from its connection
-                    t.failure = f"{e} after {t.thrown} frames (daemons running: {d.alive()})"
+                    t.failure = f"{e} after {t.thrown} frames (the {t.daemon} running: {d.alive(t.daemon)})"
             for t in live:
                 if t.failure is not None:
                     continue
                 t.drain()
-                if not d.alive():
-                    t.failure = f"a daemon exited: {d.tail()}"
+                if not d.alive(t.daemon):
+                    t.failure = f"the {t.daemon} exited: {d.tail()[t.daemon][-600:]}"
                 elif not t.answers_or_gone(start // batch + 1):
                     t.failure = f"no answer after {t.thrown} frames"
                 else:
