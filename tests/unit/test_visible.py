@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from rich.console import Console
 from controller.film import html, model, playback, story, term
 from controller.film.visible import visible
 from controller.trace import load
-from tests.unit.test_watch import RUN, controller, tcplab
+from tests.unit.test_watch import RUN, controller
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = REPO / "tests" / "data" / "seed-0.3s.trace.jsonl"
@@ -68,13 +70,21 @@ def test_replay_shows_the_sequences_visibly(terminal):
 def test_watch_prints_the_sequences_visibly(tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
-    writer = controller(runs, hostile_records(), delay=0.3)
-    res = tcplab("watch", "--runs", str(runs), "--since-now")
-    writer.join(5)
-    assert res.returncode == 0, res.stderr
-    _no_raw(res.stdout)
-    assert "\x1b" not in res.stdout and "\\x1b[2J\\x1b]0;pwned\\x07\\rEVIL" in res.stdout
-    assert res.stdout.rstrip().endswith(f"{RUN}: finished")
+    watch = subprocess.Popen([sys.executable, "-m", "controller.cli", "watch", "--runs", str(runs), "--since-now"],
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = watch.stdout.readline()  # it is watching: only now does the run begin (a loaded machine
+        assert first.startswith("waiting for a run")  # may take longer to start it than the run takes)
+        writer = controller(runs, hostile_records(), delay=0.0)
+        out, err = watch.communicate(timeout=60)
+        writer.join(5)
+    finally:
+        watch.kill()
+        watch.wait()
+    assert watch.returncode == 0, err
+    _no_raw(out)
+    assert "\x1b" not in out and "\\x1b[2J\\x1b]0;pwned\\x07\\rEVIL" in out
+    assert out.rstrip().endswith(f"{RUN}: finished")
 
 
 def test_story_and_the_page_show_the_sequences_visibly():
