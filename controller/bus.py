@@ -78,7 +78,7 @@ class ProbeBus:
     def bind(self, endpoint: str) -> None:
         """Bind (in the event loop: the authenticator starts first, so nobody gets in unchecked)."""
         if self.auth is not None:
-            self.auth.start()
+            self.auth.start(watch=self.sock)
         self.sock.bind(endpoint)
 
     def close(self, linger_ms: int = 500) -> None:

@@ -37,6 +37,7 @@ import zmq
 import zmq.asyncio
 import zmq.auth
 from zmq.utils import z85
+from zmq.utils.monitor import parse_monitor_message
 
 from tcplab.configfile import ConfigError
 
@@ -46,6 +47,8 @@ ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # where libzmq asks (RFC 27)
 KEY_LEN = 40  # a z85 Curve key
 
 log = structlog.get_logger("wire.curve")
+# what a server socket's monitor reports (a refused key is the ZAP handler's to count)
+HANDSHAKE_FAILED = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,9 @@ class Authenticator:
     """The controller's ZAP handler (RFC 27, ``inproc://zeromq.zap.01`` of its context): admits only
     ``keys.peers``' public keys, and a connection's ``User-Id`` is its key's host name. Refusals are
     counted (:attr:`refused`) and logged (the first few, then every thousandth: a stranger picks its
-    rate). :meth:`start` inside the event loop, before the bind.
+    rate). :meth:`start` inside the event loop, before the bind; with ``watch`` (the server socket) it
+    also counts the handshakes that never reach it (:attr:`failed`: a peer without Curve, a garbled
+    one) from the socket's monitor.
 
     Not pyzmq's AsyncioAuthenticator: a second one started in the same event loop (a second bus)
     never saw its requests (pyzmq 27.3), and every connection of it waited forever."""
@@ -180,23 +185,41 @@ class Authenticator:
         self.ctx = ctx
         self.names = keys.by_key
         self.refused = 0
+        self.failed = 0
         self.sock: zmq.asyncio.Socket | None = None
-        self._task: asyncio.Task | None = None
+        self._monitor: zmq.asyncio.Socket | None = None
+        self._tasks: list[asyncio.Task] = []
 
-    def start(self) -> None:
+    def start(self, watch: zmq.Socket | None = None) -> None:
         if self.sock is not None:
             return
         self.sock = self.ctx.socket(zmq.REP)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.bind(ZAP_ENDPOINT)
-        self._task = asyncio.ensure_future(self._serve())
+        self._tasks = [asyncio.ensure_future(self._serve())]
+        if watch is not None:
+            self._monitor = watch.get_monitor_socket(HANDSHAKE_FAILED)
+            self._tasks.append(asyncio.ensure_future(self._watch()))
 
     def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        if self.sock is not None:
-            self.sock.close(linger=0)
-        self.sock = self._task = None
+        for task in self._tasks:
+            task.cancel()
+        for sock in (self.sock, self._monitor):
+            if sock is not None:
+                sock.close(linger=0)
+        self.sock = self._monitor = None
+        self._tasks = []
+
+    async def _watch(self) -> None:
+        while True:
+            event = parse_monitor_message(await self._monitor.recv_multipart())
+            self.failed += 1
+            if self.failed <= 10 or self.failed % 1000 == 0:
+                try:
+                    reason = zmq.Event(event["value"]).name
+                except ValueError:
+                    reason = str(event["value"])
+                log.warning("handshake_refused", reason=reason, failed=self.failed)
 
     async def _serve(self) -> None:
         while True:

@@ -155,5 +155,5 @@ def test_a_stranger_without_a_lab_key_cannot_inject_into_a_real_run(netns_pair, 
     trace = (run_dir / "trace.jsonl").read_text()
     assert "INJECTED" not in trace
     log = (lab.controller_home / "controller.log").read_text()
-    assert "curve_refused" in log
+    assert "curve_refused" in log and "handshake_refused" in log  # the strangers' keys; the peers without Curve
     assert "INJECTED" not in log

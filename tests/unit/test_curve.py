@@ -120,6 +120,7 @@ def test_no_key_or_a_strangers_key_gets_nothing_and_leaves_nothing(tmp_path, key
             assert await plain.heard() == [] and await stranger.heard() == []
             assert bus.fleet.probes == {} and bus.session.counters["received"] == 0
             assert bus.auth.refused >= 1                      # the stranger's key, at its handshake
+            assert bus.auth.failed >= 1                       # the peer without Curve, from the monitor
             assert all(bus.fleet.counters(h)["link_frames_refused"] == 0 for h in HOSTS)
             # the lab host with its own key is heard at once on the same bus
             real = bus.peer("thinkpad", key="thinkpad")
