@@ -325,3 +325,11 @@ def test_a_curve_server_without_its_zap_handler_admits_nobody(tmp_path, keys):
         router.close(0)
         ctx.term()
     run(scenario())
+
+
+@pytest.mark.parametrize("endpoint, needs", [
+    ("ipc:///run/tcplab/probes.sock", False), ("tcp://127.0.0.1:5555", False), ("tcp://127.0.0.2:5555", False),
+    ("tcp://localhost:5555", False), ("tcp://[::1]:5555", False), ("tcp://10.90.0.254:5555", True),
+    ("tcp://0.0.0.0:5555", True), ("tcp://*:5555", True), ("tcp://wlp5s0:5555", True), ("tcp://[::]:5555", True)])
+def test_only_an_endpoint_no_other_machine_reaches_may_go_without_keys(endpoint, needs):
+    assert curve.needs_keys(endpoint) is needs
