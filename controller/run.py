@@ -43,6 +43,7 @@ __all__ = ["LISTENER_REMOTE", "Run", "RunDirError", "new_run_dir"]
 
 log = structlog.get_logger("controller")
 FACTS = ("capture_stats", "counters")  # event kinds that are run.json's, not the trace's
+_FIELDS = {str(kind): fields for kind, fields in FIELDS.items()}  # by the kind's plain string
 
 
 class RunDirError(TcplabError, RuntimeError):
@@ -118,17 +119,22 @@ class Run:
     def _record(self, host: str, body: dict, clock: ClockEstimate) -> dict | None:
         """The trace record of one event (None: a fact for run.json, an unknown kind, before the start)."""
         kind = body.get("kind")
-        if kind in FACTS:
-            self._fact(host, kind, body)
+        fields = _FIELDS.get(kind) if type(kind) is str else None
+        if fields is None:
+            if kind in FACTS:
+                self._fact(host, kind, body)
             return None
-        if kind not in FIELDS or not isinstance(body.get("t_ns"), int):
+        t_ns = body.get("t_ns")
+        if not isinstance(t_ns, int):
             return None
-        t = self.t(clock.to_controller(body["t_ns"]))
+        t = self.t(clock.to_controller(t_ns))
         if t < 0:
             return None
         rec = {"t": t, "host": host, "kind": kind}
-        rec.update({k: body[k] for k in FIELDS[kind] if k in body})
-        self._stamped.append((rec, body["t_ns"]))
+        for k in fields:
+            if k in body:
+                rec[k] = body[k]
+        self._stamped.append((rec, t_ns))
         if kind == Kind.PACKET:
             if isinstance(body.get("raw"), bytes) and isinstance(body.get("wall_ns"), int):
                 self.pcaps.write(host, body["raw"], body["wall_ns"])
