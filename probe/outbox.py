@@ -76,14 +76,23 @@ class Outbox:
             if item is None:
                 continue
             if packed and (len(packed) == wire.MAX_BATCH or size + len(item) > self.batch_bytes):
-                self._hold(*self.session.batch_packed(packed), len(packed))
-                made, packed, size = made + 1, [], 0
+                made += self._batch(packed)
+                packed, size = [], 0
             packed.append(item)
             size += len(item)
         if packed:
-            self._hold(*self.session.batch_packed(packed), len(packed))
-            made += 1
+            made += self._batch(packed)
         return made
+
+    def _batch(self, packed: list[bytes]) -> int:
+        try:
+            first, frame = self.session.batch_packed(packed)
+        except wire.ProtocolError as e:  # not expected (each event fits a frame): counted, and no number taken
+            log.error("events_refused", events=len(packed), reason=str(e))
+            self.refused += len(packed)
+            return 0
+        self._hold(first, frame, len(packed))
+        return 1
 
     def _pack(self, body: dict) -> bytes | None:
         try:
@@ -105,7 +114,12 @@ class Outbox:
                 self._to_window(batch)
                 return
             if self.spill.fits(len(frame)):
-                self.spill.append(first, count, frame)
+                try:
+                    self.spill.append(first, count, frame)
+                except OSError as e:  # a full or failing disk: the spill takes no more, the oldest go
+                    log.error("spill_failed", dir=str(self.spill.dir), error=str(e), spill_bytes=self.spill.bytes)
+                    self.spill.max_bytes = self.spill.bytes
+                    continue
                 self.spilled += count
                 return
             if not self.window and not self.spill:  # nothing left to wait for: the window takes it

@@ -14,11 +14,13 @@ for a while costs disk, not memory. The files:
   another session, whose numbers the controller will never see again.
 
 The directory is created 0700 (events can carry console text); nothing is followed through a symlink
-(``O_NOFOLLOW`` on every file opened for writing).
+(``O_NOFOLLOW`` on every file opened for writing). A write that fails (a full disk) raises OSError
+with nothing of the batch left on disk: the outbox then takes the spill for full.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from collections import deque
@@ -62,7 +64,10 @@ class Spill:
         if self._writer is None or self._written >= SEGMENT_BYTES:
             self._new_segment()
         record = HEADER.pack(first, count, len(frame)) + frame
-        os.write(self._writer, record)  # one write: a batch is whole on disk or not there
+        written = os.write(self._writer, record)  # one write: a batch is whole on disk or not there
+        if written != len(record):  # a full disk: what part of it went is taken back
+            os.ftruncate(self._writer, self._written)
+            raise OSError(errno.ENOSPC, f"short write to {self._segments[-1]} ({written} of {len(record)} bytes)")
         self._written += len(record)
         self.bytes += len(record)
         self.index.append((first, count))

@@ -47,3 +47,18 @@ def test_a_killed_probe_s_segments_are_removed_and_the_directory_is_private(tmp_
     Spill(fresh, max_bytes=100).append(1, 1, b"a")
     assert fresh.stat().st_mode & 0o777 == 0o700
     assert (fresh / "spill-000001.bin").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_spill_that_cannot_be_written_is_full_and_the_oldest_are_dropped_instead(tmp_path):
+    """Its directory cannot be made (a file stands where it would be): no exception reaches the sender,
+    the window keeps its bound, the oldest go, every number is either held or dropped."""
+    from probe.outbox import Outbox
+    from tcplab import wire
+    (tmp_path / "file").write_text("not a directory")
+    box = Outbox(wire.Session("thinkpad"), tmp_path / "file" / "spill", max_bytes=8000, max_spill=1 << 20,
+                 batch_bytes=1000)
+    for i in range(50):
+        box.add([{"kind": "console", "t_ns": i, "text": "x" * 900, "stream": "stdout"}])
+    assert box.spilled == 0 and len(box.spill) == 0 and box.window_bytes <= 8000 + 1000
+    assert box.dropped > 0 and box.oldest == box.dropped + 1 and box.dropped + box.held == 50
+    assert box.numbers() == list(range(box.dropped + 1, 51))
