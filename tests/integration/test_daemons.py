@@ -82,6 +82,8 @@ def test_short_seed_runs_and_the_trace_tells_the_story(lab, tmp_path):
     assert {h["shaper_backend"] for h in info["hosts"].values()} <= {"netem", "nfqueue"}
     for h in info["hosts"].values():  # the capture's kernel counters made it into the run: nothing dropped
         assert h["capture"]["kernel_drops"] == 0 and h["capture"]["kernel_packets"] >= h["packets"] > 5
+        # every event a real probe sent followed the wire (tcplab.wire.bodies): none refused, no frame either
+        assert h["counters"]["link_events_refused"] == 0 and h["counters"]["link_frames_refused"] == 0
     # the ladder: one arrow per segment (each was captured leaving), and `tcplab render` makes it again
     svg = (run_dir / "ladder.svg").read_bytes()
     arrows = [e for e in ET.fromstring(svg).iter("{http://www.w3.org/2000/svg}line")
