@@ -12,9 +12,9 @@
     tcplab --version
 
 Exit codes: 0 success; 1 the run or the action failed; 2 bad input (a flag, a scenario file);
-3 the controller is not reachable; 130 interrupted (Ctrl-C): ``tcplab run`` asked the controller to
-cancel the run (its steps stop, every host's nc ended and shaping cleared, run.json ``cancelled``)
-and waited for its ``done``, up to :data:`CANCEL_WAIT_S` (a second Ctrl-C waits no more).
+3 the controller is not reachable; 130 interrupted (Ctrl-C; 143 for SIGTERM): ``tcplab run`` asked
+the controller to cancel the run (its steps stop, every host's nc ended and shaping cleared, run.json
+``cancelled``) and waited for its ``done``, up to :data:`CANCEL_WAIT_S` (a second signal waits no more).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from tcplab.errors import TcplabError
 
 DEFAULT_HOME = Path(os.environ.get("TCPLAB_HOME", "/var/lib/tcplab")) / "controller"
 CANCEL_WAIT_S = 30.0  # after Ctrl-C, for the controller's done (its cleanup and the run's finish)
-INTERRUPTED = 130     # 128 + SIGINT, what a shell reports for a command Ctrl-C ended
+INTERRUPTED = 128     # + the signal: what a shell reports for a command a signal ended (130 for Ctrl-C)
 REPEAT_S = 1.0        # a SIGINT this soon after the first is the same Ctrl-C (ansible's worker passes it on twice)
 
 
@@ -88,13 +88,20 @@ def _run(args: argparse.Namespace) -> int:
         print(f"tcplab: {e}", file=sys.stderr)
         return 2
     client = ControlClient(Path(args.controller_home))
-    seen: dict = {}  # the run's id, once a progress frame named it
+    seen: dict = {"signum": signal.SIGINT}  # the run's id, once a progress frame named it; what interrupted
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def terminated(signum: int, frame: object) -> None:  # SIGTERM asks what Ctrl-C asks: a cancel
+        seen["signum"] = signum
+        raise KeyboardInterrupt
+
     try:
         try:
+            signal.signal(signal.SIGTERM, terminated)
             client.send("run", {"scenario": scn.to_dict(), "delay": scn.delay})
             body = _until_done(client, args.timeout, seen)
         except KeyboardInterrupt:
-            return _cancel(client, seen)
+            return _cancel(client, seen, seen["signum"])
         if body.get("ok"):
             print(f"run {body.get('run')} finished: every step succeeded")
         else:
@@ -103,6 +110,8 @@ def _run(args: argparse.Namespace) -> int:
             print(f"run files: {body['dir']}")
         return 0 if body.get("ok") else 1
     finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         client.close()
 
 
@@ -120,16 +129,17 @@ def _until_done(client: ControlClient, timeout: float, seen: dict, show=None) ->
             return msg["body"]
 
 
-def _cancel(client: ControlClient, seen: dict) -> int:
-    """Ctrl-C: ask the controller to cancel the run and wait for its done (a second Ctrl-C: not).
-    Output may have nowhere to go any more (the parent that read it was interrupted too)."""
+def _cancel(client: ControlClient, seen: dict, signum: int) -> int:
+    """Ctrl-C (or SIGTERM): ask the controller to cancel the run and wait for its done (a second
+    signal: not). Output may have nowhere to go any more (the parent that read it was interrupted too)."""
     first = time.monotonic()
 
     def again(signum, frame) -> None:  # under ansible one Ctrl-C comes twice: the first second is one
         if time.monotonic() - first > REPEAT_S:
             raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, again)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, again)
     client.send("cancel", {"run": seen["run"]} if seen.get("run") else {})
     _say(f"tcplab: interrupted: cancelling run {seen.get('run') or '(starting)'}, clearing the shaping and "
          "ending every endpoint")
@@ -142,7 +152,7 @@ def _cancel(client: ControlClient, seen: dict) -> int:
     else:
         _say(visible(f"tcplab: run cancelled: {body.get('error')}")
              + (f"\nrun files: {body['dir']}" if body.get("dir") else ""))
-    return INTERRUPTED
+    return INTERRUPTED + signum
 
 
 def _quiet_progress(body: dict) -> None:

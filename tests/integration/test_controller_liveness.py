@@ -7,9 +7,9 @@ probes in fresh namespaces, real shaping, real nc, real signals (all by pid):
 - The controller killed with -9 mid-run (both hosts shaped, nc listening) and started again: the
   probes reconnect, the interrupted run is marked failed naming the killed pid, nothing is left
   shaped and no nc runs, and the next run succeeds.
-- Ctrl-C (a real SIGINT) to a real ``tcplab run`` in its wait step: the CLI asks for the cancel and
-  exits 130 once the controller has ended every nc and cleared every host's shaping; run.json says
-  ``cancelled``.
+- Ctrl-C (a real SIGINT; or SIGTERM) to a real ``tcplab run`` in its wait step: the CLI asks for the
+  cancel and exits 130 (143) once the controller has ended every nc and cleared every host's shaping;
+  run.json says ``cancelled``. The same through ansible-playbook running playbooks/film.yml.
 """
 
 from __future__ import annotations
@@ -190,15 +190,17 @@ def test_a_controller_killed_with_9_mid_run_is_recovered_when_it_starts_again(la
         cli.kill()
 
 
-def test_ctrl_c_on_the_cli_cancels_the_run_clears_every_host_and_exits_130(lab):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_on_the_cli_cancels_the_run_clears_every_host_and_exits_130(lab, sig):
+    """Ctrl-C (SIGINT: exit 130), or a SIGTERM (exit 143) from whatever runs the CLI."""
     cli = Cli(lab, {"name": "interrupted", "port": PORT, "delay": 0.3, "steps": [SHAPE, LISTEN, CONNECT, WAIT]})
     try:
         cli.until("[4/4] wait on -: start")
         assert all(shaped(h) for h in lab.hosts.values()) and nc_running(lab.hosts["thinkpad"])
         assert nc_running(lab.hosts["raspberrypi"])
         t_int = time.monotonic()
-        cli.proc.send_signal(signal.SIGINT)
-        assert cli.wait(30) == 130, cli.output()
+        cli.proc.send_signal(sig)
+        assert cli.wait(30) == 128 + sig, cli.output()
         took = time.monotonic() - t_int
         assert took < 10, took
         out = cli.output()
@@ -212,7 +214,7 @@ def test_ctrl_c_on_the_cli_cancels_the_run_clears_every_host_and_exits_130(lab):
         recs = load(run_dir / "trace.jsonl")
         assert [(r["index"], r["status"]) for r in recs if r["kind"] == "step"][-2:] == [(4, "start"), (4, "failed")]
         assert any(r["kind"] == "shaper" and r.get("cleared") for r in recs)
-        print(f"\nSIGINT -> CLI exit 130, every host clean: {took:.2f} s")
+        print(f"\n{signal.Signals(sig).name} -> CLI exit {128 + sig}, every host clean: {took:.2f} s")
     finally:
         cli.kill()
 
