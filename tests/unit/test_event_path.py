@@ -146,8 +146,8 @@ def test_an_unreachable_controller_costs_a_bounded_window_and_the_spill_then_all
                     await asyncio.sleep(0)
             await link.flush()
             box = t.outbox
-            held = {"window": box.window_bytes, "spill": box.spill.bytes, "files": sorted(p.name for p in spill.iterdir()),
-                    "held": box.held, "dropped": box.dropped}
+            held = {"window": box.window_bytes, "spill": box.spill.bytes, "held": box.held, "dropped": box.dropped,
+                    "files": sorted(p.name for p in spill.iterdir())}
             async with controller(tmp_path / "run", where) as bus:
                 await until(lambda: len(bus.run.trace.records) >= n, 30, "every event once the controller is back")
                 assert await t.drain(10) is True
