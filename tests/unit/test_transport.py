@@ -223,7 +223,7 @@ def test_a_bad_frame_from_the_controller_is_skipped_and_counted(tmp_path, fast):
 def test_a_burst_of_events_reads_the_acks_as_it_goes(tmp_path, fast):
     """A backlog handed over at once (a queue that is never empty does not yield, nor does a send that
     does not block): the transport still lets its receiver read the acks during the burst, so the
-    unacknowledged events stay few and none is given up at MAX_UNACKED while the controller keeps up."""
+    unacknowledged events stay few and none is given up at MAX_UNACKED_BYTES while the controller keeps up."""
     fast.setattr(transport_mod, "MAX_UNACKED_BYTES", 4000 * 64)  # about 4,000 one-event batches
     stop = threading.Event()
 
