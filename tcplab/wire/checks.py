@@ -18,15 +18,22 @@ event (less than msgpack's unpacking of it), and a library would add a dependenc
 from __future__ import annotations
 
 import re
+import reprlib
 from typing import Any, Callable, Iterable, Mapping
 
 I64 = (1 << 63) - 1  # the largest value an int field may take (msgpack's signed 64-bit)
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 3, 60, 60, 6, 4
+
+
 def show(v: Any) -> str:
-    """A value in an error message: its type and a short repr (a field may hold a megabyte)."""
-    text = repr(v)
-    return f"{type(v).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+    """A value in an error message: its type and a short repr, which never descends more than three
+    levels (a field may hold a megabyte, or lists nested a thousand deep: repr() of those raised
+    RecursionError out of the decoder)."""
+    text = _REPR.repr(v)
+    return f"{type(v).__name__} {text[:80] + '...' if len(text) > 80 else text}"
 
 
 _NS: dict[str, Any] = {"_MISSING": object()}  # what the compiled checks name (patterns, choices, nested checks)

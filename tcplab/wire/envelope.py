@@ -30,6 +30,7 @@ from typing import Any
 import msgpack
 
 from tcplab.errors import TcplabError
+from tcplab.wire.checks import show
 
 VERSION = 1
 MAX_FRAME = 1 << 20  # 1 MiB: a packet record carries at most a snapped packet
@@ -121,13 +122,13 @@ def check_envelope(env: Any) -> None:
     if missing:
         raise ProtocolError(f"envelope lacks field(s) {', '.join(missing)}")
     if env["v"] != VERSION:
-        raise ProtocolError(f"protocol version {env['v']!r} is not supported (this side speaks {VERSION})")
+        raise ProtocolError(f"protocol version {show(env['v'])} is not supported (this side speaks {VERSION})")
     if not isinstance(env["type"], str) or env["type"] not in TYPES:
-        raise ProtocolError(f"unknown message type {env['type']!r}")
+        raise ProtocolError(f"unknown message type {show(env['type'])}")
     if not isinstance(env["host"], str) or not HOST_RE.match(env["host"]):
-        raise ProtocolError(f"bad host name {env['host']!r}")
+        raise ProtocolError(f"bad host name {show(env['host'])}")
     for key in ("seq", "time"):
         if not isinstance(env[key], int) or isinstance(env[key], bool) or env[key] < 0:
-            raise ProtocolError(f"field {key!r} must be a non-negative integer, got {env[key]!r}")
+            raise ProtocolError(f"field {key!r} must be a non-negative integer, got {show(env[key])}")
     if not isinstance(env["body"], dict):
         raise ProtocolError(f"body must be a map, got {type(env['body']).__name__}")
