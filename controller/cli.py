@@ -11,8 +11,9 @@
     tcplab doctor [-i INVENTORY] [--json]               (what each lab host's kernel offers the lab)
     tcplab --version
 
-Exit codes: 0 success; 1 the run or the action failed; 2 bad input (a flag, a scenario file);
-3 the controller is not reachable; 130 interrupted (Ctrl-C; 143 for SIGTERM): ``tcplab run`` asked
+Exit codes: 0 success; 1 the run or the action failed (or the controller no longer runs it: it was
+started again mid-run); 2 bad input (a flag, a scenario file); 3 the controller is not reachable (or
+stopped answering during the run); 130 interrupted (Ctrl-C; 143 for SIGTERM): ``tcplab run`` asked
 the controller to cancel the run (its steps stop, every host's nc ended and shaping cleared, run.json
 ``cancelled``) and waited for its ``done``, up to :data:`CANCEL_WAIT_S` (a second signal waits no more).
 """
@@ -36,6 +37,7 @@ from tcplab.errors import TcplabError
 
 DEFAULT_HOME = Path(os.environ.get("TCPLAB_HOME", "/var/lib/tcplab")) / "controller"
 CANCEL_WAIT_S = 30.0  # after Ctrl-C, for the controller's done (its cleanup and the run's finish)
+QUIET_S = 5.0         # a run's controller silent this long is asked its status (is it still there?)
 INTERRUPTED = 128     # + the signal: what a shell reports for a command a signal ended (130 for Ctrl-C)
 REPEAT_S = 1.0        # a SIGINT this soon after the first is the same Ctrl-C (ansible's worker passes it on twice)
 
@@ -117,11 +119,31 @@ def _run(args: argparse.Namespace) -> int:
 
 def _until_done(client: ControlClient, timeout: float, seen: dict, show=None) -> dict:
     """Show the run's progress (``show``, default :func:`_print_progress`) until its ``done``; the
-    done's body. ``seen["run"]``: the run's id, once a progress frame named it."""
+    done's body. ``seen["run"]``: the run's id, once a progress frame named it.
+
+    A controller quiet for :data:`QUIET_S` is asked its status: no answer within QUIET_S more is
+    Unreachable (exit 3); an answer naming no run or another (a controller started again after the
+    one running the run was killed) and no done within QUIET_S ends the wait as a failed run."""
     deadline = time.monotonic() + timeout
+    asked = gone = None  # when the status was asked; when it said the run is not running
     while True:
-        msg = client.recv(max(0.1, deadline - time.monotonic()))
-        if msg["type"] == "progress":
+        now = time.monotonic()
+        if gone is not None and now - gone > QUIET_S:
+            return {"ok": False, "run": seen.get("run"),
+                    "error": f"the controller no longer runs {seen.get('run')} (it ended during the run?)"}
+        try:
+            msg = client.recv(max(0.1, min(deadline - now, QUIET_S)))
+        except Unreachable:
+            if asked is not None or time.monotonic() >= deadline:
+                raise
+            client.send("status", {})
+            asked = time.monotonic()
+            continue
+        if msg["type"] == "state":
+            asked = None
+            if seen.get("run") and msg["body"].get("running") != seen["run"] and gone is None:
+                gone = time.monotonic()
+        elif msg["type"] == "progress":
             if msg["body"].get("run"):
                 seen["run"] = msg["body"]["run"]
             (show or _print_progress)(msg["body"])

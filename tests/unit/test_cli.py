@@ -25,8 +25,9 @@ def test_every_delegated_subcommand_has_a_main() -> None:
         assert callable(importlib.import_module(module).main), name
 
 
-def _control_server(home, answer):
-    """A controller's control socket (ROUTER on ipc in ``home``) in a thread: answers one frame."""
+def _control_server(home, answer, frames: int = 1):
+    """A controller's control socket (ROUTER on ipc in ``home``) in a thread: answers the first
+    ``frames`` frames, each with ``answer(env)``, then closes."""
     import threading
 
     import zmq
@@ -46,10 +47,10 @@ def _control_server(home, answer):
     def serve() -> None:
         session = wire.Session("controller")
         try:
-            if sock.poll(10_000):
+            while len(got) < frames and sock.poll(10_000):
                 ident, frame = sock.recv_multipart()
                 got.append(session.decode(frame))
-                for reply in answer(got[0]):  # (type, body), or raw bytes
+                for reply in answer(got[-1]):  # (type, body), or raw bytes
                     if isinstance(reply, bytes):
                         sock.send_multipart([ident, reply])
                     else:
