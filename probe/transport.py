@@ -50,7 +50,7 @@ MAX_UNACKED_BYTES = 8 << 20   # unacknowledged batches held in memory; beyond: t
 MAX_SPILL_BYTES = 256 << 20   # the spill on disk; beyond: the oldest unacknowledged are dropped (counted)
 BATCH_BYTES = 256 << 10       # a batch's events, at most (and at most wire.MAX_BATCH events)
 SNDHWM = 64                   # frames libzmq queues for the controller, at most
-YIELD_EVERY = 16  # during a burst of batches, the receiver gets a turn this often (to read the acks)
+YIELD_EVERY = 64  # during a burst of events, the receiver gets a turn this often (to read the acks)
 
 
 class Transport:
@@ -87,6 +87,7 @@ class Transport:
         self.last_heard = 0.0
         self._progress_at = 0.0  # when the acknowledgements last moved (or nothing was pending)
         self._last_hello = 0.0
+        self._since_yield = 0  # events handed over since the receiver last had a turn
         self._pumping = False  # a pump is sending (the sender's events, the receiver's acks, the keepalive)
 
     @property
@@ -119,9 +120,16 @@ class Transport:
             return False
 
     async def events(self, bodies: list[dict]) -> None:
-        """Number ``bodies`` into batches, hold them until acknowledged, and send what the socket takes."""
+        """Number ``bodies`` into batches, hold them until acknowledged, and send what the socket takes.
+        A caller with a backlog never yields by itself (a non-empty queue's get and a send that does
+        not block return at once): every ``YIELD_EVERY`` events the receiver gets a turn, to read the
+        acks, or the window fills with what the controller already holds."""
         self.outbox.add(bodies)
         await self.pump()
+        self._since_yield += len(bodies)
+        if self._since_yield >= YIELD_EVERY:
+            self._since_yield = 0
+            await asyncio.sleep(0)
 
     async def event(self, body: dict) -> None:
         """One event (a batch of its own)."""
@@ -144,7 +152,7 @@ class Transport:
                 self.outbox.sent(batch, loop.time())
                 sent += 1
                 if sent % YIELD_EVERY == 0:  # a send that does not block never yields by itself
-                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)  # (a long queue: a welcome's resend of the window)
         finally:
             self._pumping = False
         return sent

@@ -225,6 +225,7 @@ def test_a_burst_of_events_reads_the_acks_as_it_goes(tmp_path, fast):
     does not block): the transport still lets its receiver read the acks during the burst, so the
     unacknowledged events stay few and none is given up at MAX_UNACKED_BYTES while the controller keeps up."""
     fast.setattr(transport_mod, "MAX_UNACKED_BYTES", 4000 * 64)  # about 4,000 one-event batches
+    fast.setattr(transport_mod, "MAX_SPILL_BYTES", 0)  # and no spill: a burst that read no acks would drop
     stop = threading.Event()
 
     def controller(endpoint: str) -> None:  # in a thread of its own, as the real one is a process of its own
