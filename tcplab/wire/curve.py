@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import ipaddress
+import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,7 +88,8 @@ def _check_key(path: Path, what: str, key: bytes | None) -> bytes:
 
 def _read(path: Path, secret: bool) -> tuple[bytes, bytes | None]:
     try:
-        mode = path.stat().st_mode
+        st = path.stat()
+        mode = st.st_mode
         public, secret_key = zmq.auth.load_certificate(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: key file missing") from None
@@ -102,6 +104,8 @@ def _read(path: Path, secret: bool) -> tuple[bytes, bytes | None]:
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise ConfigError(f"{path}: secret key readable by others (mode {stat.S_IMODE(mode):04o}); "
                               "chmod 600 it")
+        if st.st_uid not in (os.getuid(), 0):
+            raise ConfigError(f"{path}: secret key owned by uid {st.st_uid}, not this daemon's user ({os.getuid()})")
         _check_key(path, "secret", secret_key)
         if zmq.curve_public(secret_key) != public:
             raise ConfigError(f"{path}: its secret key does not match its public key")

@@ -257,6 +257,11 @@ def test_a_missing_garbled_or_open_key_file_is_one_line_naming_it(tmp_path, keys
     assert "readable by others" in _one_line_naming(e, secret)
     secret.chmod(0o600)
     assert curve.load_probe_keys(keys, "thinkpad").name == "thinkpad"
+    if os.getuid() == 0:  # a secret another user owns (and so could read or replace) is refused
+        os.chown(secret, 4242, 4242)
+        with pytest.raises(ConfigError) as e:
+            curve.load_probe_keys(keys, "thinkpad")
+        assert "owned by uid 4242" in _one_line_naming(e, secret)
 
 
 def _write(path, data: dict):
