@@ -2,6 +2,7 @@
 
 One :class:`Frames` per target, seeded, so a failure is found again by its seed. Each frame is one of:
 - random bytes (any length up to 512, or msgpack's own markers strung together);
+- an envelope with one field a list nested as deep as msgpack unpacks;
 - a valid frame of the target's corpus with bytes flipped, cut, inserted or repeated;
 - a valid envelope with one field (of the envelope or anywhere in its body) replaced by a value of
   the wrong type or out of its bound, deleted, or a field nobody declared added;
@@ -45,6 +46,20 @@ WRONG = [None, True, False, -1, 0, 2**64 - 1, -(2**63), 1.5, float("nan"), float
          {1: 2}, list(range(300)), {f"k{i}": i for i in range(300)}]
 
 
+FIELDS = ("v", "type", "host", "seq", "time", "body")
+
+
+def nested(host: str, field: str, depth: int) -> bytes:
+    """An ack envelope whose ``field`` (for ``body``: its seq) is a list nested ``depth`` deep, made
+    byte by byte (msgpack.packb refuses to nest that deep; its unpacker takes about 1,000 levels).
+    Naming such a value with repr() once raised RecursionError out of the decoder."""
+    parts = {"v": b"\x01", "type": b"\xa3ack", "host": bytes([0xA0 | len(host)]) + host.encode(), "seq": b"\x01",
+             "time": b"\x01", "body": b"\x81\xa3seq\x01"}
+    deep = b"\x91" * depth + b"\x01"
+    parts[field] = b"\x81\xa3seq" + deep if field == "body" else deep
+    return b"\x86" + b"".join(bytes([0xA0 | len(k)]) + k.encode() + v for k, v in parts.items())
+
+
 class Frames:
     def __init__(self, target: str, host: str, seed: int):
         self.rng = random.Random(seed)
@@ -61,8 +76,10 @@ class Frames:
 
     def __next__(self) -> bytes:
         r = self.rng.random()
-        if r < 0.1:
+        if r < 0.08:
             return self.random_bytes()
+        if r < 0.1:
+            return self.deep()
         if r < 0.45:
             return self.flip(self.rng.choice(self.valid))
         if r < 0.95:
@@ -76,6 +93,9 @@ class Frames:
         markers = [b"\xc0", b"\xc2", b"\xc3", b"\xdc\xff\xff", b"\xdd\xff\xff\xff\xff", b"\xde\x00\x01", b"\xdf",
                    b"\x81", b"\x91", b"\xa1a", b"\xd9\xff", b"\xc4\x10", b"\xc1", b"\xcf" + b"\xff" * 8]
         return b"".join(rng.choice(markers) for _ in range(rng.randrange(1, 40)))
+
+    def deep(self) -> bytes:
+        return nested(self.host, self.rng.choice(FIELDS), self.rng.randrange(1, 1100))
 
     def flip(self, frame: bytes) -> bytes:
         rng, b = self.rng, bytearray(frame)

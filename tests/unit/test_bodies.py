@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.fuzz_frames import FIELDS, nested
 from tcplab import wire
 from tcplab.wire import bodies
 from tcplab.wire.checks import Check, Fields
@@ -273,3 +274,9 @@ def test_every_field_a_trace_record_takes_from_an_event_is_declared():
     from controller.trace.schema import FIELDS
     for kind, fields in FIELDS.items():
         assert set(fields) <= set(bodies.EVENTS[str(kind)].checks), kind
+
+
+@settings(max_examples=300, deadline=None)
+@given(field=st.sampled_from(FIELDS), depth=st.integers(1, 1100))
+def test_lists_nested_to_any_depth_decode_or_are_refused(field, depth):
+    _decode_or_refuse(nested("thinkpad", field, depth))

@@ -14,6 +14,7 @@ import msgpack
 import zmq
 import zmq.asyncio
 
+from bench.fuzz_frames import FIELDS, nested
 from controller.bus import ProbeBus
 from controller.fleet import Fleet
 from controller.run import Run
@@ -147,21 +148,12 @@ def test_a_flood_of_refused_frames_is_counted_each_and_logged_a_few(tmp_path):
     asyncio.run(asyncio.wait_for(scenario(), 30))
 
 
-def _nested(field: str, depth: int) -> bytes:
-    """An envelope whose ``field`` (or the ack body's seq) is a list nested ``depth`` deep."""
-    deep = b"\x91" * depth + b"\x01"
-    parts = {"v": b"\x01", "type": b"\xa3ack", "host": b"\xa8thinkpad", "seq": b"\x01", "time": b"\x01",
-             "body": b"\x81\xa3seq\x01"}
-    parts["body" if field == "body" else field] = b"\x81\xa3seq" + deep if field == "body" else deep
-    return b"\x86" + b"".join(bytes([0xA0 | len(k)]) + k.encode() + v for k, v in parts.items())
-
-
 def test_lists_nested_as_deep_as_msgpack_allows_are_refused_not_a_recursion_error(tmp_path):
     """repr() of a list nested ~1000 deep raised RecursionError (not a ProtocolError) out of the
     decoder when it named the bad value: one frame ended the bus."""
     async def scenario():
         async with _bus(tmp_path) as (bus, probe, session):
-            frames = [_nested(field, depth) for field in ("v", "type", "host", "seq", "body")
+            frames = [nested("thinkpad", field, depth) for field in FIELDS
                       for depth in range(900, 1030, 7)]
             for frame in frames:
                 await probe.send(frame)
