@@ -18,7 +18,7 @@ from tcplab import wire
 from tcplab.wire import bodies
 from tcplab.wire.checks import Check, Fields
 
-SETTINGS = settings(max_examples=150, deadline=None,
+SETTINGS = settings(max_examples=80, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 SMALL = 8  # generated strings and lists stay short; the "too long" mutations are built exactly
 
@@ -208,13 +208,13 @@ def _decode_or_refuse(frame: bytes) -> None:
     assert isinstance(env, dict) and env["type"] in wire.TYPES
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(st.binary(max_size=256))
 def test_any_bytes_decode_to_an_envelope_or_a_protocol_error(frame):
     _decode_or_refuse(frame)
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(type_=st.sampled_from(sorted(wire.TYPES)), body=MSGPACK, host=st.sampled_from(["thinkpad", "x y", 1]),
        seq=st.sampled_from([0, 1, -1, True, 2**64 - 1]))
 def test_any_msgpack_envelope_decodes_or_is_refused(type_, body, host, seq):
@@ -222,7 +222,7 @@ def test_any_msgpack_envelope_decodes_or_is_refused(type_, body, host, seq):
     _decode_or_refuse(msgpack.packb(env, use_bin_type=True))
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(kind=st.sampled_from(EVENT_KINDS + ["tracepoint", "exec"]), body=st.dictionaries(
     st.sampled_from(sorted({k for f in bodies.EVENTS.values() for k in f.checks}) + ["x"]), MSGPACK, max_size=8))
 def test_any_event_shaped_map_passes_or_is_refused(kind, body):
@@ -276,7 +276,7 @@ def test_every_field_a_trace_record_takes_from_an_event_is_declared():
         assert set(fields) <= set(bodies.EVENTS[str(kind)].checks), kind
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(field=st.sampled_from(FIELDS), depth=st.integers(1, 1100))
 def test_lists_nested_to_any_depth_decode_or_are_refused(field, depth):
     _decode_or_refuse(nested("thinkpad", field, depth))
