@@ -16,6 +16,7 @@ from typing import Awaitable, Callable
 import structlog
 
 from tcplab import actions, wire
+from tcplab.wire import bodies
 from tcplab.actions import ProbeHost
 
 log = structlog.get_logger("probe.commands")
@@ -37,7 +38,7 @@ class Commands:
     async def run(self) -> None:
         while True:
             body = await self.queue.get()
-            await self.reply("result", await self.answer(body))
+            await self.reply("result", fitted(await self.answer(body)))
 
     async def answer(self, body: dict) -> dict:
         """The result body for one command body."""
@@ -55,4 +56,18 @@ class Commands:
             return {"id": cid, "ok": False, "error": f"{type(e).__name__}: {e}"}
         finally:
             structlog.contextvars.unbind_contextvars("action", "command")
+
+
+def fitted(result: dict) -> dict:
+    """``result`` as the controller's decode will take it: an error cut to its bound, and a result
+    that still does not fit answered as a failure saying why (not dropped there, unanswered)."""
+    if isinstance(result.get("error"), str) and len(result["error"]) > bodies.TEXT:
+        result = {**result, "error": result["error"][:bodies.TEXT - 20] + " ... (cut)"}
+    try:
+        bodies.check_body("result", result)
+    except wire.ProtocolError as e:
+        log.error("result_does_not_fit", reason=str(e))
+        return {"id": result["id"] if bodies.BODIES["result"].checks["id"].ok(result.get("id")) else -1,
+                "ok": False, "error": f"the probe's result did not fit the wire: {e}"}
+    return result
 

@@ -161,3 +161,18 @@ def test_lists_nested_as_deep_as_msgpack_allows_are_refused_not_a_recursion_erro
             await _until(probe, session, "welcome")
             assert bus.fleet.counters("thinkpad")["link_frames_refused"] == len(frames)
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_the_probe_answers_a_result_that_would_not_fit_as_a_failure_saying_why():
+    """The controller's decode would drop such a result, and its step would wait out the command's
+    timeout: the probe cuts a long error and answers what cannot fit as a failure instead."""
+    from probe.commands import fitted
+    from tcplab.wire import bodies
+
+    long = fitted({"id": 4, "ok": False, "error": "e" * 100_000})
+    assert long["error"].endswith(" ... (cut)") and len(long["error"]) <= bodies.TEXT
+    bodies.check_body("result", long)
+    odd = fitted({"id": 5, "ok": True, "data": {"pid": 7}})
+    assert odd == {"id": 5, "ok": False, "error": "the probe's result did not fit the wire: result body field "
+                                                  "'data' has no field 'pid'"}
+    assert fitted({"id": 6, "ok": True, "data": {}}) == {"id": 6, "ok": True, "data": {}}
