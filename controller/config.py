@@ -20,9 +20,9 @@ from controller import controlsock
 from tcplab import wire
 from tcplab.actions.connect import unicast_ipv4
 from tcplab.configfile import ConfigError, check_endpoint, read_yaml
-
 from tcplab.wire import curve as wire_curve
 from tcplab.wire.curve import Keys
+
 __all__ = ["ConfigError", "ControllerConfig", "load"]
 
 
@@ -34,8 +34,8 @@ class ControllerConfig:
     runs_dir: Path
     hosts: tuple[str, ...] = ()  # the inventory's lab hosts: the only probes admitted (empty: any)
     addresses: Mapping[str, str] = field(default_factory=dict)  # each lab host's address (the inventory's)
-
     curve: Keys | None = None  # keys_dir's keys: own pair, each host's public (None: no CurveZMQ)
+
     @property
     def pid_path(self) -> Path:
         return self.home / "controller.pid"
