@@ -60,6 +60,7 @@ def keys():
 
 
 def endpoint(kind: str, root: Path, name: str) -> str:
+    """An ipc path in ``root``, or a tcp port of 127.0.0.1 that was free a moment ago."""
     if kind == "ipc":
         return f"ipc://{root}/{name}.sock"
     with socket.socket() as s:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -30,22 +29,14 @@ def rss_mib(field: str = "VmRSS") -> float:
     return 0.0
 
 
-def nobody(to: str, home: str) -> str:
-    """An endpoint where nobody listens."""
-    if to == "ipc":
-        return f"ipc://{home}/nobody.sock"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
-
-
 def measure(n: int, seconds: float, size: int, home: str, to: str = "ipc") -> dict:
     """In this process: n events of ``size`` bytes to nobody, then ``seconds`` of keepalive."""
+    from bench.event_path import endpoint
     from probe.link import Link
     from probe.transport import Transport
 
     async def main() -> dict:
-        t = Transport(nobody(to, home), "thinkpad", hello={"pid": 1}, spill_dir=Path(home) / "spill")
+        t = Transport(endpoint(to, Path(home), "nobody"), "thinkpad", hello={"pid": 1}, spill_dir=Path(home) / "spill")
         link = Link(t, lambda command: None)
         t.connect()
         await t.hello()

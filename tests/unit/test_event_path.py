@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +20,7 @@ import yaml
 import zmq
 import zmq.asyncio
 
+from bench.event_path import endpoint
 from controller import scenario
 from controller.bus import ProbeBus
 from controller.finish import finish_run
@@ -36,11 +36,7 @@ HOSTS = ("thinkpad", "raspberrypi")  # the seed scenario's (finish_run writes ru
 
 
 def address(kind: str, tmp_path: Path) -> str:
-    if kind == "ipc":
-        return f"ipc://{tmp_path}/probes.sock"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    return endpoint(kind, tmp_path, "probes")
 
 
 @contextlib.asynccontextmanager
