@@ -124,6 +124,8 @@ class Transport:
         A caller with a backlog never yields by itself (a non-empty queue's get and a send that does
         not block return at once): every ``YIELD_EVERY`` events the receiver gets a turn, to read the
         acks, or the window fills with what the controller already holds."""
+        if not self.outbox:  # nothing was pending: a stall is counted from now
+            self._progress_at = asyncio.get_running_loop().time()
         self.outbox.add(bodies)
         await self.pump()
         self._since_yield += len(bodies)
@@ -225,7 +227,8 @@ class Transport:
                 self._progress_at = now
             elif now - self._progress_at >= RESEND_S:  # stalled, not merely behind
                 resent = await self.resend(older_than=RESEND_S)
-                log.warning("events_resent", count=resent, unacked=self.outbox.held)
+                if resent:
+                    log.warning("events_resent", count=resent, unacked=self.outbox.held)
                 self._progress_at = now
             else:
                 await self.pump()
