@@ -43,12 +43,17 @@ def up(spec: TestbedSpec | None = None, wait: float = lock.WAIT_S) -> dict[str, 
     spec = spec or TestbedSpec()
     with _locked("lab up", wait):
         ensure_dir(spec.home, 0o755)  # before anything is built: an unsafe home is refused here
-        changed = LabNetwork(spec).ensure()
-        changed |= ensure_client_files(spec)
-        for host in spec.host_specs():
-            cfg_changed = write_if_changed(host.sshd_config, config_text(spec, host), 0o600)
-            changed |= cfg_changed
-            changed |= HostSshd(spec, host).ensure(cfg_changed)
+        try:
+            changed = LabNetwork(spec).ensure()
+            changed |= ensure_client_files(spec)
+            for host in spec.host_specs():
+                cfg_changed = write_if_changed(host.sshd_config, config_text(spec, host), 0o600)
+                changed |= cfg_changed
+                changed |= HostSshd(spec, host).ensure(cfg_changed)
+        except BaseException:  # e.g. another home's testbed is up: no sshd of ours reads sshd_dir then
+            if not any(HostSshd(spec, h).pid() for h in spec.host_specs()):
+                shutil.rmtree(spec.sshd_dir, ignore_errors=True)
+            raise
         result = {"changed": changed, **_describe(spec)}
     log.info("testbed_up", changed=changed, home=str(spec.home))
     return result

@@ -244,3 +244,5 @@ def test_up_with_another_home_fails_fast_with_one_line(spec, tmp_path):
     assert time.monotonic() - t0 < 8
     err = r.stderr.strip().splitlines()[-1]
     assert "already served by another sshd" in err and str(spec.home) in err
+    other = TestbedSpec(home=tmp_path / "other")
+    assert not other.sshd_dir.exists() and spec.authorized_keys.exists()  # nothing of the failed up left in /run
