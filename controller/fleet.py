@@ -41,6 +41,7 @@ COUNTERS = (
     "link_events_refused",       # events of a batch that did not follow the wire format (counted as received)
     "link_probe_dropped",        # events the probe said (heartbeat) it dropped at its bounds
     "link_probe_spilled",        # events the probe said (heartbeat) it spilled to disk
+    "link_acks_unsent",          # acks its full queue did not take (it read nothing): the next said the same
 )
 
 

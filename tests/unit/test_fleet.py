@@ -274,3 +274,29 @@ def test_hostile_frames_are_refused_and_the_bus_goes_on_serving(tmp_path):
                 other.sock.close()
                 big.sock.close()
     asyncio.run(scenario())
+
+
+def test_a_probe_that_reads_nothing_does_not_stop_the_bus_for_the_others(tmp_path):
+    """Its unread acks fill the ROUTER's queue for it (1,000 frames): the bus does not wait on it (it
+    used to: every probe's frames then waited), its acks are counted as unsent, the other is served."""
+    async def scenario():
+        async with _bus_and_probe(tmp_path) as (bus, probe):
+            stuck = probe.sock.context.socket(zmq.DEALER)
+            for option, value in ((zmq.ROUTING_ID, b"raspberrypi"), (zmq.RCVHWM, 1), (zmq.RCVBUF, 1024),
+                                  (zmq.LINGER, 0)):
+                stuck.setsockopt(option, value)
+            stuck.connect(f"ipc://{tmp_path}/probes.sock")
+            session = wire.Session("raspberrypi")
+            try:
+                await probe.session.send(probe.sock, "hello", {"pid": 1, "lab_ip": "10.90.0.1", "session": S1})
+                await probe.until("welcome")
+                await session.send(stuck, "hello", {"pid": 2, "lab_ip": "10.90.0.2", "session": S2})
+                for _ in range(20_000):  # raspberrypi reads nothing: every heartbeat owes it an ack
+                    await asyncio.wait_for(session.send(stuck, "heartbeat", {"oldest": 1}), 5)
+                    await asyncio.sleep(0)
+                await probe.event(1)
+                assert (await probe.until("ack"))["seq"] == 1  # still served
+                assert bus.fleet.counters("raspberrypi")["link_acks_unsent"] > 0
+            finally:
+                stuck.close()
+    asyncio.run(scenario())
