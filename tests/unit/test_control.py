@@ -30,8 +30,12 @@ async def _controller(tmp_path, **probe):
     cli = ctx.socket(zmq.DEALER)
     cli.setsockopt(zmq.LINGER, 0)
     try:
-        await asyncio.sleep(0.3)  # bound, the hello in
         cli.connect(f"ipc://{cfg.control_path}")
+        ready = wire.Session("cli")  # until the controller holds the probe's hello (a fixed 0.3 s was
+        for _ in range(100):         # not always enough on a loaded machine)
+            if "thinkpad" in (await _ask(cli, ready, "status", {}))["body"]["probes"]:
+                break
+            await asyncio.sleep(0.05)
         yield fake, cli
     finally:
         ctl.stopping.set()

@@ -74,10 +74,27 @@ def runs(tmp_path):
     return d
 
 
+def watch_a_new_run(runs: Path, records: list[dict], *args: str, fail: bool = False) -> subprocess.CompletedProcess:
+    """``tcplab watch --since-now`` and a run that starts once it waits: a run started before the
+    watch took its snapshot is an older run to it (seen on a loaded machine: a fixed head start
+    of 0.5 s was not always enough, and the watch then waited for its full timeout)."""
+    proc = subprocess.Popen([sys.executable, "-m", "controller.cli", "watch", "--runs", str(runs), "--since-now", *args],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("waiting for a run"), first
+        writer = controller(runs, records, delay=0, fail=fail)
+        out, err = proc.communicate(timeout=60)
+        writer.join(5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, first + out, err)
+
+
 def test_follows_a_new_run_and_exits_0_when_trace_jsonl_appears(runs):
-    writer = controller(runs, load(SEED))
-    res = tcplab("watch", "--runs", str(runs), "--since-now", "--scenario", str(REPO / "scenarios" / "seed.yml"))
-    writer.join(5)
+    res = watch_a_new_run(runs, load(SEED), "--scenario", str(REPO / "scenarios" / "seed.yml"))
     assert res.returncode == 0, res.stderr
     out = res.stdout
     assert "\x1b" not in out                    # not a terminal: plain lines
@@ -87,9 +104,7 @@ def test_follows_a_new_run_and_exits_0_when_trace_jsonl_appears(runs):
 
 
 def test_a_failed_step_exits_1(runs):
-    writer = controller(runs, load(SEED), fail=True)
-    res = tcplab("watch", "--runs", str(runs), "--since-now")
-    writer.join(5)
+    res = watch_a_new_run(runs, load(SEED), fail=True)
     assert res.returncode == 1
     assert res.stdout.rstrip().endswith(f"{RUN}: step 4 failed")
 
