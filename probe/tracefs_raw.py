@@ -130,11 +130,14 @@ def parse_page(page: bytes, header: PageHeader = HEADER_64):
             if delta == 0:
                 break  # the rest of the page is padding
             # a discarded event (a filter refused it after it was reserved): the writer's clock moved
-            # past it, so the next delta counts from it and its own delta is counted, as
-            # libtraceevent's kbuffer does. Dropping it (as before) put every later event of the
-            # page early by that delta: a 1.57 ms error against the kernel's time, seen once.
+            # past it, so the next delta counts from it and its own delta is counted, as the
+            # kernel's own page check does (ring_buffer.c, rb_read_data_buffer/check_buffer): except
+            # a delta of 1, which marks a discarded event whose delta was 0. Dropping every one (as
+            # before) put the page's later events early by that delta: the likely cause of a 1.57 ms
+            # error against the kernel's time, seen once.
             length, = struct.unpack_from("<I", page, off)
-            ts += delta
+            if delta != 1:
+                ts += delta
             off += length
         elif type_len == _TYPE_TIME_EXTEND:
             ext, = struct.unpack_from("<I", page, off)

@@ -53,8 +53,9 @@ def test_a_discarded_event_is_skipped_and_its_delta_counted():
     def hdr(type_len, delta):
         return struct.pack("<I", (delta << 5) | type_len)
     rec = b"\x01\x00" + b"\x00" * 6
-    # data (+10), a discarded 12-byte event (+1000: length 12 counts array[0]), data (+5), end padding
-    b = hdr(2, 10) + rec + hdr(29, 1000) + struct.pack("<I", 12) + b"\xee" * 8 + hdr(2, 5) + rec + hdr(29, 0)
+    discarded = struct.pack("<I", 12) + b"\xee" * 8  # 12 bytes, counted from array[0] itself
+    # data (+10), a discarded event (+1000), a discarded one whose delta was 0 (marked 1), data (+5)
+    b = hdr(2, 10) + rec + hdr(29, 1000) + discarded + hdr(29, 1) + discarded + hdr(2, 5) + rec + hdr(29, 0)
     out, _ = parse_page(struct.pack("<QQ", 1000, len(b)) + b + b"\0" * 64)
     assert out == [(1010, rec), (2015, rec)]  # the writer's clock went on through the discard
 
