@@ -178,14 +178,14 @@ def test_a_result_or_pong_forged_by_the_other_keyed_host_resolves_nothing(tmp_pa
             cid = (await thinkpad.until("command"))["body"]["id"]
             # raspberrypi forges thinkpad's result and pong: as itself, as thinkpad in the envelope
             for host in ("raspberrypi", "thinkpad"):
-                await pi.send("result", host, {"id": cid, "ok": True, "forged": True}, seq=5)
+                await pi.send("result", host, {"id": cid, "ok": False, "error": "forged"}, seq=5)
                 await pi.send("pong", host, {"id": cid}, seq=6)
             await asyncio.sleep(0.3)
             assert not asked.done()
             assert ("thinkpad", cid) not in pongs
             # a second connection with thinkpad's routing id and raspberrypi's key gets nowhere either
             twin = bus.peer("thinkpad", key="raspberrypi")
-            await twin.send("result", "thinkpad", {"id": cid, "ok": True, "forged": True}, seq=7)
+            await twin.send("result", "thinkpad", {"id": cid, "ok": False, "error": "forged"}, seq=7)
             await asyncio.sleep(0.3)
             assert not asked.done()
             await thinkpad.send("result", "thinkpad", {"id": cid, "ok": True}, seq=8)
