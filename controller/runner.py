@@ -94,6 +94,9 @@ class ScenarioRunner:
         except asyncio.CancelledError:  # cancelled or the controller is stopping: the CLI still gets its done
             await reply("done", {"ok": False, "error": self._why, **where})
             raise
+        except Exception as e:  # a bug, or the disk (a run directory, its marker): the CLI still gets its done
+            log.exception("run_failed_to_run", error=repr(e))
+            done = {"ok": False, "error": f"the run could not go on: {e!r}", **where}
         await reply("done", done)
 
     async def _attempt(self, body: dict, reply: Reply, where: dict) -> dict:
@@ -128,11 +131,12 @@ class ScenarioRunner:
 
         seq = self.seq = Sequencer(scn, run, self.bus, progress)
         started = time.time()
-        recovery.mark_started(run.dir, {"scenario": scn.to_dict(), "delay_s": scn.delay, "port": run_port(scn, self.bus),
-                                        "hosts": {h: self.bus.lab_ip(h) for h in scn.hosts}})
         ok, status = False, None
         follow = asyncio.create_task(self.clock.follow(scn.hosts))
-        try:
+        try:  # from here on bus.run is reset and the run finished whatever happens
+            recovery.mark_started(run.dir, {"scenario": scn.to_dict(), "delay_s": scn.delay,
+                                            "port": run_port(scn, self.bus),
+                                            "hosts": {h: self.bus.lab_ip(h) for h in scn.hosts}})
             await progress({"event": "run_started", "dir": str(run.dir), "steps": len(scn.steps)})
             ok = await seq.execute()
         except asyncio.CancelledError:

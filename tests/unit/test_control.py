@@ -84,3 +84,23 @@ def test_a_run_that_shapes_a_host_that_cannot_is_refused_by_what_its_hello_said(
                                                           "cannot shape (nfqueue: iptables not installed)"}
             assert probe.commands == [] and not (tmp_path / "runs").exists()  # nothing started
     asyncio.run(scenario_())
+
+
+def test_a_run_whose_directory_cannot_be_written_ends_with_a_done_and_leaves_nothing_running(tmp_path, monkeypatch):
+    import errno
+
+    from controller import recovery
+
+    def full_disk(run_dir, facts):  # a failure the test cannot cause for real: a full disk
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(recovery, "mark_started", full_disk)
+
+    async def scenario_():
+        async with _controller(tmp_path, answers={"abort", "shape", "sync", "listen"}) as (probe, cli):
+            session = wire.Session("cli")
+            done = await _ask(cli, session, "run", {"scenario": SCENARIO, "delay": 0})
+            assert done["type"] == "done" and done["body"]["ok"] is False
+            assert "No space left on device" in done["body"]["error"]
+            assert (await _ask(cli, session, "status", {}))["body"]["running"] is None
+    asyncio.run(scenario_())
