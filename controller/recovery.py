@@ -86,8 +86,8 @@ def recover(runs_dir: Path) -> set[str]:
         hosts.update(h for h in facts.get("hosts", {}) if isinstance(h, str))
         try:
             mark_interrupted(marker.parent, facts)
-        except (OSError, ValueError) as e:  # the marker stays: the next start tries again
-            log.error("run_not_recovered", dir=str(marker.parent), error=str(e))
+        except Exception as e:  # the marker stays: the next start tries again; the other runs go on
+            log.error("run_not_recovered", dir=str(marker.parent), error=repr(e))
             continue
         mark_finished(marker.parent)
     return hosts
@@ -98,11 +98,14 @@ def mark_interrupted(run_dir: Path, facts: dict) -> None:
     partial, trace = run_dir / "trace.partial.jsonl", run_dir / "trace.jsonl"
     try:
         records = sorted(read_lines(partial, partial=True), key=sort_key)
-    except (OSError, NotATrace):
-        records = []
+        readable = True
+    except (OSError, NotATrace) as e:  # kept as it is, beside an empty trace: the evidence stays
+        log.error("partial_trace_unreadable", dir=str(run_dir), error=str(e))
+        records, readable = [], False
     if not trace.exists():
         atomic_write(trace, "".join(line(r) for r in records))
-    partial.unlink(missing_ok=True)
+    if readable:
+        partial.unlink(missing_ok=True)
     started = [r for r in records if r.get("kind") == "step" and r.get("status") == StepStatus.START]
     ended = {r.get("index") for r in records if r.get("kind") == "step" and r.get("status") != StepStatus.START}
     cut = [r["index"] for r in started if r.get("index") not in ended]

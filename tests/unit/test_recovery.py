@@ -64,6 +64,17 @@ def test_a_run_whose_controller_ended_is_marked_failed_and_a_live_ones_is_not(tm
     assert recovery.recover(runs) == set()  # once: the recovered run has no marker any more
 
 
+def test_a_partial_trace_that_cannot_be_read_is_kept(tmp_path):
+    runs = tmp_path / "runs"
+    pid, identity = _ended_process()
+    cut = _run_dir(runs, "20261201-150000-cut", pid, identity)
+    (cut / "trace.partial.jsonl").write_text('not json\n{"t": 0.01}\n')  # a torn disk block
+    assert recovery.recover(runs) == {"thinkpad", "raspberrypi"}
+    assert json.loads((cut / "run.json").read_text())["status"] == "failed"
+    assert (cut / "trace.partial.jsonl").exists()  # the evidence stays beside the empty trace
+    assert not (cut / recovery.MARKER).exists()
+
+
 def test_a_finished_run_leaves_no_marker(tmp_path):
     recovery.mark_started(tmp_path, {"scenario": SCN, "hosts": HOSTS})
     facts = json.loads((tmp_path / recovery.MARKER).read_text())
