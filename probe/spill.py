@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import struct
 from collections import deque
 from pathlib import Path
@@ -110,6 +111,10 @@ class Spill:
         if self._opened:
             return
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.lstat(self.dir)
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            raise OSError(errno.EPERM, f"spill directory {self.dir} is not a directory of our own")
+        os.chmod(self.dir, 0o700)  # whatever an earlier process or the umask left
         stale = sorted(self.dir.glob(PATTERN))
         for path in stale:
             path.unlink(missing_ok=True)

@@ -49,6 +49,24 @@ def test_a_killed_probe_s_segments_are_removed_and_the_directory_is_private(tmp_
     assert (fresh / "spill-000001.bin").stat().st_mode & 0o777 == 0o600
 
 
+def test_a_spill_directory_that_is_a_symlink_is_refused_and_a_loose_one_made_private(tmp_path):
+    import os
+
+    import pytest
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "spill-000001.bin").write_bytes(b"not to be touched")
+    (tmp_path / "linked").symlink_to(elsewhere)
+    with pytest.raises(OSError, match="not a directory of our own"):
+        Spill(tmp_path / "linked", max_bytes=100).append(1, 1, b"a")
+    assert (elsewhere / "spill-000001.bin").read_bytes() == b"not to be touched"  # nothing followed
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    os.chmod(loose, 0o777)
+    Spill(loose, max_bytes=100).append(1, 1, b"a")
+    assert loose.stat().st_mode & 0o777 == 0o700
+
+
 def test_a_spill_that_cannot_be_written_is_full_and_the_oldest_are_dropped_instead(tmp_path):
     """Its directory cannot be made (a file stands where it would be): no exception reaches the sender,
     the window keeps its bound, the oldest go, every number is either held or dropped."""
