@@ -44,6 +44,9 @@ from tcplab.wire import curve as wire_curve
 
 log = structlog.get_logger("controller")
 
+# Records of what a probe does by itself (its dead-man switch, its start-up sweep): outside a run they
+# reach no trace (the run they belong to has ended), so the controller's log says them.
+ACTED_ALONE = frozenset({"deadman", "sweep"})
 BURST = 512  # frames handled before acks go out and other tasks get a turn
 
 
@@ -263,6 +266,11 @@ class ProbeBus:
                 await self.run.add_events(link.host, good, link.clock)
             for seq, reason in refused:
                 await self.run.add_loss(link.host, seq, seq, LossWhy.REFUSED, reason)
+            return
+        for item in good:  # no run to hold it: what the probe did by itself is said here at least
+            if item["kind"] in ACTED_ALONE:
+                log.warning("probe_acted_outside_run", probe=link.host, kind=item["kind"],
+                            **{k: item[k] for k in ("silent_s", "cleared", "removed") if k in item})
 
     async def _on_heartbeat(self, link: ProbeLink, body: dict) -> None:
         """The probe's totals (dropped, spilled: counted as they grow) and the oldest event it still

@@ -176,7 +176,9 @@ class Fleet:
     def refused(self, peer: str) -> None:
         """Count a refused frame from ``peer`` (a routing id that is no host name is not counted:
         anyone can pick one, and the table would grow with each)."""
-        if wire.HOST_RE.match(peer):
+        if self.admit and peer not in self.admit:
+            self.strangers += 1  # any routing id can be picked: one number for all of them
+        elif wire.HOST_RE.match(peer):
             self._of(peer)["link_frames_refused"] += 1
 
     def connected(self, host: str) -> bool:

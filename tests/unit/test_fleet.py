@@ -9,6 +9,7 @@ import msgpack
 import pytest
 import zmq
 import zmq.asyncio
+from structlog.testing import capture_logs
 
 from controller.bus import ProbeBus
 from controller.fleet import COUNTERS, Fleet, counted_since
@@ -117,6 +118,30 @@ async def _bus_and_probe(tmp_path, fleet: Fleet | None = None, serve: bool = Tru
         probe.sock.close()
         bus.close(0)
         ctx.term()
+
+
+def test_refused_frames_of_names_the_inventory_lacks_are_strangers_not_table_entries():
+    fleet = Fleet(admit=("thinkpad",))
+    for name in ("ghost1", "ghost2", "thinkpad"):
+        fleet.refused(name)
+    assert fleet.strangers == 2 and fleet.counters("thinkpad")["link_frames_refused"] == 1
+    assert set(fleet._counters) == {"thinkpad"}
+
+
+def test_what_a_probe_did_by_itself_outside_a_run_is_in_the_controller_s_log(tmp_path):
+    async def scenario():
+        async with _bus_and_probe(tmp_path) as (bus, probe):
+            await probe.session.send(probe.sock, "hello", {"pid": 1, "lab_ip": "10.90.0.1", "port": 9090})
+            await probe.until("welcome")
+            body = {"events": [{"kind": "deadman", "t_ns": 1, "silent_s": 5.1, "cleared": ["shaping", "nc"]},
+                               {"kind": "console", "t_ns": 2, "text": "x", "stream": "stdout"}]}
+            with capture_logs() as logs:
+                await probe.sock.send(wire.encode(wire.make("events", "thinkpad", 1, body)))
+                assert (await probe.until("ack"))["seq"] == 2
+            said = [e for e in logs if e["event"] == "probe_acted_outside_run"]
+            assert said == [{"event": "probe_acted_outside_run", "probe": "thinkpad", "kind": "deadman",
+                             "silent_s": 5.1, "cleared": ["shaping", "nc"], "log_level": "warning"}]
+    asyncio.run(scenario())
 
 
 def test_the_bus_acks_only_contiguous_events_and_moves_past_what_the_probe_gave_up(tmp_path):
