@@ -218,10 +218,14 @@ class ProbeBus:
         if kind == "hello":
             if self._misplaced(host, body):
                 return
+            before = self.fleet.probes.get(host)
             link = self.fleet.hello(host, body)
             if link is None:  # not one of the inventory's hosts: no welcome, nothing kept
                 log.warning("probe_not_in_inventory", probe=host, known=sorted(self.fleet.admit))
                 return
+            if before is not None and before is not link and before.pending:
+                # a new session: the old one's events below what it sent last will never come
+                await self._give_up(before, max(before.pending) + 1, "the probe restarted (a new session)")
             log.info("probe_hello", probe=host, lab_ip=link.lab_ip, pid=body.get("pid"))
             await self.send(host, "welcome", {"ack": link.upto})
             self.on_hello(host)
@@ -281,10 +285,14 @@ class ProbeBus:
         oldest = body.get("oldest")
         if not isinstance(oldest, int) or isinstance(oldest, bool):
             return
+        await self._give_up(link, oldest)
+
+    async def _give_up(self, link: ProbeLink, oldest: int, detail: str | None = None) -> None:
+        """What ``link`` never received below ``oldest`` is given up: counted, and a ``loss`` record."""
         missing = link.missing_below(oldest)
         lost = link.give_up_below(oldest)
         if lost:
-            log.warning("events_given_up", probe=link.host, events=lost, upto=link.upto)
+            log.warning("events_given_up", probe=link.host, events=lost, upto=link.upto, detail=detail)
             if self.run is not None:
                 for first, last in missing:
-                    await self.run.add_loss(link.host, first, last, LossWhy.GIVEN_UP)
+                    await self.run.add_loss(link.host, first, last, LossWhy.GIVEN_UP, detail)

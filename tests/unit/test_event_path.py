@@ -247,6 +247,35 @@ def test_a_gap_given_up_and_a_refused_event_are_loss_records_and_run_json_counts
     assert "link_given_up 2" in summary and "link_events_refused 1" in summary
 
 
+def test_a_restarted_probe_s_unfilled_gap_of_its_old_session_is_a_loss_record(tmp_path):
+    where = address("ipc", tmp_path)
+    t_ns = time.monotonic_ns
+
+    async def main():
+        async with controller(tmp_path / "run", where) as bus:
+            ctx = zmq.asyncio.Context()
+            probe = _Dealer(ctx, where)
+            try:
+                hello = {"pid": 1, "lab_ip": "10.90.0.1"}
+                await probe.session.send(probe.sock, "hello", {**hello, "session": "a" * 32})
+                await probe.until("welcome")
+                await probe.batch(1, [console(1) | {"t_ns": t_ns()}])
+                await probe.batch(4, [console(4) | {"t_ns": t_ns()}])   # 2 and 3 are still on their way
+                assert (await probe.until("ack"))["seq"] == 1
+                await probe.session.send(probe.sock, "hello", {**hello, "session": "b" * 32})  # killed, restarted
+                assert await probe.until("welcome") == {"ack": 0}
+            finally:
+                probe.sock.close()
+                ctx.term()
+            losses = [r for r in bus.run.trace.records if r["kind"] == "loss"]
+            return losses, bus.fleet.counters("thinkpad")
+
+    losses, counters = run(main())
+    assert [(r["from"], r["to"], r["why"]) for r in losses] == [(2, 3, "given_up")]
+    assert "restarted" in losses[0]["detail"]
+    assert counters["link_given_up"] == 2 and counters["link_restarts"] == 1
+
+
 def test_the_probe_s_memory_stays_bounded_while_its_controller_is_unreachable():
     """bench.probe_memory in a process of its own: 20,000 and 60,000 1 kB events to nobody (20 and 60
     MB), then the stall's resends: the peak RSS is the same for both, the rest is on disk."""
