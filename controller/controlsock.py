@@ -22,6 +22,7 @@ import stat
 from pathlib import Path
 
 from tcplab.errors import TcplabError
+from tcplab.files import UnsafeDir, private_dir
 
 DIR, SOCKET = "control", "control.sock"
 
@@ -51,15 +52,10 @@ def _describe(p: Path, st: os.stat_result) -> str:
 
 def prepare(sock: Path) -> None:
     """The controller's side, before binding ``sock``: its directory private, no stale socket."""
-    d = sock.parent
     try:
-        os.mkdir(d, 0o700)
-    except FileExistsError:
-        pass
-    st = os.lstat(d)
-    if not stat.S_ISDIR(st.st_mode) or not _ours(st):
-        raise ControlSocketError(f"control socket directory {_describe(d, st)} is not a directory of ours")
-    os.chmod(d, 0o700)  # ours and a real directory: whatever the umask made it
+        private_dir(sock.parent, "control socket directory")
+    except UnsafeDir as e:
+        raise ControlSocketError(str(e)) from None
     try:
         old = os.lstat(sock)
     except FileNotFoundError:

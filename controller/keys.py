@@ -22,6 +22,7 @@ import zmq.auth
 
 from tcplab import wire
 from tcplab.configfile import ConfigError
+from tcplab.files import private_dir
 from tcplab.wire import curve
 
 
@@ -30,8 +31,7 @@ def make_keys(keys_dir: str | Path, names: Iterable[str], check: bool = False) -
     ``check``: make nothing, name what would be made."""
     keys_dir = Path(keys_dir)
     if not check:
-        keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(keys_dir, 0o700)
+        private_dir(keys_dir, "key store")
     made = []
     for name in sorted(set(names)):
         if not wire.HOST_RE.match(name):
@@ -56,9 +56,7 @@ def make_keys(keys_dir: str | Path, names: Iterable[str], check: bool = False) -
 def install_keys(store: str | Path, keys_dir: str | Path, own: str, publics: Iterable[str]) -> Path:
     """What one daemon needs from the ``store``, in ``keys_dir`` (0700): ``own``'s pair and the public
     key of each of ``publics``, 0600 (what the Ansible roles install; for the tests and benchmarks)."""
-    keys_dir = Path(keys_dir)
-    keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(keys_dir, 0o700)
+    keys_dir = private_dir(keys_dir, "key directory")
     for src in [curve.secret_path(store, own), *(curve.public_path(store, p) for p in publics)]:
         dest = keys_dir / src.name
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)

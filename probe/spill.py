@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 import struct
 from collections import deque
 from pathlib import Path
 
 import structlog
+
+from tcplab.files import private_dir
 
 log = structlog.get_logger("probe.spill")
 
@@ -110,11 +111,7 @@ class Spill:
     def _open(self) -> None:
         if self._opened:
             return
-        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = os.lstat(self.dir)
-        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
-            raise OSError(errno.EPERM, f"spill directory {self.dir} is not a directory of our own")
-        os.chmod(self.dir, 0o700)  # whatever an earlier process or the umask left
+        private_dir(self.dir, "spill directory")  # an OSError: the spill counts as full
         stale = sorted(self.dir.glob(PATTERN))
         for path in stale:
             path.unlink(missing_ok=True)

@@ -14,10 +14,14 @@ before the rename, and is removed if anything fails. A reader sees the old file 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
+
+from tcplab.errors import TcplabError
 
 
 @contextlib.contextmanager
@@ -41,6 +45,31 @@ def replacing(path: Path | str, mode: int | None = None) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class UnsafeDir(TcplabError, OSError):
+    """A directory that should be ours alone is not: a symlink, not a directory, or another user's."""
+
+    def __init__(self, message: str):
+        super().__init__(errno.EPERM, message)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def private_dir(path: Path | str, what: str = "directory") -> Path:
+    """``path`` as a directory of ours (root's or this user's) with mode 0700, made if missing
+    (parents too). An existing one is checked with ``lstat``: a symlink, a non-directory or a
+    stranger's is refused (:class:`UnsafeDir`, one line naming it, its owner and its mode), never
+    followed or chmod-ed; ours, it is set 0700 whatever the umask or an earlier process left."""
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or st.st_uid not in (0, os.geteuid()):
+        raise UnsafeDir(f"{what} {path} (uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}) "
+                        "is not a directory of ours")
+    os.chmod(path, 0o700)
+    return path
 
 
 def atomic_write(path: Path | str, data: str | bytes, mode: int | None = None) -> Path:
