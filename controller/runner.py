@@ -79,9 +79,8 @@ class ScenarioRunner:
         if self.seq is None:
             self._why = why
             task.cancel()
-        else:
-            self.seq.cancel(why)
-        return True
+            return True
+        return self.seq.cancel(why)
 
     def refusal(self, scn: scenario.Scenario) -> str | None:
         """Why ``scn`` cannot start on the probes connected now, or None."""

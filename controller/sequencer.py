@@ -108,13 +108,14 @@ class Sequencer:
             await self._cleanup()
 
     def cancel(self, why: str) -> bool:
-        """Stop the steps (the one in progress is interrupted); the cleanup still runs. False if the
-        steps already ended (or never began)."""
-        if self._steps is None or self._steps.done():
+        """Stop the steps (the one in progress is interrupted); the cleanup still runs. Before the
+        steps begin, they never will (:meth:`execute` sees ``cancelled``). False once they ended."""
+        if self._steps is not None and self._steps.done():
             return False
         self.cancelled = why
         log.warning("run_cancelled", error=why)
-        self._steps.cancel()
+        if self._steps is not None:
+            self._steps.cancel()
         return True
 
     async def _all_steps(self) -> None:

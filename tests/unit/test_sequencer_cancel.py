@@ -116,3 +116,21 @@ def test_a_host_that_falls_silent_during_its_command_fails_the_step_naming_it(tm
     seq, bus, run, ok, _ = _play(tmp_path, _scn([SEED[0], SEED[1], SEED[2]]), nothing, bus_cls=FallsSilent)
     assert ok is False and seq.failed_step == 3
     assert seq.error == "step 3 (connect on raspberrypi): raspberrypi stopped answering (nothing heard from it for 3.0 s)"
+
+
+def test_a_cancel_before_the_steps_begin_is_kept_and_no_step_runs(tmp_path):
+    s = _scn([SEED[0], SEED[1]])
+    (tmp_path / "run").mkdir(parents=True)
+
+    async def main():
+        run = Run(tmp_path / "run", s.hosts)
+        seq = Sequencer(s, run, FakeBus(run))
+        try:  # between the sequencer's making and its steps (the runner's marker, its first progress)
+            assert seq.cancel("run cancelled from the CLI (Ctrl-C)")
+            return seq, run, await seq.execute()
+        finally:
+            run.close()
+
+    seq, run, ok = asyncio.run(main())
+    assert ok is False and seq.error == "run cancelled from the CLI (Ctrl-C)"
+    assert steps_of(run) == []
