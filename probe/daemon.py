@@ -39,10 +39,12 @@ from probe import leftovers
 from probe.commands import Commands
 from probe.deadman import DeadMan
 from probe.endpoint import Endpoint
+from probe.endpoints import Endpoints
 from probe.lifecycle import Lifecycle
 from probe.link import Link, StatusFile
 from probe.observers import Observers
 from probe.shaper import Shaper
+from probe.sockapp import SocketApp
 from probe.transport import Transport
 from tcplab import logs, pidfile
 from tcplab.actions import ACTIONS
@@ -59,7 +61,8 @@ class Probe(Lifecycle):
         super().__init__()
         self.cfg = cfg
         self.shaper = Shaper(ifname=cfg.lab_iface, port=cfg.port, backend=cfg.shaper_backend)
-        self.endpoint = Endpoint(on_console=self._console, nc=cfg.nc, pid_dir=cfg.home)
+        self.endpoint = Endpoints(Endpoint(on_console=self._console, nc=cfg.nc, pid_dir=cfg.home),
+                                  SocketApp(on_console=self._console))
         self.transport = Transport(cfg.controller, cfg.host, hello={
             "lab_ip": cfg.lab_ip, "port": cfg.port, "iface": cfg.lab_iface, "pid": os.getpid(),
             "actions": sorted(ACTIONS)}, curve=cfg.curve, spill_dir=cfg.spill_dir)
@@ -114,7 +117,7 @@ class Probe(Lifecycle):
             steps.append((f"shaping {self.shaper.backend} on {self.cfg.lab_iface} port {self.cfg.port}",
                           "shape", {"clear": True}))
         if self.endpoint.running:
-            steps.append((f"nc pid {self.endpoint.pid}", "abort", {}))
+            steps.append((self.endpoint.describe(), "abort", {}))
         cleared = []
         for what, action, args in steps:
             try:
@@ -124,8 +127,11 @@ class Probe(Lifecycle):
                 log.error("disarm_step_failed", step=what, error=repr(e))
         return cleared
 
-    def _console(self, text: str, stream: str) -> None:
-        self.emit({"kind": "console", "text": text, "stream": stream})
+    def _console(self, text: str, stream: str, local: str | None = None, remote: str | None = None) -> None:
+        body = {"kind": "console", "text": text, "stream": stream}
+        if local is not None:  # the probe's application: which of its connections printed it
+            body.update(local=local, remote=remote)
+        self.emit(body)
 
     # --- lifecycle --------------------------------------------------------------------------
     async def startup(self) -> None:

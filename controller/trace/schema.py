@@ -78,7 +78,7 @@ class Stream(StrEnum):
 FIELDS: dict[Kind, tuple[str, ...]] = {
     Kind.STATE: ("local", "remote", "from", "to", "source"),
     Kind.PACKET: ("dir", "src", "dst", "flags", "seq", "ack", "len", "payload", "win", "frame_len"),
-    Kind.CONSOLE: ("text", "stream"),
+    Kind.CONSOLE: ("text", "stream", "local", "remote"),  # local/remote: the connection, when many
     Kind.NETSTAT: ("rows",),
     Kind.SHAPER: ("backend", "delay_ms", "loss_pct", "cleared", "counters"),
     Kind.KERNEL: ("event", "local", "remote", "state"),

@@ -59,7 +59,8 @@ EVENTS: dict[str, Fields] = {
                                 "len": Int(0, SNAPLEN), "payload": Str(SNAPLEN), "win": Int(0, 0xFFFF),
                                 "frame_len": Int(0, SNAPLEN), "raw": Bytes(SNAPLEN), "linktype": Int(0, 0xFFFF)},
                      "dir", "src", "dst", "flags"),
-    "console": _event("console", {"text": Str(TEXT), "stream": Str(6, choices=("stdin", "stdout", "stderr"))},
+    "console": _event("console", {"text": Str(TEXT), "stream": Str(6, choices=("stdin", "stdout", "stderr")),
+                                  "local": ADDR, "remote": ADDR},  # a line of one of many connections
                       "text", "stream"),
     "netstat": _event("netstat", {"rows": List(_NETSTAT_ROW.as_check(), 4096)}, "rows"),
     "shaper": _event("shaper", {"backend": Opt(Str(16)), "delay_ms": Int(0, 3_600_000), "loss_pct": Num(0, 100),

@@ -8,6 +8,7 @@ as the transport sets it on every frame it reads.
 from __future__ import annotations
 
 import asyncio
+import os
 import functools
 
 import pytest
@@ -228,3 +229,44 @@ def test_the_probes_disarm_still_ends_nc_when_clearing_the_shaping_fails(tmp_pat
 
     pid, cleared, running = asyncio.run(scenario())
     assert cleared == [f"nc pid {pid}"] and not running
+
+
+def test_the_probes_disarm_ends_its_own_application_of_many_connections(tmp_path):
+    """count > 1: the probe's own application (a listener and two connections to it on 127.0.0.1),
+    ended by the disarm and named in what it says."""
+    import socket
+
+    from probe.config import ProbeConfig
+    from probe.daemon import Probe
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = ProbeConfig(path=tmp_path / "probe.yml", host="thinkpad", controller=f"ipc://{tmp_path}/c.sock",
+                      lab_ip="127.0.0.1", lab_iface="lo", port=port, home=tmp_path)
+
+    async def scenario():
+        probe = Probe(cfg)
+        peers = []
+        try:
+            await probe.endpoint.listen(port, count=2)
+            for _ in range(2):
+                peers.append(await asyncio.open_connection("127.0.0.1", port))
+            for _ in range(100):
+                if len(probe.endpoint.app.conns) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            assert probe.armed() and probe.endpoint.pid == os.getpid()
+            cleared = await probe.disarm()
+            eofs = [await asyncio.wait_for(r.read(), 2) for r, _ in peers]  # each peer got its FIN
+            return cleared, eofs, probe.endpoint.running
+        finally:
+            for _, w in peers:
+                w.close()
+            await probe.endpoint.abort()
+            probe.transport.close()
+            probe._netlink.shutdown()
+
+    cleared, eofs, running = asyncio.run(scenario())
+    assert cleared == ["the probe's application: a listener and 2 connection(s)"]
+    assert eofs == [b"", b""] and not running

@@ -1,0 +1,60 @@
+"""The lab host's application: nc for one connection, the probe's own for many.
+
+A ``listen`` or ``connect`` of one connection runs nc (:class:`probe.endpoint.Endpoint`), the seed's
+own tool, exactly as its user typed it. One of ``count`` > 1 runs the probe's socket application
+(:class:`probe.sockapp.SocketApp`), which nc cannot be: ``nc -l`` accepts one connection. One
+application at a time per host: a second listen or connect while one runs is refused. ``send``,
+``close`` and ``abort`` go to whichever runs (abort and close to both: nothing is left running).
+"""
+
+from __future__ import annotations
+
+from probe.endpoint import Endpoint, EndpointError
+from probe.sockapp import SocketApp
+
+
+class Endpoints:
+    def __init__(self, nc: Endpoint, app: SocketApp):
+        self.nc = nc
+        self.app = app
+
+    @property
+    def running(self) -> bool:
+        return self.nc.running or self.app.running
+
+    @property
+    def pid(self) -> int | None:
+        """The application's process (the tracepoint's owner filter): nc's, or the probe's own."""
+        return self.nc.pid if self.nc.running else self.app.pid
+
+    def describe(self) -> str:
+        """What runs, in words (the dead-man switch's record names what it ended)."""
+        if self.nc.running:
+            return f"nc pid {self.nc.pid}"
+        return self.app.describe() if self.app.running else "nothing"
+
+    async def listen(self, port: int, count: int = 1) -> None:
+        self._check_idle()
+        await (self.nc.listen(port) if count == 1 else self.app.listen(port, count))
+
+    async def connect(self, ip: str, port: int, lab: tuple[str, str] | None = None, count: int = 1) -> None:
+        self._check_idle()
+        await (self.nc.connect(ip, port, lab=lab) if count == 1 else self.app.connect(ip, port, count, lab=lab))
+
+    async def send(self, text: str) -> None:
+        if self.app.running:
+            await self.app.send(text)
+        else:
+            await self.nc.send(text)
+
+    async def close(self) -> None:
+        await self.app.close()
+        await self.nc.close()
+
+    async def abort(self) -> None:
+        await self.app.abort()
+        await self.nc.abort()
+
+    def _check_idle(self) -> None:
+        if self.running:
+            raise EndpointError(f"{self.describe()} already runs: one application at a time on a host")

@@ -1,0 +1,118 @@
+"""The probe's own application (probe/sockapp.py) between two lab namespaces, on real kernel TCP:
+200 connections at once through the seed's storyline, a refused storm, and what it refuses to do."""
+
+import collections
+import time
+
+import pytest
+
+from probe.endpoint import Endpoint, EndpointError
+from probe.endpoints import Endpoints
+from probe.labnet import LabAddressError
+from probe.sockapp import AppError, SocketApp
+from tests.nsthread import NetnsThread
+from tests.seedrun import PORT
+
+pytestmark = pytest.mark.integration
+N = 200
+
+
+def states(host) -> collections.Counter:
+    """The states of the lab port's connection sockets in ``host``'s namespace (ss), by netstat name."""
+    out = host.run("ss", "-Htan", f"( sport = :{PORT} or dport = :{PORT} )").stdout
+    return collections.Counter(line.split()[0] for line in out.splitlines() if line.strip())
+
+
+def wait(what, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = what()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout} s: {what.__doc__ or what}")
+
+
+class Console(list):
+    def __call__(self, text, stream, local=None, remote=None):
+        self.append((stream, text, local, remote))
+
+    def lines(self, stream):
+        return [c for c in self if c[0] == stream]
+
+
+def test_200_connections_through_the_seed_storyline(netns_pair):
+    a, b = netns_pair.a, netns_pair.b
+    ca, cb = Console(), Console()
+    with NetnsThread(a.ns) as ta, NetnsThread(b.ns) as tb:
+        server, client = SocketApp(ca), SocketApp(cb)
+        ta.run(server.listen(PORT, N))
+        tb.run(client.connect(a.ip, PORT, N, lab=(b.ifname, b.ip)))
+        try:
+            wait(lambda: states(a)["ESTAB"] == N and states(b)["ESTAB"] == N and len(server.conns) == N)
+            assert states(a)["LISTEN"] == 1  # the listener stays open while it serves, as nc -l's does
+            assert ta.run(server.send("Hello")) == N
+            wait(lambda: len(cb.lines("stdout")) == N)
+            assert tb.run(client.send("Bye")) == N
+            wait(lambda: len(ca.lines("stdout")) == N)
+            # every connection printed its line once, named by its own address pair
+            assert {c[1] for c in cb.lines("stdout")} == {"Hello"}
+            assert len({(c[2], c[3]) for c in cb.lines("stdout")}) == N
+            assert {c[3].rsplit(":", 1)[0] for c in ca.lines("stdout")} == {b.ip}
+            assert ca.lines("stdin") == [("stdin", "Hello", None, None)]  # one typed line, sent N times
+
+            ta.run(server.close())  # the server application ends first: FINs, not resets
+            wait(lambda: states(a)["FIN-WAIT-2"] == N and states(b)["CLOSE-WAIT"] == N)
+            assert states(a)["LISTEN"] == 0 and not server.running
+            assert client.running  # a peer's FIN does not end it, as nc with its stdin open
+            tb.run(client.close())
+            wait(lambda: states(a)["TIME-WAIT"] == N and not states(b))
+            assert not client.running
+        finally:
+            ta.run(server.abort())
+            tb.run(client.abort())
+
+
+def test_a_refused_storm_is_counted_and_leaves_nothing(netns_pair):
+    with NetnsThread(netns_pair.b.ns) as tb:
+        app = SocketApp(Console())
+        tb.run(app.connect(netns_pair.a.ip, PORT, 30))  # nobody listens: 30 RSTs
+        wait(lambda: not app.running)
+        assert app.failed == 30 and app.conns == []
+        assert not states(netns_pair.b)
+
+
+def test_what_the_application_refuses(netns_pair):
+    a = netns_pair.a
+    with NetnsThread(a.ns) as ta:
+        app = SocketApp(Console())
+        for bad in (0, 513, True):
+            with pytest.raises(AppError, match="outside 1..512"):
+                ta.run(app.listen(PORT, bad))
+        with pytest.raises(AppError, match="no open connection"):
+            ta.run(app.send("x"))
+        with pytest.raises(LabAddressError):
+            ta.run(app.connect("8.8.8.8", PORT, 2, lab=(a.ifname, a.ip)))
+        with pytest.raises(LabAddressError):
+            ta.run(app.connect("-lk", PORT, 2))
+        ta.run(app.listen(PORT, 2))
+        try:
+            with pytest.raises(AppError, match="already runs"):
+                ta.run(app.listen(PORT + 1, 2))
+            # one application per host: nc is refused while the probe's own runs, and the other way round
+            ends = Endpoints(Endpoint(Console()), app)
+            with pytest.raises(EndpointError, match="a listener and 0 connection.* already runs"):
+                ta.run(ends.listen(PORT + 1))
+            assert ends.running and ends.pid is not None
+        finally:
+            ta.run(app.abort())
+        assert not app.running and not states(a)
+        ends = Endpoints(Endpoint(Console()), SocketApp(Console()))
+        ta.run(ends.listen(PORT))  # one connection: nc, the seed's own tool
+        try:
+            assert ends.nc.running and not ends.app.running and ends.describe().startswith("nc pid ")
+            with pytest.raises(EndpointError, match="already runs"):
+                ta.run(ends.connect("10.90.0.2", PORT, count=5))
+        finally:
+            ta.run(ends.abort())
+        assert not ends.running
