@@ -200,16 +200,25 @@ class Run:
     def met(self, e: Expectation, since: float) -> bool:
         if e.state is not None:
             listener = e.state == "LISTEN"
-            return any(r["to"] == e.state for r in self.states_since(e.host, since, listener))
-        return e.text in self.printed_since(e.host, since)
+            reached = {(r["local"], r["remote"]) for r in self.states_since(e.host, since, listener)
+                       if r["to"] == e.state}
+            return len(reached) >= e.count
+        return self.printed_since(e.host, since).count(e.text) >= e.count
 
-    def observed(self, host: str, since: float) -> str:
-        """What ``host`` did since ``since``, in words, for a failed step's message."""
-        states = [f"{r['from']}->{r['to']}" for r in self.states_since(host, since, listener=False)]
+    def observed(self, host: str, since: float, most: int = 12) -> str:
+        """What ``host`` did since ``since``, in words, for a failed step's message: each transition
+        with how many connections made it (the ``most`` first kinds), the last lines printed."""
+        moves: dict[str, int] = {}
+        for r in self.states_since(host, since, listener=False):
+            moves[f"{r['from']}->{r['to']}"] = moves.get(f"{r['from']}->{r['to']}", 0) + 1
+        states = [m if n == 1 else f"{m} x{n}" for m, n in list(moves.items())[:most]]
+        if len(moves) > most:
+            states.append(f"and {len(moves) - most} other transitions")
         lines = self.printed_since(host, since)
         parts = [f"states {', '.join(states)}" if states else "no connection state change"]
         if lines:
-            parts.append("printed " + ", ".join(repr(x) for x in lines[-3:]))
+            last = ", ".join(repr(x[:200]) for x in lines[-3:])
+            parts.append(f"printed {last}" if len(lines) <= 3 else f"printed {len(lines)} lines, the last {last}")
         return f"{host}: " + "; ".join(parts)
 
     async def wait_for(self, expect: tuple[Expectation, ...], since: float, timeout: float) -> list[Expectation]:
@@ -281,3 +290,10 @@ class Run:
         self.captures.close()
         self.pcaps.close()
         self.trace.close()
+
+    def release(self) -> None:
+        """After the finish (everything is on disk): drop the records, so that a finished run
+        something still refers to (the runner's last sequencer) holds no memory of its size."""
+        self.trace.records = []
+        self.captures.frames = {h: [] for h in self.hosts}
+        self._stamped, self._seen, self.index = [], {}, None

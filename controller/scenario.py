@@ -25,12 +25,19 @@ A scenario is YAML::
 
 Each action (but ``wait``, which only waits for its expectations) is defined in :mod:`tcplab.actions`:
 on how many hosts a step may act, the step fields it reads (connect's ``to``, send's ``text``) and
-their checks come from there; this module checks the rest of the file.
+their checks come from there; this module checks the rest of the file. A field only other actions
+read (a ``to`` on a send, a ``count`` on a close) is an error, not ignored.
+
+``count`` on a listen or a connect (1..512, default 1) is how many connections the step makes: one
+runs nc, as the seed does; more run the probe's own application (probe/sockapp.py), which serves
+them all at once and prints what each receives as nc would.
 
 An expectation is ``HOST STATE`` (HOST's connection reaches STATE after the step began; LISTEN
 refers to the listening socket, every other state to a connection socket) or
-``HOST prints TEXT`` (a line TEXT appears on HOST's nc console). A step fails when its
-expectations are not all met within ``timeout`` seconds (default: 10 s + 5 x delay).
+``HOST prints TEXT`` (a line TEXT appears on HOST's console). A trailing `` xN`` asks for N:
+``thinkpad ESTABLISHED x200`` is met once 200 distinct connections of thinkpad (by their address
+pair) reached ESTABLISHED, ``thinkpad prints Bye x200`` once 200 such lines were printed. A step
+fails when its expectations are not all met within ``timeout`` seconds (default: 10 s + 5 x delay).
 
 The lab port has one source: each probe's configuration (``tcplab_lab_port`` in the inventory,
 ``port:`` in probe.yml), on which the probe listens, shapes and captures, and which it reports in
@@ -41,6 +48,7 @@ differs (:func:`port_conflict`), so a client can never connect to a port nobody 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +58,10 @@ from tcplab.errors import TcplabError
 
 # A step names an action of the registry (tcplab.actions), or "wait": expectations only, no command.
 ACTIONS = (*actions.scenario_actions(), "wait")
-STEP_KEYS = {"action", "host", "to", "text", "expect", "timeout", "delay", "loss", "clear", "note"}
+STEP_KEYS = {"action", "host", "to", "text", "count", "expect", "timeout", "delay", "loss", "clear", "note"}
+# the step fields some action reads (connect's ``to``, send's ``text``): on any other action's step, an error
+ACTION_FIELDS = frozenset(f for a in actions.ACTIONS.values() for f in a.step_fields)
+COUNT_RE = re.compile(r"^(?P<rest>.*\S)\s+x(?P<count>[0-9]{1,6})$")
 MAX_DELAY_S = 60.0
 
 
@@ -63,9 +74,11 @@ class Expectation:
     host: str
     state: str | None = None   # a trace state name, or None for a console expectation
     text: str | None = None
+    count: int = 1             # at least this many connections (a state) or lines (printed)
 
     def __str__(self) -> str:
-        return f"{self.host} {self.state}" if self.state else f"{self.host} prints {self.text}"
+        what = f"{self.host} {self.state}" if self.state else f"{self.host} prints {self.text}"
+        return what if self.count == 1 else f"{what} x{self.count}"
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,7 @@ class Step:
     hosts: tuple[str, ...] = ()
     to: str | None = None
     text: str | None = None
+    count: int = 1               # listen/connect: how many connections (1: nc's one)
     expect: tuple[Expectation, ...] = ()
     timeout: float | None = None
     delay: float | None = None   # shape: overrides the scenario delay
@@ -113,6 +127,8 @@ def _step_dict(s: Step) -> dict:
     d: dict = {"action": s.action}
     if s.hosts:
         d["host"] = list(s.hosts)
+    if s.count != 1:
+        d["count"] = s.count
     for key in ("to", "text", "timeout", "delay", "note"):
         if getattr(s, key) is not None:
             d[key] = getattr(s, key)
@@ -162,14 +178,20 @@ def _hosts(value: object, where: str) -> tuple[str, ...]:
 
 def _expectation(text: object, where: str) -> Expectation:
     if not isinstance(text, str) or len(text.split()) < 2:
-        raise ScenarioError(f"{where}: expectation must read 'HOST STATE' or 'HOST prints TEXT', got {text!r}")
+        raise ScenarioError(f"{where}: expectation must read 'HOST STATE' or 'HOST prints TEXT' "
+                            f"(and ' xN' for N connections or lines), got {text!r}")
     host, rest = text.split(None, 1)
     if not wire.HOST_RE.match(host):
         raise ScenarioError(f"{where}: bad host name {host!r} in expectation {text!r}")
+    count, m = 1, COUNT_RE.match(rest.strip())
+    if m:
+        rest, count = m.group("rest"), int(m.group("count"))
+        if count < 1:
+            raise ScenarioError(f"{where}: the count in expectation {text!r} must be at least 1")
     if rest.startswith("prints "):
-        return Expectation(host, text=rest[len("prints "):].strip())
+        return Expectation(host, text=rest[len("prints "):].strip(), count=count)
     try:
-        return Expectation(host, state=tcpstates.name(rest.strip()))
+        return Expectation(host, state=tcpstates.name(rest.strip()), count=count)
     except ValueError:
         raise ScenarioError(f"{where}: unknown TCP state {rest.strip()!r} in expectation {text!r} "
                             f"(known: {', '.join(tcpstates.NAMES)})") from None
@@ -179,11 +201,17 @@ def _action_fields(raw: dict, on: tuple[str, ...], where: str) -> tuple[str, ...
     """Check a step against its action's rules (tcplab.actions); the step fields the action reads."""
     act = actions.ACTIONS.get(raw["action"])
     if act is None:  # a wait
+        foreign = sorted(ACTION_FIELDS & set(raw))
+        if foreign:
+            raise ScenarioError(f"{where}: a wait takes no {', '.join(repr(f) for f in foreign)}")
         return ()
     if not on:
         raise ScenarioError(f"{where}: needs 'host' (the host that acts)")
     if act.one_host and len(on) != 1:
         raise ScenarioError(f"{where}: acts on exactly one host, got {len(on)}")
+    foreign = sorted(f for f in ACTION_FIELDS & set(raw) if f not in act.step_fields)
+    if foreign:
+        raise ScenarioError(f"{where}: {raw['action']} takes no {', '.join(repr(f) for f in foreign)}")
     if act.check_step is not None:
         try:
             act.check_step(raw)
@@ -220,7 +248,7 @@ def _step(index: int, raw: object, source: str) -> Step:
         raise ScenarioError(f"{where}: clear must be true or false")
     note = raw.get("note")
     return Step(index, action, on, raw.get("to") if "to" in fields else None,
-                raw.get("text") if "text" in fields else None,
+                raw.get("text") if "text" in fields else None, raw.get("count", 1) if "count" in fields else 1,
                 tuple(_expectation(e, where) for e in expect), timeout, delay, loss, clear,
                 str(note) if note is not None else None)
 

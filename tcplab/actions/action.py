@@ -52,6 +52,7 @@ class Step(Protocol):  # controller.scenario.Step, as far as from_step reads it
     hosts: tuple[str, ...]
     to: str | None
     text: str | None
+    count: int                            # connections a listen serves or a connect opens (1: nc's one)
     delay: float | None
     loss: float
     clear: bool

@@ -1,4 +1,5 @@
-"""connect: the probe's nc connects to another lab host (the step's ``to``) on the run's lab port.
+"""connect: the probe's application connects to another lab host (the step's ``to``) on the run's
+lab port: nc (``nc -- IP PORT``) for one connection, the probe's own for ``count`` > 1 (as listen).
 
 The address is the target's lab address from the controller's configuration (the inventory's,
 ``StepContext.lab_ip``), never what the target says of itself. On the wire it must be a plain IPv4
@@ -16,6 +17,7 @@ import ipaddress
 from typing import Mapping
 
 from tcplab.actions.action import Action, ActionError, Arg, ProbeHost, Step, StepContext
+from tcplab.actions.listen import COUNT, check_count, count_arg
 from tcplab.wire import HOST_RE, ProtocolError
 
 BROADCAST = ipaddress.IPv4Address("255.255.255.255")
@@ -25,13 +27,15 @@ def check_step(raw: Mapping) -> None:
     to = raw.get("to")
     if not isinstance(to, str) or not HOST_RE.match(to):
         raise ActionError("needs 'to' (the host to connect to)")
+    check_count(raw)
 
 
 def from_step(step: Step, ctx: StepContext) -> dict:
     ip = ctx.lab_ip(step.to or "")
     if not ip:
         raise ActionError(f"{step.to} has no lab address in the controller's configuration (hosts)")
-    return {"ip": ip} if ctx.port is None else {"ip": ip, "port": ctx.port}
+    args = {"ip": ip} if ctx.port is None else {"ip": ip, "port": ctx.port}
+    return {**args, **count_arg(step)}
 
 
 def unicast_ipv4(value: object) -> bool:
@@ -50,10 +54,11 @@ def check(args: dict) -> None:
 
 async def handle(host: ProbeHost, args: dict) -> dict:
     await host.endpoint.connect(args["ip"], args.get("port", host.cfg.port),
-                                lab=(host.cfg.lab_iface, host.cfg.lab_ip))
+                                lab=(host.cfg.lab_iface, host.cfg.lab_ip), count=args.get("count", 1))
     host.remember_nc()
     return {}
 
 
-ACTION = Action("connect", handle, args={"ip": Arg(str, required=True), "port": Arg(int, bounds=(1, 65535))},
-                check=check, from_step=from_step, step_fields=("to",), check_step=check_step)
+ACTION = Action("connect", handle, args={"ip": Arg(str, required=True), "port": Arg(int, bounds=(1, 65535)),
+                                        "count": COUNT},
+                check=check, from_step=from_step, step_fields=("to", "count"), check_step=check_step)

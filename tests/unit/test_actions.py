@@ -41,6 +41,8 @@ def test_the_wire_does_not_name_actions_the_registry_does():
     ({"id": 1, "action": "connect", "args": {"ip": "10.90.0.1"}}, {"ip": "10.90.0.1"}),
     ({"id": 1, "action": "send", "args": {"text": ""}}, {"text": ""}),
     ({"id": 1, "action": "sync"}, {}),
+    ({"id": 1, "action": "listen", "args": {"count": 512}}, {"count": 512}),
+    ({"id": 1, "action": "connect", "args": {"ip": "10.90.0.1", "count": 200}}, {"ip": "10.90.0.1", "count": 200}),
 ])
 def test_checks_let_through_what_each_action_takes(body, args):
     assert actions.check_command(body) == (body["action"], args)
@@ -62,6 +64,10 @@ def test_checks_let_through_what_each_action_takes(body, args):
     ({"id": 1, "action": "connect", "args": {"ip": "10.90.0.1", "port": 0}}, "port 0 is outside 1..65535"),
     ({"id": 1, "action": "send", "args": {"text": "x" * 4097}}, "one line of at most 4096"),
     ({"id": 1, "action": "sync", "args": {"wait": 1}}, "sync takes no argument 'wait'"),
+    ({"id": 1, "action": "listen", "args": {"count": 513}}, "listen count 513 is outside 1..512"),
+    ({"id": 1, "action": "connect", "args": {"ip": "10.90.0.1", "count": 0}}, "connect count 0 is outside 1..512"),
+    ({"id": 1, "action": "connect", "args": {"ip": "10.90.0.1", "count": True}}, "'count' has the wrong type"),
+    ({"id": 1, "action": "send", "args": {"text": "x", "count": 2}}, "send takes no argument 'count'"),
     ({"id": 1, "action": "close", "args": []}, "args of close must be a map"),
     ({"id": True, "action": "close"}, "id must be an integer"),
     ({"id": 1, "action": ["close"]}, "unknown action"),
@@ -102,15 +108,28 @@ def test_every_from_step_makes_arguments_its_check_accepts():
     steps = [step(action="shape", host="thinkpad"), step(action="shape", host="thinkpad", clear=True),
              step(action="listen", host="thinkpad"), step(action="connect", host="raspberrypi", to="thinkpad"),
              step(action="send", host="thinkpad", text="Hello"), step(action="close", host="thinkpad"),
-             step(action="abort", host="thinkpad")]
+             step(action="abort", host="thinkpad"), step(action="listen", host="thinkpad", count=200),
+             step(action="connect", host="raspberrypi", to="thinkpad", count=200)]
     for i, s in enumerate(steps):
         args = actions.ACTIONS[s.action].from_step(s, ctx())
         assert actions.check_command({"id": i, "action": s.action, "args": args}) == (s.action, args)
 
 
 def test_step_rules_come_from_the_action():
-    assert step(action="connect", host="raspberrypi", to="thinkpad", text="x").text is None  # send's field
-    assert step(action="send", host="thinkpad", to="raspberrypi", text="x").to is None      # connect's field
+    # another action's field is an error naming it, not silently dropped
+    with pytest.raises(scenario.ScenarioError, match=r"step 1 \(connect\): connect takes no 'text'"):
+        step(action="connect", host="raspberrypi", to="thinkpad", text="x")
+    with pytest.raises(scenario.ScenarioError, match=r"step 1 \(send\): send takes no 'to'"):
+        step(action="send", host="thinkpad", to="raspberrypi", text="x")
+    with pytest.raises(scenario.ScenarioError, match=r"step 1 \(close\): close takes no 'count'"):
+        step(action="close", host="thinkpad", count=3)
+    with pytest.raises(scenario.ScenarioError, match=r"step 1 \(wait\): a wait takes no 'count'"):
+        step(action="wait", count=3, expect=["thinkpad LISTEN"])
+    assert step(action="connect", host="raspberrypi", to="thinkpad", count=200).count == 200
+    assert step(action="listen", host="thinkpad").count == 1
+    for bad in (0, 513, True, 2.5, "200"):
+        with pytest.raises(scenario.ScenarioError, match=r"step 1 \(listen\): count must be a whole number"):
+            step(action="listen", host="thinkpad", count=bad)
     with pytest.raises(scenario.ScenarioError, match=r"step 1 \(connect\): needs 'to'"):
         step(action="connect", host="raspberrypi", to="not a host")
 

@@ -154,3 +154,46 @@ def test_a_probes_deadman_and_sweep_are_trace_records(run):
     assert [(r["kind"], r["host"]) for r in recs] == [("sweep", "thinkpad"), ("deadman", "raspberrypi")]
     assert recs[0]["removed"] == ["iptables mangle chain TCPLAB-SHAPE-9090", "nc pid 7"]
     assert recs[1]["silent_s"] == 5.1 and recs[1]["cleared"] == ["shaping netem on eth0 port 9090"]
+
+
+def test_a_counted_expectation_needs_that_many_distinct_connections_or_lines(run):
+    established = Expectation("thinkpad", state="ESTABLISHED", count=3)
+    bye = Expectation("thinkpad", text="Bye", count=3)
+
+    async def go():
+        probe = Probe(run)
+        for port in (4000, 4001):
+            await probe.state("thinkpad", 0.01, "ESTABLISHED", remote=f"10.90.0.2:{port}")
+        await probe.state("thinkpad", 0.02, "ESTABLISHED", remote="10.90.0.2:4001")  # the same one again
+        for _ in range(2):
+            await probe.prints("thinkpad", 0.03, "Bye")
+        before = await run.wait_for((established, bye), since=0.0, timeout=0.1)
+        await probe.state("thinkpad", 0.04, "ESTABLISHED", remote="10.90.0.2:4002")
+        await probe.prints("thinkpad", 0.05, "Bye")
+        after = await run.wait_for((established, bye), since=0.0, timeout=0.1)
+        return before, after
+    assert asyncio.run(go()) == ([established, bye], [])
+    assert str(established) == "thinkpad ESTABLISHED x3" and str(bye) == "thinkpad prints Bye x3"
+
+
+def test_observed_counts_each_transition_and_stays_short_with_many_connections(run):
+    async def go():
+        probe = Probe(run)
+        for port in range(4000, 4200):
+            await probe.state("raspberrypi", 0.01, "SYN_SENT", remote=f"10.90.0.1:{port}")
+        for _ in range(50):
+            await probe.prints("raspberrypi", 0.02, "Hello")
+    asyncio.run(go())
+    said = run.observed("raspberrypi", 0.0)
+    assert said == "raspberrypi: states CLOSED->SYN_SENT x200; printed 50 lines, the last 'Hello', 'Hello', 'Hello'"
+
+
+def test_a_finished_run_releases_its_records(run):
+    async def go():
+        probe = Probe(run)
+        await probe.state("thinkpad", 0.01, "LISTEN")
+    asyncio.run(go())
+    run.finish_trace()
+    assert len(load(run.dir / "trace.jsonl")) == 1
+    run.release()
+    assert run.trace.records == [] and run.index is None and run.states_since("thinkpad", 0.0) == []

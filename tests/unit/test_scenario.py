@@ -54,6 +54,10 @@ def steps(*items):
     (steps({"action": "wait", "expect": ["a LISTEN"], "timeout": -1}), "timeout must be a number"),
     (steps({"action": "shape", "host": "a", "delay": 600}), "delay must be a number from 0 to 60"),
     (steps({"action": "listen", "host": "a", "colour": "red"}), "step 1 \\(listen\\)|unknown field"),
+    (steps({"action": "connect", "host": "b", "to": "a", "count": 0}), "count must be a whole number .* 1 to 512"),
+    (steps({"action": "send", "host": "a", "text": "x", "count": 2}), "send takes no 'count'"),
+    (steps({"action": "wait", "expect": ["a ESTABLISHED x0"]}), "count in expectation .* at least 1"),
+    (steps({"action": "wait", "expect": ["a ESTABLISHED x"]}), "unknown TCP state 'ESTABLISHED x'"),
     ({"name": "t", "delay": "3s", "steps": [{"action": "wait", "expect": ["a LISTEN"]}]}, "delay must be a number"),
 ])
 def test_bad_scenarios_get_one_line_errors(data, message):
@@ -75,6 +79,15 @@ def test_expectation_spellings():
     s = scenario.parse(steps({"action": "wait", "expect": ["a syn_recv", "b prints Hello world", "a TCP_CLOSE"]}))
     e = s.steps[0].expect
     assert (e[0].state, e[1].text, e[2].state) == ("SYN_RECEIVED", "Hello world", "CLOSED")
+
+
+def test_counted_expectations_and_the_many_clients_scenario():
+    s = scenario.parse(steps({"action": "wait", "expect": ["a ESTABLISHED x200", "b prints Bye x3", "b prints x2 x"]}))
+    e = s.steps[0].expect
+    assert [(x.state, x.text, x.count) for x in e] == [("ESTABLISHED", None, 200), (None, "Bye", 3), (None, "x2 x", 1)]
+    many = scenario.load("scenarios/many-clients.yml")
+    assert [st.count for st in many.steps if st.action in ("listen", "connect")] == [200, 200]
+    assert scenario.parse(many.to_dict()) == many  # count and the counted expectations survive the wire dict
 
 
 def test_the_lab_port_is_the_probes_unless_the_scenario_names_another():
