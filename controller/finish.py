@@ -10,6 +10,9 @@ trace and run.json are written first.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import time
 from pathlib import Path
 
@@ -58,4 +61,14 @@ def finish_run(run: Run, scn: Scenario, seq: Sequencer, ok: bool, started_unix: 
         render_all(run.dir, index)
     except Exception as e:
         log.error("render_failed", error=repr(e))
+    run.release()
+    give_back()
     return run.trace.path
+
+
+def give_back() -> None:
+    """The finished run's memory back to the system: glibc keeps freed heap until asked (bench.load:
+    the idle controller after a 200-connection run holds 4 to 8 MiB less with it)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
