@@ -77,6 +77,8 @@ class ProbeBus:
         self.run: Run | None = None  # where events go while a run is in progress
         self.on_hello: Callable[[str], None] = lambda host: None
         self.on_pong: Callable[[str, dict, int], None] = lambda host, env, received_ns: None
+        # events that arrive when no run is in progress: (host, session, [(seq, event)]) (controller.aftermath)
+        self.on_outside: Callable[[str, str | None, list[tuple[int, dict]]], None] = lambda host, s, items: None
 
     def bind(self, endpoint: str) -> None:
         """Bind (in the event loop: the authenticator starts first, so nobody gets in unchecked)."""
@@ -260,18 +262,21 @@ class ProbeBus:
             except wire.ProtocolError as e:
                 refused.append((seq, str(e)))
                 continue
-            good.append(item)
+            good.append((seq, item))
         if refused:
             link.counters["link_events_refused"] += len(refused)
             log.warning("events_refused", probe=link.host, events=len(refused), first=refused[0][0],
                         reason=refused[0][1])
         if self.run is not None:
             if good:
-                await self.run.add_events(link.host, good, link.clock)
+                await self.run.add_events(link.host, [item for _, item in good], link.clock)
             for seq, reason in refused:
                 await self.run.add_loss(link.host, seq, seq, LossWhy.REFUSED, reason)
+            self.run.note_received(link.host, link.session, link.upto)
             return
-        for item in good:  # no run to hold it: what the probe did by itself is said here at least
+        if good:
+            self.on_outside(link.host, link.session, good)
+        for _, item in good:  # no run to hold it: what the probe did by itself is said here at least
             if item["kind"] in ACTED_ALONE:
                 log.warning("probe_acted_outside_run", probe=link.host, kind=item["kind"],
                             **{k: item[k] for k in ("silent_s", "cleared", "removed") if k in item})

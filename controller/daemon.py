@@ -8,6 +8,8 @@
 - :class:`~controller.runner.ScenarioRunner` — one run at a time: parse, refuse, sequencer, finish.
 - :class:`~controller.liveness.Liveness` — heartbeats; a probe silent for 3 s fails what waits on it.
 - :mod:`~controller.recovery` — the runs a killed controller left marked failed at startup.
+- :mod:`~controller.aftermath` — what their probes did meanwhile (a dead-man switch's clear, nc's
+  end), added to those runs' traces once each probe is back and clean.
 - :class:`~controller.lifecycle.Lifecycle` — ``startup -> main_loop -> shutdown``; a first
   SIGTERM/SIGINT stops, a second forces (exit codes there).
 
@@ -41,6 +43,7 @@ from controller.control import ControlServer
 from controller.fleet import Fleet
 from controller.lifecycle import Lifecycle
 from controller.liveness import Liveness
+from controller.aftermath import Aftermath
 from controller.recovery import Cleanup, recover
 from controller.run import Run
 from controller.runner import ScenarioRunner
@@ -64,7 +67,9 @@ class Controller:
         self.bus = ProbeBus(self.ctx, self.fleet, curve=cfg.curve)  # CurveZMQ when keys_dir is set
         self.bus.addresses = dict(cfg.addresses)  # where a connect goes: the inventory's, never a hello's
         self.clock = ClockSync(self.bus)
-        self.cleanup = Cleanup(self.bus, set())
+        self.aftermath = Aftermath()
+        self.cleanup = Cleanup(self.bus, set(), after=self._after_cleanup)
+        self.bus.on_outside = self.aftermath.hold
         self.bus.on_hello = self._at_hello
         self.liveness = Liveness(self.bus)
         self.liveness.on_silent, self.liveness.on_back = self.cleanup.owe, self.cleanup.reached
@@ -73,6 +78,14 @@ class Controller:
         self.control = ControlServer(self.ctx, cfg.control_path, self.fleet, self.runner)
         self.lifecycle = Lifecycle()
         self._tasks: list[asyncio.Task] = []
+
+    async def _after_cleanup(self, host: str) -> None:
+        """A host of an interrupted run is clean: what it did meanwhile into that run's trace."""
+        if host in self.aftermath.runs:
+            await self.clock.sync(host)
+            probe = self.fleet.probes.get(host)
+            if probe is not None:
+                await self.aftermath.complete(host, probe.clock)
 
     def _at_hello(self, host: str) -> None:
         self.clock.at_hello(host)
@@ -104,7 +117,8 @@ class Controller:
             self.control.bind()
         except (zmq.ZMQError, controlsock.ControlSocketError) as e:
             raise StartupError(f"cannot bind {endpoint}: {e.strerror}") from e
-        self.cleanup.owed = recover(self.cfg.runs_dir)
+        self.aftermath.runs = recover(self.cfg.runs_dir)
+        self.cleanup.owed = set(self.aftermath.runs)
         log.info("controller_started", bind=self.cfg.bind, control=str(self.cfg.control_path),
                  owed_cleanup=sorted(self.cleanup.owed))
 

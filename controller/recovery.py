@@ -14,6 +14,8 @@ probes that were shaping for them.
   after 5 s without a word from its controller), the controller sends ``abort`` (its nc ended) and
   ``shape clear``, whatever the probe's own dead-man switch already did (clearing twice is harmless).
   A host that fell silent during a run is owed one too, when it speaks again (controller.liveness).
+  After the clean-up a ``sync``: every event the probe held is in, and what it did while its
+  controller was gone goes into the interrupted run's trace (controller.aftermath).
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+from dataclasses import dataclass
 
 import structlog
 
 from controller import report
 from controller.film.render import render_all
+from controller.run import RECEIVED
 from controller.trace.reader import NotATrace, read_lines
 from controller.trace.schema import RunStatus, StepStatus, sort_key
 from controller.trace.writer import line
@@ -41,6 +46,7 @@ log = structlog.get_logger("controller")
 
 MARKER = ".running"
 CLEANUP_TIMEOUT_S = 5.0
+SYNC_TIMEOUT_S = 15.0  # the sync barrier: every event the probe holds on the wire
 
 
 def process_identity(pid: int) -> str | None:
@@ -64,15 +70,41 @@ def mark_started(run_dir: Path, facts: dict) -> None:
 
 def mark_finished(run_dir: Path) -> None:
     (Path(run_dir) / MARKER).unlink(missing_ok=True)
+    (Path(run_dir) / RECEIVED).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """A run a killed controller left, as its hosts' late events need it (controller.aftermath)."""
+
+    dir: Path
+    start_ns: int | None                            # the run's start on the controller's CLOCK_MONOTONIC
+    boot: str | None                                # ... of this boot (the marker's process identity)
+    received: dict[str, tuple[str | None, int]]     # host -> (session, upto) the trace holds
+
+
+def read_received(run_dir: Path) -> dict[str, tuple[str | None, int]]:
+    """The last ``.received`` line of each host (controller.run.Run.note_received)."""
+    out: dict[str, tuple[str | None, int]] = {}
+    try:
+        text = (Path(run_dir) / RECEIVED).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return out
+    for row in text.splitlines():
+        parts = row.split()
+        if len(parts) == 3 and parts[2].isdigit():
+            out[parts[0]] = (None if parts[1] == "-" else parts[1], int(parts[2]))
+    return out
 
 
 def reason(pid: object) -> str:
     return f"the controller ended during the run (pid {pid})"
 
 
-def recover(runs_dir: Path) -> set[str]:
-    """Mark failed every run in ``runs_dir`` whose controller ended during it; the hosts of those runs."""
-    hosts: set[str] = set()
+def recover(runs_dir: Path) -> dict[str, Interrupted]:
+    """Mark failed every run in ``runs_dir`` whose controller ended during it; the hosts of those
+    runs, each with its (latest) interrupted run."""
+    hosts: dict[str, Interrupted] = {}
     for marker in sorted(Path(runs_dir).glob(f"*/{MARKER}")):
         try:
             facts = json.loads(marker.read_text(encoding="utf-8"))
@@ -83,7 +115,11 @@ def recover(runs_dir: Path) -> set[str]:
         pid = facts.get("pid")
         if isinstance(pid, int) and facts.get("process") and process_identity(pid) == facts["process"]:
             continue  # that controller still runs (another one's runs directory): its run, not ours
-        hosts.update(h for h in facts.get("hosts", {}) if isinstance(h, str))
+        start_ns, process = facts.get("start_ns"), facts.get("process")
+        run = Interrupted(marker.parent, start_ns if isinstance(start_ns, int) else None,
+                          process.split(":")[0] if isinstance(process, str) else None,
+                          read_received(marker.parent))
+        hosts.update({h: run for h in facts.get("hosts", {}) if isinstance(h, str)})
         try:
             mark_interrupted(marker.parent, facts)
         except Exception as e:  # the marker stays: the next start tries again; the other runs go on
@@ -126,11 +162,14 @@ def mark_interrupted(run_dir: Path, facts: dict) -> None:
 
 class Cleanup:
     """The hosts owed a clean-up (a killed controller's runs', a host silent during a run): each gets
-    abort and shape clear when it is reached again (:meth:`reached`: its hello, its return)."""
+    abort, shape clear and a sync when it is reached again (:meth:`reached`: its hello, its return);
+    then ``after(host)`` (the daemon's: what the host did meanwhile into its interrupted run's trace,
+    controller.aftermath), every event the probe had being in by then."""
 
-    def __init__(self, bus: ProbeBus, hosts: set[str]):
+    def __init__(self, bus: ProbeBus, hosts: set[str], after: Callable[[str], Awaitable[object]] | None = None):
         self.bus = bus
         self.owed = set(hosts)
+        self.after = after
         self._tasks: set[asyncio.Task] = set()
 
     def owe(self, host: str) -> None:
@@ -144,8 +183,9 @@ class Cleanup:
 
     async def clean(self, host: str) -> None:
         try:
-            for action, args in (("abort", {}), ("shape", {"clear": True})):
-                result = await self.bus.command(host, action, args, CLEANUP_TIMEOUT_S)
+            for action, args, timeout in (("abort", {}, CLEANUP_TIMEOUT_S), ("shape", {"clear": True}, CLEANUP_TIMEOUT_S),
+                                          ("sync", {}, SYNC_TIMEOUT_S)):
+                result = await self.bus.command(host, action, args, timeout)
                 if not result.get("ok"):
                     log.error("leftover_cleanup_refused", probe=host, action=action, error=result.get("error"))
                     return
@@ -154,6 +194,11 @@ class Cleanup:
             return
         self.owed.discard(host)
         log.info("leftover_cleanup_done", probe=host)
+        if self.after is not None:
+            try:
+                await self.after(host)
+            except Exception as e:  # the clean-up is done; what could not be added is logged
+                log.error("aftermath_failed", probe=host, error=repr(e))
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -43,7 +43,23 @@ __all__ = ["LISTENER_REMOTE", "Run", "RunDirError", "new_run_dir"]
 
 log = structlog.get_logger("controller")
 FACTS = ("capture_stats", "counters")  # event kinds that are run.json's, not the trace's
+RECEIVED = ".received"  # per batch: "<host> <session> <upto>", what the trace holds of each probe's events
 _FIELDS = {str(kind): fields for kind, fields in FIELDS.items()}  # by the kind's plain string
+
+
+def event_record(host: str, body: dict, t: float, fields: tuple[str, ...]) -> dict:
+    """The trace record of ``host``'s event ``body`` (of a kind with trace ``fields``) at ``t``."""
+    rec = {"t": t, "host": host, "kind": body["kind"]}
+    for k in fields:
+        if k in body:
+            rec[k] = body[k]
+    return rec
+
+
+def trace_fields(body: dict) -> tuple[str, ...] | None:
+    """The trace fields of the event's kind; None for a kind that is not a trace record."""
+    kind = body.get("kind")
+    return _FIELDS.get(kind) if type(kind) is str else None
 
 
 class RunDirError(TcplabError, RuntimeError):
@@ -83,6 +99,8 @@ class Run:
         self.silent: dict[str, str] = {}                # host -> why: it fell silent during the run (liveness)
         self.silences: dict[str, list[dict]] = {}       # host -> each silence, for run.json (hosts.<h>.silences)
         self.index: TraceIndex | None = None            # the final trace's, once aligned
+        self._received = open(run_dir / RECEIVED, "a", encoding="utf-8")
+        self._received_at: dict[str, tuple[str | None, int]] = {}
         self._stamped: list[tuple[dict, int]] = []  # (record, probe t_ns): mapped again at the end
         self._seen: dict[tuple[str, str], list[dict]] = {}  # (kind, host) -> records, for the expectations
 
@@ -108,6 +126,15 @@ class Run:
         if records:
             await self.add_many(records)
 
+    def note_received(self, host: str, session: str | None, upto: int) -> None:
+        """``host``'s events up to ``upto`` (of its probe process ``session``) are in the trace: a line
+        in ``.received``, flushed like the partial trace, so that a restarted controller knows which
+        of the events a probe sends again after its hello the trace already holds (controller.aftermath)."""
+        if self._received_at.get(host) != (session, upto) and not self._received.closed:
+            self._received_at[host] = (session, upto)
+            self._received.write(f"{host} {session or '-'} {upto}\n")
+            self._received.flush()
+
     async def add_loss(self, host: str, first: int, last: int, why: LossWhy | str, detail: str | None = None) -> dict:
         """The record of ``host``'s events ``first`` .. ``last`` that the trace will never have (``t`` now)."""
         rec = {"t": self.now(), "host": host, "kind": Kind.LOSS.value, "from": first, "to": last,
@@ -119,7 +146,7 @@ class Run:
     def _record(self, host: str, body: dict, clock: ClockEstimate) -> dict | None:
         """The trace record of one event (None: a fact for run.json, an unknown kind, before the start)."""
         kind = body.get("kind")
-        fields = _FIELDS.get(kind) if type(kind) is str else None
+        fields = trace_fields(body)
         if fields is None:
             if kind in FACTS:
                 self._fact(host, kind, body)
@@ -130,10 +157,7 @@ class Run:
         t = self.t(clock.to_controller(t_ns))
         if t < 0:
             return None
-        rec = {"t": t, "host": host, "kind": kind}
-        for k in fields:
-            if k in body:
-                rec[k] = body[k]
+        rec = event_record(host, body, t, fields)
         self._stamped.append((rec, t_ns))
         if kind == Kind.PACKET:
             if isinstance(body.get("raw"), bytes) and isinstance(body.get("wall_ns"), int):
@@ -290,6 +314,7 @@ class Run:
         self.captures.close()
         self.pcaps.close()
         self.trace.close()
+        self._received.close()
 
     def release(self) -> None:
         """After the finish (everything is on disk): drop the records, so that a finished run

@@ -133,7 +133,7 @@ class ScenarioRunner:
         ok, status = False, None
         follow = asyncio.create_task(self.clock.follow(scn.hosts))
         try:  # from here on bus.run is reset and the run finished whatever happens
-            recovery.mark_started(run.dir, {"scenario": scn.to_dict(), "delay_s": scn.delay,
+            recovery.mark_started(run.dir, {"scenario": scn.to_dict(), "delay_s": scn.delay, "start_ns": run.start_ns,
                                             "port": run_port(scn, self.bus),
                                             "hosts": {h: self.bus.lab_ip(h) for h in scn.hosts}})
             await progress({"event": "run_started", "dir": str(run.dir), "steps": len(scn.steps)})

@@ -2,7 +2,8 @@
 
 The verdict and the scenario (run.json), the steps, each host's state sequence with what each
 change means in the terms of the seed's storyline (controller.report.WHY), what was typed and
-printed, every packet as each host's capture saw it, the causality check, and any counter of a
+printed, what a probe did on its own (its dead-man switch, its start-up sweep, records that came
+after the controller was lost), every packet as each host's capture saw it, the causality check, and any counter of a
 drop, a miss or a refusal that is not zero (run.json ``hosts.<h>.counters``, the capture's kernel
 drops): a film whose evidence may be incomplete says so on its first lines.
 
@@ -100,6 +101,26 @@ def _host(ix: TraceIndex, host: str) -> list[str]:
     return lines
 
 
+def _alone(ix: TraceIndex, info: dict) -> list[str]:
+    """What a probe did by itself (its dead-man switch, its start-up sweep), and what reached the
+    trace only after the controller was lost (controller.aftermath)."""
+    lines = []
+    for r in ix.records:
+        if r["kind"] == Kind.DEADMAN:
+            lines.append(f"  {r['t']:9.3f} s  {r['host']}: its controller silent {r.get('silent_s', 0):g} s, it "
+                         f"undid by itself: {', '.join(r.get('cleared') or ['nothing'])}")
+        elif r["kind"] == Kind.SWEEP:
+            lines.append(f"  {r['t']:9.3f} s  {r['host']}: at its start it removed what a killed probe left: "
+                         f"{', '.join(r.get('removed') or ['nothing'])}")
+    for host in run_hosts(info):
+        late = info["hosts"][host].get("after_controller_lost")
+        if late:
+            kinds = ", ".join(f"{n} {k}" for k, n in sorted(late.get("kinds", {}).items()))
+            lines.append(f"  {host}: {late.get('records', 0)} record(s) came after the controller was lost "
+                         f"and were added when it was back ({kinds})")
+    return ["", "Probes on their own"] + lines if lines else []
+
+
 def render(trace: TraceIndex | list[dict], info: dict) -> str:
     """summary.txt's text for the trace and run.json's ``info``."""
     ix = TraceIndex.of(trace)
@@ -108,6 +129,7 @@ def render(trace: TraceIndex | list[dict], info: dict) -> str:
         if r["status"] != StepStatus.START:
             lines.append(f"  {r['t']:9.3f} s  step {r['index']} {r['action']} on {r['target']}: {r['status']}"
                          + (f" — {r['error']}" if r.get("error") else ""))
+    lines += _alone(ix, info)
     for host in run_hosts(info):
         lines += _host(ix, host)
     lines += ["", "Packets (as each host's capture saw them; out = sent by that host)"]

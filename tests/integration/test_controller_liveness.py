@@ -8,6 +8,9 @@ probes in fresh namespaces, real shaping, real nc, real signals (all by pid):
   probes reconnect, the interrupted run is marked failed naming the killed pid, nothing is left
   shaped and no nc runs, the CLI waiting for that run's done asks the new controller and gives up,
   and the next run succeeds.
+- The same, with the controller away past the probes' dead-man switch: what each probe did by
+  itself (its deadman record, its shaper clear, nc's last states) reaches the interrupted run's trace
+  when the controller is back, each once, at its own time.
 - Ctrl-C (a real SIGINT; or SIGTERM) to a real ``tcplab run`` in its wait step: the CLI asks for the
   cancel and exits 130 (143) once the controller has ended every nc and cleared every host's shaping;
   run.json says ``cancelled``. The same through ansible-playbook running playbooks/film.yml.
@@ -189,6 +192,57 @@ def test_a_controller_killed_with_9_mid_run_is_recovered_when_it_starts_again(la
         res, after = lab.run_scenario({"name": "after", "port": PORT, "delay": 0.0, "steps": [LISTEN, CONNECT]})
         assert res.returncode == 0, res.stdout + res.stderr
         assert json.loads((after / "run.json").read_text())["status"] == "ok"
+    finally:
+        cli.kill()
+
+
+def test_what_the_probes_did_while_their_controller_was_gone_reaches_the_interrupted_runs_trace(lab):
+    """kill -9 of the controller, then it stays away past the probes' dead-man switch (5 s): each probe
+    clears its shaping and ends nc by itself. Started again, the controller gets those events after
+    the probes' hello, outside any run; they go into the interrupted run's trace, once each, at their
+    own times, and run.json and summary.txt say so."""
+    cli = Cli(lab, {"name": "alone", "port": PORT, "delay": 0.3, "steps": [SHAPE, LISTEN, WAIT]})
+    try:
+        cli.until("[3/3] wait on -: start")
+        run_dir = newest_run(lab)
+        killed = controller_pid(lab)
+        os.kill(killed, signal.SIGKILL)
+        t_kill = time.monotonic()
+        while pidfile.running(killed):
+            time.sleep(0.01)
+        deadline = time.monotonic() + 20
+        while not all("deadman_fired" in (lab.root / "hosts" / h / "probe.log").read_text() for h in lab.hosts):
+            assert time.monotonic() < deadline, "the probes' dead-man switches did not fire"
+            time.sleep(0.1)
+        alone_s = time.monotonic() - t_kill
+        assert not any(shaped(h) for h in lab.hosts.values()) and not nc_running(lab.hosts["thinkpad"])
+        subprocess.run([VENV_BIN / "tcplab-controller", "start", "--config", lab.controller_cfg], check=True,
+                       capture_output=True, timeout=30)
+        deadline = time.monotonic() + 30
+        while {e["probe"] for e in log_events(lab.controller_home / "controller.log")
+               if e["event"] == "aftermath_added"} != set(lab.hosts):
+            assert time.monotonic() < deadline, "the late events were not added"
+            time.sleep(0.1)
+        recs = load(run_dir / "trace.jsonl")
+        wait_start = next(r["t"] for r in recs if r["kind"] == "step" and r["index"] == 3)
+        for host in lab.hosts:
+            dead = [r for r in recs if r["kind"] == "deadman" and r["host"] == host]
+            assert len(dead) == 1 and dead[0]["silent_s"] >= 5.0, dead
+            # at its own time: after the wait began, about DEADMAN_S after the kill, not at the restart
+            assert wait_start + 4.5 < dead[0]["t"] < wait_start + alone_s + 1.0, (dead[0]["t"], wait_start, alone_s)
+            clears = [r for r in recs if r["kind"] == "shaper" and r["host"] == host and r.get("cleared")]
+            assert clears and all(r["t"] > wait_start for r in clears)
+        listener = [r["to"] for r in recs if r["kind"] == "state" and r["host"] == "thinkpad"
+                    and r["remote"] == "0.0.0.0:*"]
+        assert listener == ["LISTEN", "CLOSED"]  # nc's end is there, and the run's LISTEN only once
+        assert [r["t"] for r in recs] == sorted(r["t"] for r in recs)
+        info = json.loads((run_dir / "run.json").read_text())
+        assert info["status"] == "failed"
+        for host in lab.hosts:
+            assert info["hosts"][host]["after_controller_lost"]["kinds"]["deadman"] == 1
+        summary = (run_dir / "summary.txt").read_text()
+        assert summary.count("its controller silent") == 2, summary
+        assert cli.wait(30) == 1
     finally:
         cli.kill()
 

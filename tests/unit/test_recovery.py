@@ -27,6 +27,7 @@ def _run_dir(runs, name: str, pid: int, identity: str | None) -> object:
     d = runs / name
     d.mkdir(parents=True)
     (d / recovery.MARKER).write_text(json.dumps({"pid": pid, "process": identity, "started_unix": 1.0e9,
+                                                 "start_ns": 5_000_000_000,
                                                  "scenario": SCN, "delay_s": 0.3, "port": 9090, "hosts": HOSTS}))
     lines = [{"t": 0.001, "host": "controller", "kind": "step", "index": 1, "action": "listen", "target": "thinkpad",
               "status": "start"},
@@ -48,7 +49,7 @@ def test_a_run_whose_controller_ended_is_marked_failed_and_a_live_ones_is_not(tm
     cut = _run_dir(runs, "20261201-150000-cut", pid, identity)
     live = _run_dir(runs, "20261201-150100-live", os.getpid(), recovery.process_identity(os.getpid()))
 
-    assert recovery.recover(runs) == {"thinkpad", "raspberrypi"}
+    assert set(recovery.recover(runs)) == {"thinkpad", "raspberrypi"}
 
     info = json.loads((cut / "run.json").read_text())
     assert info["status"] == "failed" and info["ok"] is False
@@ -61,7 +62,7 @@ def test_a_run_whose_controller_ended_is_marked_failed_and_a_live_ones_is_not(tm
     assert "error: the controller ended during the run" in (cut / "summary.txt").read_text()
 
     assert (live / recovery.MARKER).exists() and not (live / "run.json").exists()  # its controller runs
-    assert recovery.recover(runs) == set()  # once: the recovered run has no marker any more
+    assert recovery.recover(runs) == {}  # once: the recovered run has no marker any more
 
 
 def test_a_partial_trace_that_cannot_be_read_is_kept(tmp_path):
@@ -69,7 +70,7 @@ def test_a_partial_trace_that_cannot_be_read_is_kept(tmp_path):
     pid, identity = _ended_process()
     cut = _run_dir(runs, "20261201-150000-cut", pid, identity)
     (cut / "trace.partial.jsonl").write_text('not json\n{"t": 0.01}\n')  # a torn disk block
-    assert recovery.recover(runs) == {"thinkpad", "raspberrypi"}
+    assert set(recovery.recover(runs)) == {"thinkpad", "raspberrypi"}
     assert json.loads((cut / "run.json").read_text())["status"] == "failed"
     assert (cut / "trace.partial.jsonl").exists()  # the evidence stays beside the empty trace
     assert not (cut / recovery.MARKER).exists()
