@@ -133,11 +133,12 @@ class ProbeBus:
             wire_bodies.check_body("command", body)  # what the probe's decode refuses without an answer
         except wire.ProtocolError as e:
             return {"id": cid, "ok": False, "error": str(e)}  # as the probe answered a refused command
-        fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut, deadline = loop.create_future(), loop.time() + timeout
         self.pending[cid] = (host, fut)
-        try:
-            await self.send(host, "command", body)
-            return await asyncio.wait_for(fut, timeout)
+        try:  # the timeout covers the send too: a probe whose queue is full (it reads nothing) fails it
+            await asyncio.wait_for(self.send(host, "command", body), timeout)
+            return await asyncio.wait_for(fut, max(deadline - loop.time(), 0.0))
         except asyncio.TimeoutError:
             raise NoAnswer(f"no answer to {action} within {timeout:g} s") from None
         finally:

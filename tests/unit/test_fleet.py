@@ -199,6 +199,32 @@ def test_a_command_is_answered_by_its_result_and_a_silent_probe_times_out(tmp_pa
     asyncio.run(scenario())
 
 
+def test_a_command_to_a_probe_that_reads_nothing_fails_within_its_timeout(tmp_path):
+    """The timeout covers the command's send: a probe whose queue is full (it reads nothing) fails
+    the command in its timeout; the send used to wait outside it, forever. Meanwhile the bus's acks
+    to the probe are never waited on (NOBLOCK), so the bus serves on."""
+    from controller.bus import NoAnswer
+
+    async def scenario():
+        async with _bus_and_probe(tmp_path) as (bus, probe):
+            bus.sock.setsockopt(zmq.SNDHWM, 1)
+            probe.sock.setsockopt(zmq.RCVHWM, 1)
+            await probe.session.send(probe.sock, "hello", {"pid": 1, "session": S1})
+            await probe.until("welcome")
+            frame = bus.frame("ping", {"id": 1})
+            for _ in range(100_000):  # the probe reads nothing: fill its queue
+                try:
+                    await bus.session.send_frame(bus.sock, frame, to=b"thinkpad", flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            with pytest.raises(NoAnswer, match="no answer to close within 0.3 s"):
+                await asyncio.wait_for(bus.command("thinkpad", "close", {}, 0.3), 5)  # old code: waits forever
+            assert loop.time() - t0 < 2.0 and bus.pending == {}
+    asyncio.run(scenario())
+
+
 def test_a_burst_longer_than_the_bus_takes_at_once_loses_no_frame(tmp_path):
     """More than BURST frames queued at once: the bus acks every one of them, in order, with no gap
     (it used to take the frame after a full burst off the socket and drop it)."""

@@ -195,3 +195,51 @@ def test_a_batch_takes_a_range_of_event_numbers_and_packs_as_msgpack_would():
     with pytest.raises(wire.ProtocolError, match="1..256 events"):
         t.batch_packed([pack_event(events[0])] * (wire.MAX_BATCH + 1))
     assert t.event_seq == 4
+
+
+def test_a_noblock_send_does_not_wait_behind_a_send_that_waits(tmp_path):
+    """pyzmq's asyncio socket queues a NOBLOCK send behind one that waits: the controller's ack to
+    one probe waited behind a command to a probe whose queue was full. Real sockets: a ROUTER whose
+    queue to ``slow`` (which reads nothing) is full, a send to it waiting; a NOBLOCK frame to ``fast``
+    must leave at once, while that send still waits."""
+    import asyncio
+
+    import zmq
+    import zmq.asyncio
+
+    async def go():
+        ctx = zmq.asyncio.Context()
+        router = ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        router.setsockopt(zmq.SNDHWM, 1)
+        router.bind(f"ipc://{tmp_path}/r.sock")
+        peers = {}
+        for name in (b"slow", b"fast"):
+            d = ctx.socket(zmq.DEALER)
+            d.setsockopt(zmq.IDENTITY, name)
+            d.setsockopt(zmq.RCVHWM, 1)
+            d.connect(f"ipc://{tmp_path}/r.sock")
+            await d.send(b"hi")
+            await router.recv_multipart()
+            peers[name] = d
+        session = wire.Session("controller")
+        frame = session.frame("ping", {"id": 1})
+        waiting = None
+        for _ in range(10_000):  # fill the queue to slow until a send waits
+            task = asyncio.ensure_future(session.send_frame(router, frame, to=b"slow"))
+            await asyncio.sleep(0)
+            if not task.done():
+                waiting = task
+                break
+        assert waiting is not None, "the queue to slow never filled"
+        fast = asyncio.ensure_future(session.send_frame(router, frame, to=b"fast", flags=zmq.NOBLOCK))
+        await asyncio.sleep(0)
+        assert fast.done() and not waiting.done()  # it left while the send to slow still waited
+        await fast
+        assert await asyncio.wait_for(peers[b"fast"].recv(), 2) == frame
+        waiting.cancel()
+        for sock in (router, *peers.values()):
+            sock.close(linger=0)
+        ctx.term()
+
+    asyncio.run(go())
