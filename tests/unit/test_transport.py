@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 
 import pytest
@@ -220,47 +219,53 @@ def test_a_bad_frame_from_the_controller_is_skipped_and_counted(tmp_path, fast):
     run(main())
 
 
+def _acking_controller(endpoint: str, stop) -> None:
+    """A controller that reads bursts and acks each (as the bus does), in a process of its own as the
+    real one is: in a thread of the test's process it waited for the GIL behind the sending loop,
+    up to RESEND_S on a loaded machine, and the probe resent (a flaky test, not a probe's fault)."""
+    ctx = zmq.Context()
+    sock, session, upto = ctx.socket(zmq.ROUTER), wire.Session("controller"), 0
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind(endpoint)
+    try:
+        while not stop.is_set():
+            if not sock.poll(10):
+                continue
+            for _ in range(512):  # a burst, then one ack (as the controller's bus does)
+                try:
+                    ident, frame = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                env = session.decode(frame, peer=ident)
+                if env["type"] == "hello":
+                    session.send_blocking(sock, "welcome", {"ack": 0}, to=ident)
+                elif env["type"] == "events":
+                    upto = env["seq"] + len(env["body"]["events"]) - 1
+            session.send_blocking(sock, "ack", {"seq": upto}, to=b"thinkpad")
+    finally:
+        sock.close()
+        ctx.term()
+
+
 def test_a_burst_of_events_reads_the_acks_as_it_goes(tmp_path, fast):
     """A backlog handed over at once (a queue that is never empty does not yield, nor does a send that
     does not block): the transport still lets its receiver read the acks during the burst, so the
     unacknowledged events stay few and none is given up at MAX_UNACKED_BYTES while the controller keeps up."""
+    import multiprocessing
+
     fast.setattr(transport_mod, "MAX_UNACKED_BYTES", 4000 * 64)  # about 4,000 one-event batches
     fast.setattr(transport_mod, "MAX_SPILL_BYTES", 0)  # and no spill: a burst that read no acks would drop
-    stop = threading.Event()
-
-    def controller(endpoint: str) -> None:  # in a thread of its own, as the real one is a process of its own
-        ctx = zmq.Context()
-        sock, session, upto = ctx.socket(zmq.ROUTER), wire.Session("controller"), 0
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.bind(endpoint)
-        try:
-            while not stop.is_set():
-                if not sock.poll(10):
-                    continue
-                for _ in range(512):  # a burst, then one ack (as the controller's bus does)
-                    try:
-                        ident, frame = sock.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    env = session.decode(frame, peer=ident)
-                    if env["type"] == "hello":
-                        session.send_blocking(sock, "welcome", {"ack": 0}, to=ident)
-                    elif env["type"] == "events":
-                        upto = env["seq"] + len(env["body"]["events"]) - 1
-                session.send_blocking(sock, "ack", {"seq": upto}, to=b"thinkpad")
-        finally:
-            sock.close()
-            ctx.term()
-
+    mp = multiprocessing.get_context("spawn")
+    stop = mp.Event()
     endpoint = f"ipc://{tmp_path}/ctl.sock"
-    ctl = threading.Thread(target=controller, args=(endpoint,), daemon=True)
+    ctl = mp.Process(target=_acking_controller, args=(endpoint, stop), daemon=True)
     ctl.start()
 
     async def main():
         ctx = zmq.asyncio.Context()
         try:
             async with probe(endpoint, ctx) as t:
-                await asyncio.wait_for(t.welcomed.wait(), 5)
+                await asyncio.wait_for(t.welcomed.wait(), 20)  # the spawned process binds first
                 for i in range(20_000):
                     await t.event({"kind": "console", "t_ns": i, "text": str(i), "stream": "stdout"})
                 assert await t.drain(20) is True
@@ -273,4 +278,6 @@ def test_a_burst_of_events_reads_the_acks_as_it_goes(tmp_path, fast):
     finally:
         stop.set()
         ctl.join(5)
+        if ctl.is_alive():
+            ctl.kill()
     assert t.dropped == 0 and t.resent == 0
