@@ -9,6 +9,7 @@
     tcplab watch [--runs DIR] [--since-now] [--until-pid PID]  (the terminal film of a run being filmed)
     tcplab diff RUN_A RUN_B [--json]                    (what differs between two runs, step by step)
     tcplab doctor [-i INVENTORY] [--json]               (what each lab host's kernel offers the lab)
+    tcplab check FILE... [-i INVENTORY]                 (scenario files checked whole; nothing runs)
     tcplab --version
 
 Exit codes: 0 success; 1 the run or the action failed (or the controller no longer runs it: it was
@@ -257,6 +258,7 @@ DELEGATED = {
     "film": "controller.playbook",
     "diff": "controller.diff",
     "doctor": "controller.doctor",
+    "check": "controller.check",
 }
 
 
@@ -290,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("film", help="run lab.yml (testbed, provisioning, film) through ansible-runner")
     sub.add_parser("diff", help="compare two runs step by step: states, segments, kernel events")
     sub.add_parser("doctor", help="what each lab host's kernel offers: shaping backends, tracepoints, clock")
+    sub.add_parser("check", help="check scenario files (and against an inventory with -i); run nothing")
     parser.add_argument("--version", "-V", action="store_true", help="print tcplab's version")
     render = sub.add_parser("render", help="make a run's film files again from its trace.jsonl alone")
     render.add_argument("run_dir", help="a run directory, e.g. runs/20261123-210231-seed")

@@ -52,8 +52,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tcplab import actions, tcpstates, wire
-from tcplab.configfile import read_yaml
+from tcplab import actions, strictyaml, tcpstates, wire
 from tcplab.errors import TcplabError
 
 # A step names an action of the registry (tcplab.actions), or "wait": expectations only, no command.
@@ -63,6 +62,7 @@ STEP_KEYS = {"action", "host", "to", "text", "count", "expect", "timeout", "dela
 ACTION_FIELDS = frozenset(f for a in actions.ACTIONS.values() for f in a.step_fields)
 COUNT_RE = re.compile(r"^(?P<rest>.*\S)\s+x(?P<count>[0-9]{1,6})$")
 MAX_DELAY_S = 60.0
+MAX_STEPS = 1000
 
 
 class ScenarioError(TcplabError, ValueError):
@@ -95,6 +95,7 @@ class Step:
     loss: float = 0.0
     clear: bool = False
     note: str | None = None
+    line: int | None = field(default=None, compare=False)  # where the step is in its file (None: not from one)
 
     @property
     def target(self) -> str:
@@ -158,8 +159,32 @@ def port_conflict(scn: Scenario, ports: dict[str, int | None], source: str | Non
 
 
 def load(path: str | Path) -> Scenario:
-    data = read_yaml(Path(path), error=ScenarioError, mapping=None)  # parse() says what the top must be
+    """A scenario file, checked whole (tcplab.strictyaml, then :func:`parse`): errors name the file
+    and the line."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > strictyaml.MAX_BYTES:  # refused before it is read
+            raise ScenarioError(f"{path}: the file is {size:,} bytes; at most {strictyaml.MAX_BYTES:,}")
+        raw = _read(path)
+    except OSError as e:
+        raise ScenarioError(f"{path}: cannot read ({e.strerror})") from e
+    try:
+        data = strictyaml.load(raw)
+    except strictyaml.YAMLRefused as e:
+        raise ScenarioError(f"{path}{f':{e.line}' if e.line else ''}: {e.why}") from None
     return parse(data, source=str(path))
+
+
+def _read(path: Path) -> bytes:
+    with open(path, "rb") as f:  # no more than the loader takes: a huge file is refused, not read
+        return f.read(strictyaml.MAX_BYTES + 1)
+
+
+def _at(source: str, container: object, key: object = None) -> str:
+    """``source:LINE`` where ``container``'s ``key`` (or the container) is, when the file said it."""
+    line = strictyaml.line_of(container, key)
+    return f"{source}:{line}" if line else source
 
 
 def _number(value: object, what: str, lo: float, hi: float) -> float:
@@ -197,79 +222,125 @@ def _expectation(text: object, where: str) -> Expectation:
                             f"(known: {', '.join(tcpstates.NAMES)})") from None
 
 
-def _action_fields(raw: dict, on: tuple[str, ...], where: str) -> tuple[str, ...]:
-    """Check a step against its action's rules (tcplab.actions); the step fields the action reads."""
+def _action_fields(raw: dict, on: tuple[str, ...], at, where: str) -> tuple[str, ...]:
+    """Check a step against its action's rules (tcplab.actions); the step fields the action reads.
+    ``at(key)``: where a field of the step is, for the message."""
     act = actions.ACTIONS.get(raw["action"])
     if act is None:  # a wait
         foreign = sorted(ACTION_FIELDS & set(raw))
         if foreign:
-            raise ScenarioError(f"{where}: a wait takes no {', '.join(repr(f) for f in foreign)}")
+            raise ScenarioError(f"{at(foreign[0])}: a wait takes no {', '.join(repr(f) for f in foreign)}")
         return ()
     if not on:
         raise ScenarioError(f"{where}: needs 'host' (the host that acts)")
     if act.one_host and len(on) != 1:
-        raise ScenarioError(f"{where}: acts on exactly one host, got {len(on)}")
+        raise ScenarioError(f"{at('host')}: acts on exactly one host, got {len(on)}")
     foreign = sorted(f for f in ACTION_FIELDS & set(raw) if f not in act.step_fields)
     if foreign:
-        raise ScenarioError(f"{where}: {raw['action']} takes no {', '.join(repr(f) for f in foreign)}")
+        raise ScenarioError(f"{at(foreign[0])}: {raw['action']} takes no {', '.join(repr(f) for f in foreign)}")
     if act.check_step is not None:
         try:
             act.check_step(raw)
-        except actions.ActionError as e:
-            raise ScenarioError(f"{where}: {e}") from None
+        except actions.ActionError as e:  # at the field's line when it is there, else the step's
+            raise ScenarioError(f"{at(e.field) if e.field in raw else where}: {e}") from None
     return act.step_fields
 
 
-def _step(index: int, raw: object, source: str) -> Step:
-    where = f"{source}: step {index}"
+def _step(index: int, raw: object, source: str, steps: object = None) -> Step:
+    label = f"step {index}"
+
+    def at(key: object = None, inner: object = None) -> str:  # "file:LINE: step N (action)"
+        line = strictyaml.line_of(raw if inner is None else inner, key) if key is not None or inner is not None \
+            else None
+        line = line or strictyaml.line_of(steps, index - 1)
+        return f"{source}:{line}: {label}" if line else f"{source}: {label}"
+
     if not isinstance(raw, dict):
-        raise ScenarioError(f"{where}: must be a mapping with an 'action'")
-    unknown = sorted(str(k) for k in set(raw) - STEP_KEYS)
+        raise ScenarioError(f"{at()}: must be a mapping with an 'action'")
+    unknown = sorted((k for k in raw if k not in STEP_KEYS), key=str)
     if True in raw:  # YAML 1.1 reads a bare `on:` key as the boolean true
-        raise ScenarioError(f"{where}: write 'host:' for the acting host ('on' is read by YAML as true)")
+        raise ScenarioError(f"{at(True)}: write 'host:' for the acting host ('on' is read by YAML as true)")
     if unknown:
-        raise ScenarioError(f"{where}: unknown field(s) {', '.join(unknown)}")
+        raise ScenarioError(f"{at(unknown[0])}: unknown field(s) {', '.join(map(str, unknown))} "
+                            f"(a step has {', '.join(sorted(STEP_KEYS))})")
     action = raw.get("action")
     if action not in ACTIONS:
-        raise ScenarioError(f"{where}: action must be one of {', '.join(ACTIONS)}, got {action!r}")
-    where = f"{where} ({action})"
-    on = _hosts(raw["host"], where) if "host" in raw else ()
-    fields = _action_fields(raw, on, where)
+        raise ScenarioError(f"{at('action')}: action must be one of {', '.join(ACTIONS)}, got {action!r}")
+    label = f"step {index} ({action})"
+    on = _hosts(raw["host"], at("host")) if "host" in raw else ()
+    fields = _action_fields(raw, on, at, at())
     expect = raw.get("expect", [])
     if not isinstance(expect, list):
         expect = [expect]
     if action == "wait" and not expect:
-        raise ScenarioError(f"{where}: a wait needs 'expect'")
-    timeout = _number(raw["timeout"], f"{where}: timeout", 0.1, 3600) if "timeout" in raw else None
-    delay = _number(raw["delay"], f"{where}: delay", 0, MAX_DELAY_S) if "delay" in raw else None
-    loss = _number(raw.get("loss", 0), f"{where}: loss", 0, 100)
+        raise ScenarioError(f"{at()}: a wait needs 'expect'")
+    timeout = _number(raw["timeout"], f"{at('timeout')}: timeout", 0.1, 3600) if "timeout" in raw else None
+    delay = _number(raw["delay"], f"{at('delay')}: delay", 0, MAX_DELAY_S) if "delay" in raw else None
+    loss = _number(raw.get("loss", 0), f"{at('loss')}: loss", 0, 100)
     clear = raw.get("clear", False)
     if not isinstance(clear, bool):
-        raise ScenarioError(f"{where}: clear must be true or false")
+        raise ScenarioError(f"{at('clear')}: clear must be true or false, got {clear!r}")
     note = raw.get("note")
+    items = raw.get("expect")
     return Step(index, action, on, raw.get("to") if "to" in fields else None,
                 raw.get("text") if "text" in fields else None, raw.get("count", 1) if "count" in fields else 1,
-                tuple(_expectation(e, where) for e in expect), timeout, delay, loss, clear,
-                str(note) if note is not None else None)
+                tuple(_expectation(e, at(i, items) if isinstance(items, list) else at("expect"))
+                      for i, e in enumerate(expect)), timeout, delay, loss, clear,
+                str(note) if note is not None else None, strictyaml.line_of(steps, index - 1))
+
+
+TOP_KEYS = ("name", "description", "port", "delay", "steps")
+
+
+def _check_order(steps: tuple[Step, ...], raw: object, source: str) -> None:
+    """The steps in an order that can run: an application before what acts on it. A host's
+    application starts with its listen or connect and ends with its close or abort; a send needs a
+    connection on that host (its connect, or a connect to its listen); one application at a time."""
+    app: dict[str, str] = {}  # host -> "listening" | "connected"
+    for s in steps:
+        where = f"{_at(source, raw, s.index - 1)}: step {s.index} ({s.action})"
+        host = s.hosts[0] if s.hosts else ""
+        if s.action in ("listen", "connect") and host in app:
+            raise ScenarioError(f"{where}: {host}'s application already runs (since its {app[host][:-3]}); "
+                                "close or abort it first: one application at a time on a host")
+        if s.action == "listen":
+            app[host] = "listening"
+        elif s.action == "connect":
+            app[host] = "connected"
+            if app.get(s.to or "") == "listening":
+                app[s.to or ""] = "connected"
+        elif s.action == "send" and app.get(host) != "connected":
+            raise ScenarioError(f"{where}: {host} has no connection to send on yet (a connect on {host}, "
+                                f"or a connect to its listen, comes first)")
+        elif s.action in ("close", "abort"):
+            if host not in app:
+                raise ScenarioError(f"{where}: no application runs on {host} to {s.action} "
+                                    "(a listen or a connect on it comes first)")
+            del app[host]
 
 
 def parse(data: object, source: str = "scenario") -> Scenario:
     if not isinstance(data, dict):
-        raise ScenarioError(f"{source}: must be a mapping with 'name' and 'steps'")
-    unknown = sorted(str(k) for k in set(data) - {"name", "description", "port", "delay", "steps"})
+        raise ScenarioError(f"{_at(source, data)}: must be a mapping with 'name' and 'steps'")
+    unknown = sorted((k for k in data if k not in TOP_KEYS), key=str)
     if unknown:
-        raise ScenarioError(f"{source}: unknown field(s) {', '.join(unknown)}")
+        raise ScenarioError(f"{_at(source, data, unknown[0])}: unknown field(s) {', '.join(map(str, unknown))} "
+                            f"(a scenario has {', '.join(TOP_KEYS)})")
     name = data.get("name")
     if not isinstance(name, str) or not wire.HOST_RE.match(name):
-        raise ScenarioError(f"{source}: 'name' must be a simple word (letters, digits, - _ .), got {name!r}")
-    delay = _number(data.get("delay", 3.0), f"{source}: delay", 0, MAX_DELAY_S)
+        raise ScenarioError(f"{_at(source, data, 'name')}: 'name' must be a simple word (letters, digits, - _ .), "
+                            f"got {name!r}")
+    delay = _number(data.get("delay", 3.0), f"{_at(source, data, 'delay')}: delay", 0, MAX_DELAY_S)
     port = data.get("port")
     if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
-        raise ScenarioError(f"{source}: port must be 1..65535, got {port!r}")
+        raise ScenarioError(f"{_at(source, data, 'port')}: port must be 1..65535, got {port!r}")
     steps_raw = data.get("steps")
     if not isinstance(steps_raw, list) or not steps_raw:
-        raise ScenarioError(f"{source}: 'steps' must be a non-empty list")
-    steps = tuple(_step(i, raw, source) for i, raw in enumerate(steps_raw, start=1))
+        raise ScenarioError(f"{_at(source, data, 'steps')}: 'steps' must be a non-empty list")
+    if len(steps_raw) > MAX_STEPS:
+        raise ScenarioError(f"{_at(source, data, 'steps')}: {len(steps_raw)} steps; at most {MAX_STEPS}")
+    steps = tuple(_step(i, raw, source, steps_raw) for i, raw in enumerate(steps_raw, start=1))
+    _check_order(steps, steps_raw, source)
     hosts: list[str] = []
     for s in steps:
         for h in (*s.hosts, *([s.to] if s.to else []), *(e.host for e in s.expect)):

@@ -23,7 +23,12 @@ if TYPE_CHECKING:  # the probe's parts, for the handlers' types only (tcplab nev
 
 
 class ActionError(TcplabError, ValueError):
-    """A scenario step that cannot become this action's arguments; one line, without the step's name."""
+    """A scenario step that cannot become this action's arguments; one line, without the step's name.
+    ``field``: the step field at fault, when one is (the scenario's error then names its line)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class ProbeHost(Protocol):

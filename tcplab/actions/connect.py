@@ -26,7 +26,7 @@ BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 def check_step(raw: Mapping) -> None:
     to = raw.get("to")
     if not isinstance(to, str) or not HOST_RE.match(to):
-        raise ActionError("needs 'to' (the host to connect to)")
+        raise ActionError("needs 'to' (the host to connect to)", field="to")
     check_count(raw)
 
 

@@ -20,7 +20,7 @@ COUNT = Arg(int, bounds=(1, MAX_CONNECTIONS))
 def check_count(raw: Mapping) -> None:
     count = raw.get("count", 1)
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_CONNECTIONS:
-        raise ActionError(f"count must be a whole number of connections from 1 to {MAX_CONNECTIONS}, got {count!r}")
+        raise ActionError(f"count must be a whole number of connections from 1 to {MAX_CONNECTIONS}, got {count!r}", field="count")
 
 
 def count_arg(step: Step) -> dict:

@@ -21,7 +21,7 @@ def check(args: dict) -> None:
 
 def check_step(raw: Mapping) -> None:
     if not one_line(raw.get("text")):
-        raise ActionError(f"needs 'text', one line of at most {MAX_TEXT} characters")
+        raise ActionError(f"needs 'text', one line of at most {MAX_TEXT} characters", field="text")
 
 
 def from_step(step: Step, ctx: StepContext) -> dict:

@@ -21,7 +21,8 @@ def ctx(port: int | None = 9191, delay: float = 3.0) -> StepContext:
 
 
 def step(**raw) -> scenario.Step:
-    return scenario.parse({"name": "t", "delay": 3.0, "steps": [raw]}).steps[0]
+    """One step as the scenario format reads it (the order of steps is parse()'s, not this)."""
+    return scenario._step(1, raw, "scenario")
 
 
 def test_every_action_module_is_registered_once():
