@@ -1,0 +1,99 @@
+"""The scenario format as a JSON Schema (draft 2020-12), for editors and other tools:
+``scenarios/scenario.schema.json``, made from the same registry and bounds :mod:`controller.scenario`
+checks with (``python -m controller.schema > scenarios/scenario.schema.json``; a test keeps the file
+equal to what this makes).
+
+It says what a schema can: the fields, their types and bounds, which fields each action takes and
+needs, the expectation grammar. What it cannot, ``tcplab check`` still does: the order of the steps
+(a send after a connect), a line number in every message, and a file's YAML itself (no anchors or
+aliases, no key twice, nesting and size bounds: tcplab.strictyaml).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from controller import scenario
+from tcplab import actions, tcpstates, wire
+from tcplab.actions.listen import MAX_CONNECTIONS
+from tcplab.actions.send import MAX_TEXT
+
+ID = "https://tcplab.invalid/scenario.schema.json"
+
+
+def _anycase(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
+
+
+def state_pattern() -> str:
+    """Every spelling tcplab.tcpstates.name takes (any case, an optional ``TCP_``)."""
+    spellings = sorted({*tcpstates.NAMES, *tcpstates._ALIASES}, key=lambda s: (-len(s), s))
+    return f"(?:{_anycase('TCP_')})?(?:{'|'.join(_anycase(s) for s in spellings)})"
+
+
+def expectation_pattern() -> str:
+    host = wire.HOST_RE.pattern.strip("^$")
+    return rf"^\s*{host}\s+(?:prints\s+.*?\S|{state_pattern()})(?:\s+x[1-9][0-9]{{0,5}})?\s*$"
+
+
+def _step() -> dict:
+    host_name = {"type": "string", "pattern": wire.HOST_RE.pattern}
+    props = {
+        "action": {"enum": list(scenario.ACTIONS)},
+        "host": {"oneOf": [host_name, {"type": "array", "items": host_name, "minItems": 1}]},
+        "to": host_name,
+        "text": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": r"^[^\n]*$"},
+        "count": {"type": "integer", "minimum": 1, "maximum": MAX_CONNECTIONS},
+        "expect": {"oneOf": [{"type": "string", "pattern": expectation_pattern()},
+                             {"type": "array", "items": {"type": "string", "pattern": expectation_pattern()}}]},
+        "timeout": {"type": "number", "minimum": 0.1, "maximum": 3600},
+        "delay": {"type": "number", "minimum": 0, "maximum": scenario.MAX_DELAY_S},
+        "loss": {"type": "number", "minimum": 0, "maximum": 100},
+        "clear": {"type": "boolean"},
+        "note": {"type": "string"},
+    }
+    assert set(props) == scenario.STEP_KEYS, "the schema's step fields are the format's"
+    rules = []
+    for name in scenario.ACTIONS:
+        act = actions.ACTIONS.get(name)
+        own = set(act.step_fields) if act is not None else set()
+        needs = ["host"] if act is not None else ["expect"]
+        needs += [f for f in own if f in ("to", "text")]
+        then: dict = {"required": needs}
+        foreign = sorted(scenario.ACTION_FIELDS - own)
+        if foreign:
+            then["not"] = {"anyOf": [{"required": [f]} for f in foreign]}
+        if act is not None and act.one_host:
+            then["properties"] = {"host": host_name}
+        rules.append({"if": {"properties": {"action": {"const": name}}, "required": ["action"]}, "then": then})
+    return {"type": "object", "additionalProperties": False, "required": ["action"], "properties": props,
+            "allOf": rules}
+
+
+def schema() -> dict:
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": ID,
+        "title": "tcplab scenario",
+        "description": "A tcplab scenario file (controller/scenario.py). Made by python -m controller.schema.",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name", "steps"],
+        "properties": {
+            "name": {"type": "string", "pattern": wire.HOST_RE.pattern},
+            "description": {"type": "string"},
+            "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+            "delay": {"type": "number", "minimum": 0, "maximum": scenario.MAX_DELAY_S},
+            "steps": {"type": "array", "minItems": 1, "maxItems": scenario.MAX_STEPS, "items": {"$ref": "#/$defs/step"}},
+        },
+        "$defs": {"step": _step()},
+    }
+
+
+def text() -> str:
+    return json.dumps(schema(), indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(text())
