@@ -1,0 +1,88 @@
+"""The scenario library (scenarios/*.yml) through a real ``tcplab run FILE --delay 0.3`` on the embedded
+lab's kind of hosts (two namespaces, a real controller and probes, shaped), each file whole, TIME_WAIT's
+60 s included: every expectation of every step holds, and the film tells each story. (seed.yml is
+filmed whole by tests/integration/test_lab_e2e.py through lab.yml, many-clients.yml by test_load.py.)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from controller.film import model
+from controller.trace import load
+from tests.daemons import Lab
+from tests.integration.test_film_html import moments_of, step_through
+from tests.netns import NetnsPair, require_root
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+ELSEWHERE = {"seed", "many-clients"}
+LIBRARY = sorted(p.stem for p in (REPO / "scenarios").glob("*.yml") if p.stem not in ELSEWHERE)
+
+
+@pytest.fixture(scope="module")
+def library_runs(tmp_path_factory):
+    """Each library scenario once, in one lab, through the CLI as a user runs it: name -> (result, run dir)."""
+    require_root()
+    root = tmp_path_factory.mktemp("library")
+    out = {}
+    with NetnsPair() as pair:
+        lab = Lab(pair, root)
+        try:
+            lab.start()
+            for name in LIBRARY:
+                before = set(lab.runs.iterdir()) if lab.runs.is_dir() else set()
+                res = lab.tcplab("run", str(REPO / "scenarios" / f"{name}.yml"), "--delay", "0.3", timeout=300)
+                made = sorted(set(lab.runs.iterdir()) - before)
+                out[name] = (res, made[-1] if made else None)
+        finally:
+            lab.close()
+    return out
+
+
+def paths(run_dir: Path) -> dict[str, list[str]]:
+    film = model.build(load(run_dir / "trace.jsonl"))
+    return {h: [t.to for t in film.transitions if t.host == h] for h in film.hosts}
+
+
+def test_the_library_has_the_stories(library_runs):
+    assert {"client-closes-first", "connection-refused", "simultaneous-close"} <= set(LIBRARY)
+
+
+@pytest.mark.parametrize("name", LIBRARY)
+def test_each_passes_through_tcplab_run(library_runs, name):
+    res, run_dir = library_runs[name]
+    assert res.returncode == 0, res.stdout + res.stderr
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "ok" and info["scenario"]["name"] == name and info["delay_s"] == 0.3
+    for f in ("film.html", "story.md", "ladder.svg", "summary.txt"):
+        assert (run_dir / f).stat().st_size > 0, f
+
+
+def test_connection_refused_is_a_reset_to_the_syn(library_runs):
+    _, run_dir = library_runs["connection-refused"]
+    assert paths(run_dir) == {"thinkpad": [], "raspberrypi": ["SYN_SENT", "CLOSED"]}
+    recs = load(run_dir / "trace.jsonl")
+    sent = [(r["host"], r["flags"]) for r in recs if r["kind"] == "packet" and r["dir"] == "out"]
+    assert sent == [("raspberrypi", ["SYN"]), ("thinkpad", ["RST", "ACK"])]
+    assert "the server refused the connection" in (run_dir / "story.md").read_text()
+
+
+def test_simultaneous_close_takes_both_sides_through_closing(library_runs):
+    _, run_dir = library_runs["simultaneous-close"]
+    p = paths(run_dir)
+    assert p["raspberrypi"] == ["SYN_SENT", "ESTABLISHED", "FIN_WAIT1", "CLOSING", "TIME_WAIT", "CLOSED"]
+    assert p["thinkpad"] == ["LISTEN", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT1", "CLOSING", "TIME_WAIT", "CLOSED"]
+    story = (run_dir / "story.md").read_text()
+    assert "FIN_WAIT1 → CLOSING" in story and "CLOSING → TIME_WAIT" in story
+
+
+@pytest.mark.parametrize("name", ["connection-refused", "simultaneous-close"])
+def test_film_html_agrees_with_the_trace_at_every_moment(library_runs, browser, tmp_path, name):
+    _, run_dir = library_runs[name]
+    records = load(run_dir / "trace.jsonl")
+    step_through(browser, run_dir, records, moments_of(records), tmp_path, prefix=name)
