@@ -7,7 +7,8 @@ and a connect's address must be a plain IPv4 address, inside this host's lab net
 ``connect`` is told its lab interface and address (:mod:`probe.labnet`): otherwise no nc starts. ``send(text)`` types a line into nc's stdin; every line nc prints
 reaches ``on_console(line, "stdout"|"stderr")`` (without its newline), and a typed line reaches
 ``on_console(text, "stdin")``. ``close()`` ends the application as the seed's user does (Ctrl-C = SIGINT),
-``abort()`` kills it. While nc runs its pid (and its identity: boot id and start time) is in
+``abort()`` kills it (a FIN) and ``reset()`` kills it with its connection reset (an RST: SO_LINGER 0 set
+on its socket from outside, probe/linger.py). While nc runs its pid (and its identity: boot id and start time) is in
 ``pid_dir/nc.pid``; ``sweep(pid_dir)`` kills what a killed probe left behind.
 
 How netcat-openbsd 1.219 (Debian 12) behaves, observed in the lab namespaces:
@@ -41,7 +42,7 @@ from typing import Callable
 
 import structlog
 
-from probe import labnet, sockets
+from probe import labnet, linger, sockets
 from tcplab.errors import TcplabError
 from tcplab.files import atomic_write
 
@@ -117,10 +118,26 @@ class Endpoint:
         return await self._wait()
 
     async def abort(self) -> int | None:
-        """Kill nc at once (SIGKILL)."""
+        """Kill nc at once (SIGKILL): the kernel closes its connection in order (a FIN)."""
         if self.running:
             self._signal(signal.SIGKILL)
         return await self._wait()
+
+    async def reset(self) -> bool | None:
+        """End nc with its connection reset (RST), not a FIN: its sockets get SO_LINGER 0
+        (probe.linger), then SIGKILL. True when they did, False when the kernel would not let us
+        (then it is a FIN, logged), None when no nc ran."""
+        if not self.running or self.pid is None:
+            await self._wait()
+            return None
+        try:
+            await asyncio.to_thread(linger.linger_zero, self.pid)
+            reset = True
+        except OSError as e:
+            log.warning("nc_reset_not_possible", pid=self.pid, error=str(e), ends_with="FIN")
+            reset = False
+        await self.abort()
+        return reset
 
     # -- internals ------------------------------------------------------------------------------------
 

@@ -4,7 +4,8 @@ A ``listen`` or ``connect`` of one connection runs nc (:class:`probe.endpoint.En
 own tool, exactly as its user typed it. One of ``count`` > 1 runs the probe's socket application
 (:class:`probe.sockapp.SocketApp`), which nc cannot be: ``nc -l`` accepts one connection. One
 application at a time per host: a second listen or connect while one runs is refused. ``send``,
-``close`` and ``abort`` go to whichever runs (abort and close to both: nothing is left running).
+``close`` and ``abort`` go to whichever runs (abort and close to both: nothing is left running);
+``abort`` resets the connections (an RST), ``close`` ends them in order (a FIN).
 """
 
 from __future__ import annotations
@@ -51,9 +52,13 @@ class Endpoints:
         await self.app.close()
         await self.nc.close()
 
-    async def abort(self) -> None:
+    async def abort(self) -> bool | None:
+        """End whatever runs at once, its connections reset (RST); whether they could be (None:
+        nothing ran; False: nc's could not and it ended with a FIN, probe.linger)."""
+        ran = self.app.running
         await self.app.abort()
-        await self.nc.abort()
+        reset = await self.nc.reset()
+        return True if ran and reset is None else reset
 
     def _check_idle(self) -> None:
         if self.running:

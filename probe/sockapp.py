@@ -17,7 +17,7 @@ behaviour as probe/endpoint.py records it:
 - ``send(text)``: the line is written on every open connection; ``on_console(text, "stdin")`` once,
   as one typed line.
 - ``close()``: the listener and every connection closed in order (FINs), what nc's Ctrl-C does;
-  ``abort()`` the same at once, what killing nc does (the kernel closes its sockets).
+  ``abort()`` at once, every connection reset (SO_LINGER 0: an RST), as the abort step asks.
 
 The sockets live in the probe's process: a killed probe's kernel closes them, so nothing of this
 outlives it and the start-up sweep has nothing to look for. The listener's state changes are made by
@@ -36,6 +36,7 @@ from typing import Callable
 import structlog
 
 from probe import labnet
+from probe.linger import LINGER_ZERO
 from tcplab.actions.listen import MAX_CONNECTIONS
 from tcplab.errors import TcplabError
 
@@ -135,6 +136,7 @@ class SocketApp:
         await self._end(drain=True)
 
     async def abort(self) -> None:
+        """End at once: every connection reset (SO_LINGER 0: an RST, not a FIN), the listener closed."""
         await self._end(drain=False)
 
     # -- internals ------------------------------------------------------------------------------------
@@ -226,6 +228,9 @@ class SocketApp:
                 c.reader.cancel()
         await asyncio.gather(*(c.reader for c in conns if c.reader is not None), return_exceptions=True)
         for c in conns:
+            if not drain:
+                with contextlib.suppress(OSError):
+                    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ZERO)
             c.sock.close()
         if conns:
             log.info("app_ended", connections=len(conns), aborted=not drain)

@@ -1,4 +1,7 @@
-"""abort: the probe's nc is killed (the kernel resets an open connection); the sequencer's cleanup too."""
+"""abort: the application ends at once with its connections reset (an RST, not a FIN: SO_LINGER 0,
+probe/linger.py for nc); the sequencer's cleanup and the dead-man switch end a host's application
+this way too. The result's ``reset`` says whether the connections could be reset (False: the
+kernel refused to lend nc's socket, and it ended with a FIN; absent: nothing ran)."""
 
 from __future__ import annotations
 
@@ -6,8 +9,8 @@ from tcplab.actions.action import Action, ProbeHost
 
 
 async def handle(host: ProbeHost, args: dict) -> dict:
-    await host.endpoint.abort()
-    return {}
+    reset = await host.endpoint.abort()
+    return {} if reset is None else {"reset": reset}
 
 
 ACTION = Action("abort", handle)

@@ -50,7 +50,7 @@ def paths(run_dir: Path) -> dict[str, list[str]]:
 
 
 def test_the_library_has_the_stories(library_runs):
-    assert {"client-closes-first", "connection-refused", "simultaneous-close"} <= set(LIBRARY)
+    assert {"abort", "client-closes-first", "connection-refused", "simultaneous-close"} <= set(LIBRARY)
 
 
 @pytest.mark.parametrize("name", LIBRARY)
@@ -81,7 +81,21 @@ def test_simultaneous_close_takes_both_sides_through_closing(library_runs):
     assert "FIN_WAIT1 → CLOSING" in story and "CLOSING → TIME_WAIT" in story
 
 
-@pytest.mark.parametrize("name", ["connection-refused", "simultaneous-close"])
+def test_abort_is_a_reset_not_a_close(library_runs):
+    _, run_dir = library_runs["abort"]
+    assert paths(run_dir) == {"thinkpad": ["LISTEN", "SYN_RECEIVED", "ESTABLISHED", "CLOSED"],
+                              "raspberrypi": ["SYN_SENT", "ESTABLISHED", "CLOSED"]}
+    recs = load(run_dir / "trace.jsonl")
+    sent = [(r["host"], tuple(r["flags"])) for r in recs if r["kind"] == "packet" and r["dir"] == "out"]
+    assert not [f for _, f in sent if "FIN" in f]  # no orderly close anywhere
+    assert ("thinkpad", ("RST", "ACK")) in sent
+    states = [r for r in recs if r["kind"] == "state"]
+    assert not [r for r in states if r["to"] in ("FIN_WAIT1", "TIME_WAIT", "CLOSE_WAIT")]
+    story = (run_dir / "story.md").read_text()
+    assert "the application aborted: a RST goes out" in story and "the peer reset the connection" in story
+
+
+@pytest.mark.parametrize("name", ["connection-refused", "simultaneous-close", "abort"])
 def test_film_html_agrees_with_the_trace_at_every_moment(library_runs, browser, tmp_path, name):
     _, run_dir = library_runs[name]
     records = load(run_dir / "trace.jsonl")

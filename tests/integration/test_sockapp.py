@@ -116,3 +116,46 @@ def test_what_the_application_refuses(netns_pair):
         finally:
             ta.run(ends.abort())
         assert not ends.running
+
+
+def out_rsts(host) -> int:
+    """The namespace's count of TCP resets sent (/proc/net/snmp, Tcp OutRsts)."""
+    lines = [l.split() for l in host.run("cat", "/proc/net/snmp").stdout.splitlines() if l.startswith("Tcp:")]
+    return int(dict(zip(lines[0], lines[1]))["OutRsts"])
+
+
+def test_abort_resets_every_connection(netns_pair):
+    a, b = netns_pair.a, netns_pair.b
+    with NetnsThread(a.ns) as ta, NetnsThread(b.ns) as tb:
+        server, client = SocketApp(Console()), SocketApp(Console())
+        ta.run(server.listen(PORT, 3))
+        tb.run(client.connect(a.ip, PORT, 3, lab=(b.ifname, b.ip)))
+        try:
+            wait(lambda: states(a)["ESTAB"] == 3 and len(server.conns) == 3)
+            before = out_rsts(a)
+            ta.run(server.abort())
+            assert out_rsts(a) - before == 3  # an RST each, no FIN: no FIN_WAIT, no TIME_WAIT behind
+            assert not states(a)
+            wait(lambda: not states(b) and all(c.eof for c in client.conns))  # reset: gone, not CLOSE_WAIT
+        finally:
+            ta.run(server.abort())
+            tb.run(client.abort())
+
+
+def test_nc_is_reset_through_its_borrowed_socket(netns_pair):
+    a, b = netns_pair.a, netns_pair.b
+    with NetnsThread(a.ns) as ta, NetnsThread(b.ns) as tb:
+        server, client = Endpoint(Console()), Endpoint(Console())
+        ta.run(server.listen(PORT))
+        tb.run(client.connect(a.ip, PORT))
+        try:
+            wait(lambda: states(a)["ESTAB"] == 1 and states(b)["ESTAB"] == 1)
+            before = out_rsts(a)
+            assert ta.run(server.reset()) is True and not server.running
+            assert out_rsts(a) - before == 1 and not states(a)  # no FIN_WAIT1/2, no TIME_WAIT
+            wait(lambda: not client.running)  # the client's nc sees the reset and ends
+            assert not states(b)
+            assert ta.run(server.reset()) is None  # nothing runs
+        finally:
+            ta.run(server.abort())
+            tb.run(client.abort())
