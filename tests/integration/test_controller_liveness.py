@@ -101,6 +101,21 @@ def newest_run(lab: Lab) -> Path:
     return max(lab.runs.iterdir(), key=lambda d: d.stat().st_mtime)
 
 
+def kill_controller(lab: Lab) -> tuple[int, float]:
+    """kill -9 of the lab's controller; its pid and when (monotonic), once it is gone."""
+    killed = controller_pid(lab)
+    os.kill(killed, signal.SIGKILL)
+    t_kill = time.monotonic()
+    while pidfile.running(killed):
+        time.sleep(0.01)
+    return killed, t_kill
+
+
+def start_controller(lab: Lab) -> None:
+    subprocess.run([VENV_BIN / "tcplab-controller", "start", "--config", lab.controller_cfg], check=True,
+                   capture_output=True, timeout=30)
+
+
 def controller_pid(lab: Lab) -> int:
     pid = pidfile.alive(lab.controller_home / "controller.pid", str(lab.controller_cfg))
     assert pid, "the controller is not running"
@@ -156,13 +171,8 @@ def test_a_controller_killed_with_9_mid_run_is_recovered_when_it_starts_again(la
         cli.until("[3/3] wait on -: start")
         assert all(shaped(h) for h in lab.hosts.values()) and nc_running(lab.hosts["thinkpad"])
         run_dir = newest_run(lab)
-        killed = controller_pid(lab)
-        os.kill(killed, signal.SIGKILL)
-        t_kill = time.monotonic()
-        while pidfile.running(killed):
-            time.sleep(0.01)
-        subprocess.run([VENV_BIN / "tcplab-controller", "start", "--config", lab.controller_cfg], check=True,
-                       capture_output=True, timeout=30)
+        killed, t_kill = kill_controller(lab)
+        start_controller(lab)
         info = json.loads((run_dir / "run.json").read_text())  # marked at the start, before any probe is back
         assert info["status"] == "failed" and info["ok"] is False
         assert info["error"] == f"the controller ended during the run (pid {killed})" and info["failed_step"] == 3
@@ -205,19 +215,14 @@ def test_what_the_probes_did_while_their_controller_was_gone_reaches_the_interru
     try:
         cli.until("[3/3] wait on -: start")
         run_dir = newest_run(lab)
-        killed = controller_pid(lab)
-        os.kill(killed, signal.SIGKILL)
-        t_kill = time.monotonic()
-        while pidfile.running(killed):
-            time.sleep(0.01)
+        _, t_kill = kill_controller(lab)
         deadline = time.monotonic() + 20
         while not all("deadman_fired" in (lab.root / "hosts" / h / "probe.log").read_text() for h in lab.hosts):
             assert time.monotonic() < deadline, "the probes' dead-man switches did not fire"
             time.sleep(0.1)
         alone_s = time.monotonic() - t_kill
         assert not any(shaped(h) for h in lab.hosts.values()) and not nc_running(lab.hosts["thinkpad"])
-        subprocess.run([VENV_BIN / "tcplab-controller", "start", "--config", lab.controller_cfg], check=True,
-                       capture_output=True, timeout=30)
+        start_controller(lab)
         deadline = time.monotonic() + 30
         while {e["probe"] for e in log_events(lab.controller_home / "controller.log")
                if e["event"] == "aftermath_added"} != set(lab.hosts):

@@ -199,19 +199,25 @@ class BrokenBackend:
         raise OSError("RTNETLINK answers: Device or resource busy")
 
 
-def test_the_probes_disarm_still_ends_nc_when_clearing_the_shaping_fails(tmp_path):
-    """A real Probe and a real nc listening on 127.0.0.1 (no root): the shaping's failure is logged,
-    nc is ended all the same, and only what was undone is said."""
+def loopback_probe(tmp_path):
+    """A probe configuration on 127.0.0.1 (no root) with a free port of its own, and that port."""
     import socket
 
     from probe.config import ProbeConfig
-    from probe.daemon import Probe
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cfg = ProbeConfig(path=tmp_path / "probe.yml", host="thinkpad", controller=f"ipc://{tmp_path}/c.sock",
-                      lab_ip="127.0.0.1", lab_iface="lo", port=port, home=tmp_path)
+    return ProbeConfig(path=tmp_path / "probe.yml", host="thinkpad", controller=f"ipc://{tmp_path}/c.sock",
+                       lab_ip="127.0.0.1", lab_iface="lo", port=port, home=tmp_path), port
+
+
+def test_the_probes_disarm_still_ends_nc_when_clearing_the_shaping_fails(tmp_path):
+    """A real Probe and a real nc listening on 127.0.0.1 (no root): the shaping's failure is logged,
+    nc is ended all the same, and only what was undone is said."""
+    from probe.daemon import Probe
+
+    cfg, port = loopback_probe(tmp_path)
 
     async def scenario():
         probe = Probe(cfg)
@@ -234,16 +240,9 @@ def test_the_probes_disarm_still_ends_nc_when_clearing_the_shaping_fails(tmp_pat
 def test_the_probes_disarm_ends_its_own_application_of_many_connections(tmp_path):
     """count > 1: the probe's own application (a listener and two connections to it on 127.0.0.1),
     ended by the disarm (as an abort: each connection reset) and named in what it says."""
-    import socket
-
-    from probe.config import ProbeConfig
     from probe.daemon import Probe
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cfg = ProbeConfig(path=tmp_path / "probe.yml", host="thinkpad", controller=f"ipc://{tmp_path}/c.sock",
-                      lab_ip="127.0.0.1", lab_iface="lo", port=port, home=tmp_path)
+    cfg, port = loopback_probe(tmp_path)
 
     async def scenario():
         probe = Probe(cfg)
