@@ -37,6 +37,7 @@ from controller.run import RECEIVED
 from controller.trace.reader import NotATrace, read_lines
 from controller.trace.schema import RunStatus, StepStatus, sort_key
 from controller.trace.writer import line
+from tcplab.actions import abort
 from tcplab.files import atomic_write
 
 if TYPE_CHECKING:
@@ -183,7 +184,8 @@ class Cleanup:
 
     async def clean(self, host: str) -> None:
         try:
-            for action, args, timeout in (("abort", {}, CLEANUP_TIMEOUT_S), ("shape", {"clear": True}, CLEANUP_TIMEOUT_S),
+            for action, args, timeout in (("abort", dict(abort.END), CLEANUP_TIMEOUT_S),
+                                          ("shape", {"clear": True}, CLEANUP_TIMEOUT_S),
                                           ("sync", {}, SYNC_TIMEOUT_S)):
                 result = await self.bus.command(host, action, args, timeout)
                 if not result.get("ok"):

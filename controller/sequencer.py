@@ -30,6 +30,7 @@ from controller.run import Run
 from controller.scenario import Scenario, Step, port_conflict
 from controller.trace.schema import StepStatus
 from tcplab import actions
+from tcplab.actions import abort
 from tcplab.errors import TcplabError
 
 log = structlog.get_logger("controller.sequencer")
@@ -188,7 +189,8 @@ class Sequencer:
         await asyncio.gather(*(self._clean(h) for h in self.scenario.hosts if self.bus.connected(h)))
 
     async def _clean(self, host: str) -> None:
-        for action, args, timeout in (("abort", {}, CLEANUP_TIMEOUT_S), ("shape", {"clear": True}, CLEANUP_TIMEOUT_S),
+        for action, args, timeout in (("abort", dict(abort.END), CLEANUP_TIMEOUT_S),
+                                      ("shape", {"clear": True}, CLEANUP_TIMEOUT_S),
                                       ("sync", {}, COMMAND_TIMEOUT_S)):
             try:
                 result = await self.bus.command(host, action, args, timeout)

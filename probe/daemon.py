@@ -48,6 +48,7 @@ from probe.sockapp import SocketApp
 from probe.transport import Transport
 from tcplab import logs, pidfile
 from tcplab.actions import ACTIONS
+from tcplab.actions import abort as abort_action
 
 log = structlog.get_logger("probe")
 
@@ -117,7 +118,7 @@ class Probe(Lifecycle):
             steps.append((f"shaping {self.shaper.backend} on {self.cfg.lab_iface} port {self.cfg.port}",
                           "shape", {"clear": True}))
         if self.endpoint.running:
-            steps.append((self.endpoint.describe(), "abort", {}))
+            steps.append((self.endpoint.describe(), "abort", dict(abort_action.END)))
         cleared = []
         for what, action, args in steps:
             try:
@@ -164,7 +165,7 @@ class Probe(Lifecycle):
         self.link.accepting = False
         await self.stop_tasks(WORK)
         await self.bounded(self.netlink(self.shaper.clear), STEP_S, "shaper")
-        await self.bounded(self.endpoint.abort(), STEP_S, "endpoint")
+        await self.bounded(self.endpoint.abort(reset=False), STEP_S, "endpoint")
         await self.bounded(self.observers.stop_capture(), STEP_S, "capture")
         await self.bounded(self.observers.close_kstates(), STEP_S, "kstates")
         # events made while stopping still go out; then the acks, bounded, and not at all once forced

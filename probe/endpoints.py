@@ -52,13 +52,17 @@ class Endpoints:
         await self.app.close()
         await self.nc.close()
 
-    async def abort(self) -> bool | None:
-        """End whatever runs at once, its connections reset (RST); whether they could be (None:
-        nothing ran; False: nc's could not and it ended with a FIN, probe.linger)."""
-        ran = self.app.running
-        await self.app.abort()
-        reset = await self.nc.reset()
-        return True if ran and reset is None else reset
+    async def abort(self, reset: bool = True) -> bool | None:
+        """End whatever runs at once: its connections reset (RST), or with ``reset=False`` closed by
+        the kernel as a killed process's are (FIN). Whether they were reset (None: nothing ran;
+        False: not asked, or nc's could not be, probe.linger)."""
+        ran = self.app.running or self.nc.running
+        await self.app.abort(reset=reset)
+        if not reset:
+            await self.nc.abort()
+            return False if ran else None
+        done = await self.nc.reset()
+        return True if ran and done is None else done
 
     def _check_idle(self) -> None:
         if self.running:

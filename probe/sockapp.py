@@ -17,7 +17,8 @@ behaviour as probe/endpoint.py records it:
 - ``send(text)``: the line is written on every open connection; ``on_console(text, "stdin")`` once,
   as one typed line.
 - ``close()``: the listener and every connection closed in order (FINs), what nc's Ctrl-C does;
-  ``abort()`` at once, every connection reset (SO_LINGER 0: an RST), as the abort step asks.
+  ``abort()`` at once, every connection reset (SO_LINGER 0: an RST), as the abort step asks
+  (``abort(reset=False)``: at once, with FINs, as killing nc would).
 
 The sockets live in the probe's process: a killed probe's kernel closes them, so nothing of this
 outlives it and the start-up sweep has nothing to look for. The listener's state changes are made by
@@ -135,9 +136,10 @@ class SocketApp:
         """End the application: the listener and every connection, each after what it had to read."""
         await self._end(drain=True)
 
-    async def abort(self) -> None:
-        """End at once: every connection reset (SO_LINGER 0: an RST, not a FIN), the listener closed."""
-        await self._end(drain=False)
+    async def abort(self, reset: bool = True) -> None:
+        """End at once: every connection reset (SO_LINGER 0: an RST), or with ``reset=False`` closed
+        as a killed process's are (a FIN); the listener closed."""
+        await self._end(drain=False, reset=reset)
 
     # -- internals ------------------------------------------------------------------------------------
 
@@ -211,7 +213,7 @@ class SocketApp:
         except Exception as e:
             log.error("console_callback_failed", error=repr(e))
 
-    async def _end(self, drain: bool) -> None:
+    async def _end(self, drain: bool, reset: bool = False) -> None:
         tasks = [t for t in (self._acceptor, *self._connecting) if t is not None]
         for t in tasks:
             t.cancel()
@@ -228,7 +230,7 @@ class SocketApp:
                 c.reader.cancel()
         await asyncio.gather(*(c.reader for c in conns if c.reader is not None), return_exceptions=True)
         for c in conns:
-            if not drain:
+            if reset:
                 with contextlib.suppress(OSError):
                     c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ZERO)
             c.sock.close()

@@ -1,16 +1,22 @@
 """abort: the application ends at once with its connections reset (an RST, not a FIN: SO_LINGER 0,
-probe/linger.py for nc); the sequencer's cleanup and the dead-man switch end a host's application
-this way too. The result's ``reset`` says whether the connections could be reset (False: the
-kernel refused to lend nc's socket, and it ended with a FIN; absent: nothing ran)."""
+probe/linger.py for nc), what a scenario's abort step asks. With ``reset: false`` it is ended as a
+killed process is (its kernel closes its connections in order: a FIN): how the sequencer's cleanup,
+the restarted controller's and the dead-man switch end whatever still runs, so that a failed run's
+film ends with the application ended, not with resets nobody asked for. The result's ``reset`` says
+whether the connections were reset (False: not asked, or the kernel refused to lend nc's socket and
+it ended with a FIN; absent: nothing ran)."""
 
 from __future__ import annotations
 
-from tcplab.actions.action import Action, ProbeHost
+from tcplab.actions.action import Action, Arg, ProbeHost
 
 
 async def handle(host: ProbeHost, args: dict) -> dict:
-    reset = await host.endpoint.abort()
+    reset = await host.endpoint.abort(reset=args.get("reset", True))
     return {} if reset is None else {"reset": reset}
 
 
-ACTION = Action("abort", handle)
+#: the arguments that end an application without resetting it (the cleanups')
+END = {"reset": False}
+
+ACTION = Action("abort", handle, args={"reset": Arg(bool)})

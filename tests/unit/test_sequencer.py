@@ -84,7 +84,7 @@ class FakeBus:
         return [(h, a) for h, a, _ in self.commands[:self.first_cleanup()]]
 
     def first_cleanup(self) -> int:
-        return next((i for i, (_, a, args) in enumerate(self.commands) if a == "abort" and args == {}),
+        return next((i for i, (_, a, args) in enumerate(self.commands) if a == "abort" and args == {"reset": False}),
                     len(self.commands))
 
     def cleanup(self) -> list[tuple[str, str, dict]]:
@@ -133,7 +133,7 @@ def steps_of(run: Run) -> list[tuple[int, str, str]]:
 
 
 CLEANED = [(h, a, args) for h in ("thinkpad", "raspberrypi")
-           for a, args in (("abort", {}), ("shape", {"clear": True}), ("sync", {}))]
+           for a, args in (("abort", {"reset": False}), ("shape", {"clear": True}), ("sync", {}))]
 
 
 def test_steps_run_in_order_and_every_host_is_cleaned_up(tmp_path):
