@@ -18,6 +18,8 @@ from controller.testbed import processes
 from controller.testbed.network import namespace_inode
 from probe.commands import Commands
 from probe.endpoint import PID_FILE, Endpoint
+from probe.endpoints import Endpoints
+from probe.sockapp import SocketApp
 from probe.labnet import LabAddressError
 from tcplab.wire import curve
 from tests.daemons import HOSTS, VENV_BIN, Lab
@@ -35,10 +37,10 @@ class Cfg:
 
 
 class Host:
-    """The probe side the connect handler acts through, with the real Endpoint."""
+    """The probe side the connect handler acts through, with the real endpoints (nc for one connection)."""
 
     def __init__(self, cfg: Cfg, endpoint: Endpoint):
-        self.cfg, self.endpoint, self.remembered = cfg, endpoint, 0
+        self.cfg, self.endpoint, self.remembered = cfg, Endpoints(endpoint, SocketApp(lambda *a: None)), 0
 
     def emit(self, body: dict) -> None:
         pass
