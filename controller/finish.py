@@ -18,7 +18,7 @@ from pathlib import Path
 
 import structlog
 
-from controller import report
+from controller import report, rfc9293
 from controller.clock import ClockEstimate
 from controller.film.render import render_all
 from controller.run import Run
@@ -56,6 +56,12 @@ def finish_run(run: Run, scn: Scenario, seq: Sequencer, ok: bool, started_unix: 
                           "silences": run.silences.get(h, []),
                           "clock": alignment.get(h, {})}
                       for h in scn.hosts}}
+    run.rfc = info["rfc9293"] = rfc9293.check(index.records)
+    if not run.rfc["ok"]:  # a transition TCP does not make: the trace (or the kernel) is wrong, the run fails
+        info.update(ok=False, error="; ".join(filter(None, [seq.error, rfc9293.verdict(run.rfc)])))
+        if info["status"] == RunStatus.OK.value:
+            info["status"] = RunStatus.FAILED.value
+        seq.error = info["error"]
     report.write(run.dir, info, index)
     try:  # summary.txt and the film's files, from the run's index; a renderer's failure is not the run's
         render_all(run.dir, index)

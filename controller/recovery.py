@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from controller import report
+from controller import report, rfc9293
 from controller.film.render import render_all
 from controller.run import RECEIVED
 from controller.trace.reader import NotATrace, read_lines
@@ -153,6 +153,7 @@ def mark_interrupted(run_dir: Path, facts: dict) -> None:
             "delay_s": facts.get("delay_s"), "port": facts.get("port"), "started_unix": started_unix,
             "duration_s": round(max((r["t"] for r in records), default=0.0), 3),
             "hosts": {h: {"lab_ip": ip, "counters": {}} for h, ip in (facts.get("hosts") or {}).items()}}
+    info["rfc9293"] = rfc9293.check(records)
     report.write(run_dir, info, records)
     try:  # the film of what there is; a renderer's failure is not the recovery's
         render_all(run_dir, records)

@@ -99,6 +99,7 @@ class Run:
         self.silent: dict[str, str] = {}                # host -> why: it fell silent during the run (liveness)
         self.silences: dict[str, list[dict]] = {}       # host -> each silence, for run.json (hosts.<h>.silences)
         self.index: TraceIndex | None = None            # the final trace's, once aligned
+        self.rfc: dict | None = None                    # the RFC 9293 check of the final trace (controller.rfc9293)
         self._received = open(run_dir / RECEIVED, "a", encoding="utf-8")
         self._received_at: dict[str, tuple[str | None, int]] = {}
         self._stamped: list[tuple[dict, int]] = []  # (record, probe t_ns): mapped again at the end

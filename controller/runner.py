@@ -154,6 +154,8 @@ class ScenarioRunner:
                 log.exception("run_finish_failed", error=repr(e))
                 ok, seq.error = False, f"the run's finish failed: {e!r}"
             else:
+                if run.rfc is not None and not run.rfc["ok"]:  # the check failed the run (controller.rfc9293)
+                    ok = False
                 log.info("run_finished", ok=ok, error=seq.error, trace=str(path),
                          counters={h: {k: v for k, v in c.items() if v} for h, c in counted.items()})
             recovery.mark_finished(run.dir)

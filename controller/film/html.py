@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from html import escape
 from pathlib import Path
 
+from controller import rfc9293
 from controller.film import diagram, gaps
 from controller.film.model import Film, build, is_listener
 from controller.film.visible import visible
@@ -114,16 +115,18 @@ def _json_for_script(obj: dict) -> str:
 
 def render(trace: TraceIndex | Iterable[dict], title: str = "") -> str:
     """film.html's text for the trace: its index, or its records in trace order."""
+    trace = TraceIndex.of(trace)
     d = data(trace)
     server, client = d["hosts"]
     heading = title or (f"{server} (server) ⇄ {client} (client), port {d['port']}, "
                         f"{d['delay_ms'] / 1000:g} s egress delay")
-    parts = {"TITLE": escape(heading), "STYLE": (ASSETS / "film.css").read_text(encoding="utf-8"),
+    parts = {"TITLE": escape(heading), "RFC": escape(rfc9293.verdict(rfc9293.check(trace.records))),
+             "STYLE": (ASSETS / "film.css").read_text(encoding="utf-8"),
              "DIAGRAM": diagram.render(), "DATA": _json_for_script(d),
              "SCRIPT": (ASSETS / "film.js").read_text(encoding="utf-8")}
     page = (ASSETS / "film.html.in").read_text(encoding="utf-8")
     # one pass: text from the trace that happens to read "@SCRIPT@" is not a placeholder
-    return re.sub(r"@(TITLE|STYLE|DIAGRAM|DATA|SCRIPT)@", lambda m: parts[m.group(1)], page)
+    return re.sub(r"@(TITLE|RFC|STYLE|DIAGRAM|DATA|SCRIPT)@", lambda m: parts[m.group(1)], page)
 
 
 def write(run_dir: Path, trace: TraceIndex | Iterable[dict]) -> Path:

@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+from controller import rfc9293
 from controller.film import model
 from controller.film.visible import visible
 from controller.film.words import CLOSED_BY, CLOSING, KERNEL, PHASES, and_list, code, later, seq_end, stamp
@@ -331,6 +332,7 @@ class _Story:
         for host in self.film.hosts:
             path = ["CLOSED"] + [tr.to for tr in self.film.transitions if tr.host == host]
             out.append(f"- {host} ({self.film.roles[host]}): {' → '.join(path)}")
+        out += ["", "## Against RFC 9293", ""] + rfc9293.lines(rfc9293.check(self.ix.records))
         return "\n".join(out) + "\n"
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from controller import scenario
+from controller import rfc9293, scenario
 from controller.report import WHY, causality, packet_info
 from controller.trace.index import TraceIndex
 from controller.trace.schema import Direction, Kind, StepStatus, Stream, is_listener
@@ -140,6 +140,8 @@ def render(trace: TraceIndex | list[dict], info: dict) -> str:
     check = causality(ix)
     lines += ["", f"Causality: {check['pairs']} segments seen on both hosts, "
                   f"{len(check['violations'])} arrived before they left"]
+    if isinstance(info.get("rfc9293"), dict):
+        lines.append(rfc9293.verdict(info["rfc9293"]))
     return "\n".join(lines) + "\n"
 
 

@@ -59,6 +59,8 @@ def test_each_passes_through_tcplab_run(library_runs, name):
     assert res.returncode == 0, res.stdout + res.stderr
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "ok" and info["scenario"]["name"] == name and info["delay_s"] == 0.3
+    assert info["rfc9293"]["ok"] and info["rfc9293"]["illegal"] == []  # every transition one TCP makes
+    assert "RFC 9293: all " in (run_dir / "summary.txt").read_text()
     for f in ("film.html", "story.md", "ladder.svg", "summary.txt"):
         assert (run_dir / f).stat().st_size > 0, f
 

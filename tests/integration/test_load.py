@@ -71,6 +71,8 @@ def test_nothing_was_lost(load_run):
     assert not [r for r in records if r["kind"] == "loss"]
     run = json.loads((load_run / "run.json").read_text())
     assert run["status"] == "ok", run.get("error")
+    assert run["rfc9293"]["ok"] and run["rfc9293"]["transitions"] == 2202  # and 200 TIME_WAITs of 60 s named
+    assert run["rfc9293"]["linux"] == {"time_wait_60s": 200}
     for host in ("thinkpad", "raspberrypi"):
         counters = run["hosts"][host]["counters"]
         lost = {k: v for k, v in counters.items() if v and any(w in k for w in ("drop", "miss", "refused", "given"))}
