@@ -52,6 +52,7 @@ from tcplab.errors import TcplabError
 
 log = structlog.get_logger("controller")
 
+SYNC_TIMEOUT_S = 15.0  # a host of an interrupted run: every event it holds on the wire (the sync barrier)
 DRAIN_S = 8.0  # a cancelled run's cleanup and finish, at most (pidfile.stop kills after 10 s)
 
 
@@ -82,6 +83,14 @@ class Controller:
     async def _after_cleanup(self, host: str) -> None:
         """A host of an interrupted run is clean: what it did meanwhile into that run's trace."""
         if host in self.aftermath.runs:
+            try:  # every event the probe holds on the wire first: what it did meanwhile is among them
+                result = await self.bus.command(host, "sync", {}, SYNC_TIMEOUT_S)
+            except (TimeoutError, ConnectionError) as e:
+                log.error("aftermath_sync_failed", probe=host, error=str(e))
+                return
+            if not result.get("ok"):
+                log.error("aftermath_sync_refused", probe=host, error=result.get("error"))
+                return
             await self.clock.sync(host)
             probe = self.fleet.probes.get(host)
             if probe is not None:

@@ -14,8 +14,8 @@ probes that were shaping for them.
   after 5 s without a word from its controller), the controller sends ``abort`` (its nc ended) and
   ``shape clear``, whatever the probe's own dead-man switch already did (clearing twice is harmless).
   A host that fell silent during a run is owed one too, when it speaks again (controller.liveness).
-  After the clean-up a ``sync``: every event the probe held is in, and what it did while its
-  controller was gone goes into the interrupted run's trace (controller.aftermath).
+  After the clean-up of a host of an interrupted run, a ``sync`` (every event the probe held is in)
+  and what it did while its controller was gone goes into that run's trace (controller.aftermath).
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ log = structlog.get_logger("controller")
 
 MARKER = ".running"
 CLEANUP_TIMEOUT_S = 5.0
-SYNC_TIMEOUT_S = 15.0  # the sync barrier: every event the probe holds on the wire
 
 
 def process_identity(pid: int) -> str | None:
@@ -164,9 +163,9 @@ def mark_interrupted(run_dir: Path, facts: dict) -> None:
 
 class Cleanup:
     """The hosts owed a clean-up (a killed controller's runs', a host silent during a run): each gets
-    abort, shape clear and a sync when it is reached again (:meth:`reached`: its hello, its return);
-    then ``after(host)`` (the daemon's: what the host did meanwhile into its interrupted run's trace,
-    controller.aftermath), every event the probe had being in by then."""
+    abort and shape clear when it is reached again (:meth:`reached`: its hello, its return); then
+    ``after(host)`` (the daemon's: a sync, then what the host did meanwhile into its interrupted
+    run's trace, controller.aftermath)."""
 
     def __init__(self, bus: ProbeBus, hosts: set[str], after: Callable[[str], Awaitable[object]] | None = None):
         self.bus = bus
@@ -185,10 +184,8 @@ class Cleanup:
 
     async def clean(self, host: str) -> None:
         try:
-            for action, args, timeout in (("abort", dict(abort.END), CLEANUP_TIMEOUT_S),
-                                          ("shape", {"clear": True}, CLEANUP_TIMEOUT_S),
-                                          ("sync", {}, SYNC_TIMEOUT_S)):
-                result = await self.bus.command(host, action, args, timeout)
+            for action, args in (("abort", dict(abort.END)), ("shape", {"clear": True})):
+                result = await self.bus.command(host, action, args, CLEANUP_TIMEOUT_S)
                 if not result.get("ok"):
                     log.error("leftover_cleanup_refused", probe=host, action=action, error=result.get("error"))
                     return
