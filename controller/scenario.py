@@ -249,10 +249,11 @@ def _action_fields(raw: dict, on: tuple[str, ...], at, where: str) -> tuple[str,
 def _step(index: int, raw: object, source: str, steps: object = None) -> Step:
     label = f"step {index}"
 
+    step_line = strictyaml.line_of(steps, index - 1)
+
     def at(key: object = None, inner: object = None) -> str:  # "file:LINE: step N (action)"
-        line = strictyaml.line_of(raw if inner is None else inner, key) if key is not None or inner is not None \
-            else None
-        line = line or strictyaml.line_of(steps, index - 1)
+        line = None if key is None and inner is None else strictyaml.line_of(raw if inner is None else inner, key)
+        line = line or step_line
         return f"{source}:{line}: {label}" if line else f"{source}: {label}"
 
     if not isinstance(raw, dict):
@@ -286,19 +287,19 @@ def _step(index: int, raw: object, source: str, steps: object = None) -> Step:
                 raw.get("text") if "text" in fields else None, raw.get("count", 1) if "count" in fields else 1,
                 tuple(_expectation(e, at(i, items) if isinstance(items, list) else at("expect"))
                       for i, e in enumerate(expect)), timeout, delay, loss, clear,
-                str(note) if note is not None else None, strictyaml.line_of(steps, index - 1))
+                str(note) if note is not None else None, step_line)
 
 
 TOP_KEYS = ("name", "description", "port", "delay", "steps")
 
 
-def _check_order(steps: tuple[Step, ...], raw: object, source: str) -> None:
+def _check_order(steps: tuple[Step, ...], source: str) -> None:
     """The steps in an order that can run: an application before what acts on it. A host's
     application starts with its listen or connect and ends with its close or abort; a send needs a
     connection on that host (its connect, or a connect to its listen); one application at a time."""
     app: dict[str, str] = {}  # host -> "listening" | "connected"
     for s in steps:
-        where = f"{_at(source, raw, s.index - 1)}: step {s.index} ({s.action})"
+        where = f"{source}:{s.line}: step {s.index} ({s.action})" if s.line else f"{source}: step {s.index} ({s.action})"
         host = s.hosts[0] if s.hosts else ""
         if s.action in ("listen", "connect") and host in app:
             raise ScenarioError(f"{where}: {host}'s application already runs (since its {app[host][:-3]}); "
@@ -340,7 +341,7 @@ def parse(data: object, source: str = "scenario") -> Scenario:
     if len(steps_raw) > MAX_STEPS:
         raise ScenarioError(f"{_at(source, data, 'steps')}: {len(steps_raw)} steps; at most {MAX_STEPS}")
     steps = tuple(_step(i, raw, source, steps_raw) for i, raw in enumerate(steps_raw, start=1))
-    _check_order(steps, steps_raw, source)
+    _check_order(steps, source)
     hosts: list[str] = []
     for s in steps:
         for h in (*s.hosts, *([s.to] if s.to else []), *(e.host for e in s.expect)):
