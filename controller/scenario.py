@@ -53,13 +53,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tcplab import actions, strictyaml, tcpstates, wire
+from tcplab.actions import shape
 from tcplab.errors import TcplabError
 
 # A step names an action of the registry (tcplab.actions), or "wait": expectations only, no command.
 ACTIONS = (*actions.scenario_actions(), "wait")
-STEP_KEYS = {"action", "host", "to", "text", "count", "expect", "timeout", "delay", "loss", "clear", "note"}
+# the fields every step may have; each action adds its own (tcplab.actions: connect's ``to``, shape's ``loss``)
+COMMON_KEYS = {"action", "host", "expect", "timeout", "note"}
 # the step fields some action reads (connect's ``to``, send's ``text``): on any other action's step, an error
 ACTION_FIELDS = frozenset(f for a in actions.ACTIONS.values() for f in a.step_fields)
+STEP_KEYS = COMMON_KEYS | ACTION_FIELDS
 COUNT_RE = re.compile(r"^(?P<rest>.*\S)\s+x(?P<count>[0-9]{1,6})$")
 MAX_DELAY_S = 60.0
 MAX_STEPS = 1000
@@ -92,7 +95,7 @@ class Step:
     expect: tuple[Expectation, ...] = ()
     timeout: float | None = None
     delay: float | None = None   # shape: overrides the scenario delay
-    loss: float = 0.0
+    shaping: tuple[tuple[str, float], ...] = ()  # shape: the impairment's other parameters (wire units)
     clear: bool = False
     note: str | None = None
     line: int | None = field(default=None, compare=False)  # where the step is in its file (None: not from one)
@@ -114,6 +117,7 @@ class Scenario:
     def with_delay(self, delay: float) -> "Scenario":
         if not 0 <= delay <= MAX_DELAY_S:
             raise ScenarioError(f"delay {delay} s is outside 0..{MAX_DELAY_S:g} s")
+        _check_shapes(self.steps, delay, f"scenario {self.name}")
         return Scenario(self.name, self.steps, delay, self.port, self.description, self.hosts)
 
     def timeout(self, step: Step) -> float:
@@ -133,8 +137,10 @@ def _step_dict(s: Step) -> dict:
     for key in ("to", "text", "timeout", "delay", "note"):
         if getattr(s, key) is not None:
             d[key] = getattr(s, key)
-    if s.loss:
-        d["loss"] = s.loss
+    shaping = dict(s.shaping)
+    for key, (param, scale) in shape.STEP_PARAMS.items():
+        if param in shaping:
+            d[key] = shaping[param] / scale
     if s.clear:
         d["clear"] = True
     if s.expect:
@@ -276,21 +282,32 @@ def _step(index: int, raw: object, source: str, steps: object = None) -> Step:
     if action == "wait" and not expect:
         raise ScenarioError(f"{at()}: a wait needs 'expect'")
     timeout = _number(raw["timeout"], f"{at('timeout')}: timeout", 0.1, 3600) if "timeout" in raw else None
-    delay = _number(raw["delay"], f"{at('delay')}: delay", 0, MAX_DELAY_S) if "delay" in raw else None
-    loss = _number(raw.get("loss", 0), f"{at('loss')}: loss", 0, 100)
-    clear = raw.get("clear", False)
-    if not isinstance(clear, bool):
-        raise ScenarioError(f"{at('clear')}: clear must be true or false, got {clear!r}")
+    shaping = shape.step_params(raw) if action == "shape" else {}  # checked by shape's check_step
+    delay_ms = shaping.pop("delay_ms", None)
     note = raw.get("note")
     items = raw.get("expect")
     return Step(index, action, on, raw.get("to") if "to" in fields else None,
                 raw.get("text") if "text" in fields else None, raw.get("count", 1) if "count" in fields else 1,
                 tuple(_expectation(e, at(i, items) if isinstance(items, list) else at("expect"))
-                      for i, e in enumerate(expect)), timeout, delay, loss, clear,
+                      for i, e in enumerate(expect)), timeout, None if delay_ms is None else delay_ms / 1000,
+                tuple(sorted(shaping.items())), raw.get("clear", False) is True,
                 str(note) if note is not None else None, step_line)
 
 
 TOP_KEYS = ("name", "description", "port", "delay", "steps")
+
+
+def _check_shapes(steps: tuple[Step, ...], delay: float, source: str) -> None:
+    """Each shape step's parameters fit together with the delay it will have (a jitter at most the
+    delay, a reorder only with one)."""
+    for s in steps:
+        if s.action == "shape" and not s.clear:
+            try:
+                shape.impairment(s, delay)
+            except actions.ActionError as e:  # the scenario's delay makes it so: said at the step
+                where = f"{source}:{s.line}" if s.line else source
+                raise ScenarioError(f"{where}: step {s.index} (shape): with the scenario's delay of {delay:g} s, "
+                                    f"{e}") from None
 
 
 def _check_order(steps: tuple[Step, ...], source: str) -> None:
@@ -342,6 +359,7 @@ def parse(data: object, source: str = "scenario") -> Scenario:
         raise ScenarioError(f"{_at(source, data, 'steps')}: {len(steps_raw)} steps; at most {MAX_STEPS}")
     steps = tuple(_step(i, raw, source, steps_raw) for i, raw in enumerate(steps_raw, start=1))
     _check_order(steps, source)
+    _check_shapes(steps, delay, source)
     hosts: list[str] = []
     for s in steps:
         for h in (*s.hosts, *([s.to] if s.to else []), *(e.host for e in s.expect)):

@@ -16,7 +16,9 @@ import sys
 
 from controller import scenario
 from tcplab import actions, tcpstates, wire
+from tcplab.actions import shape
 from tcplab.actions.listen import MAX_CONNECTIONS
+from tcplab.impairment import PARAMS, RATE_RE
 from tcplab.actions.send import MAX_TEXT
 
 ID = "https://tcplab.invalid/scenario.schema.json"
@@ -37,6 +39,16 @@ def expectation_pattern() -> str:
     return rf"^\s*{host}\s+(?:prints\s+.*?\S|{state_pattern()})(?:\s+x[1-9][0-9]{{0,5}})?\s*$"
 
 
+def _shaping() -> dict:
+    """A shape step's impairment fields, in the scenario's units (tcplab.actions.shape)."""
+    props = {}
+    for key, (param, scale) in shape.STEP_PARAMS.items():
+        _, _, lo, hi, _ = PARAMS[param]
+        props[key] = {"type": "number", "minimum": lo / scale, "maximum": hi / scale}
+    props["rate"] = {"oneOf": [props["rate"], {"type": "string", "pattern": RATE_RE.pattern}]}
+    return props
+
+
 def _step() -> dict:
     host_name = {"type": "string", "pattern": wire.HOST_RE.pattern}
     props = {
@@ -48,8 +60,7 @@ def _step() -> dict:
         "expect": {"oneOf": [{"type": "string", "pattern": expectation_pattern()},
                              {"type": "array", "items": {"type": "string", "pattern": expectation_pattern()}}]},
         "timeout": {"type": "number", "minimum": 0.1, "maximum": 3600},
-        "delay": {"type": "number", "minimum": 0, "maximum": scenario.MAX_DELAY_S},
-        "loss": {"type": "number", "minimum": 0, "maximum": 100},
+        **_shaping(),
         "clear": {"type": "boolean"},
         "note": {"type": "string"},
     }
@@ -66,6 +77,9 @@ def _step() -> dict:
             then["not"] = {"anyOf": [{"required": [f]} for f in foreign]}
         if act is not None and act.one_host:
             then["properties"] = {"host": host_name}
+        if name == "shape":  # a clear removes all shaping: no impairment field with it
+            then["if"] = {"properties": {"clear": {"const": True}}, "required": ["clear"]}
+            then["then"] = {"not": {"anyOf": [{"required": [f]} for f in shape.STEP_PARAMS]}}
         rules.append({"if": {"properties": {"action": {"const": name}}, "required": ["action"]}, "then": then})
     return {"type": "object", "additionalProperties": False, "required": ["action"], "properties": props,
             "allOf": rules}

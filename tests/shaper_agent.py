@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 from probe.shaper import Shaper, ShaperError, netem, sweep
 from probe.shaper.errors import NetemUnavailable
 from tcplab import logs
+from tcplab.impairment import Impairment
 
 
 def u32_on_htb(ifname: str, port: int) -> dict:
@@ -43,8 +44,9 @@ def handle(shaper: Shaper, req: dict) -> dict:
     op = req["op"]
     if op == "apply":
         with capture_logs() as events:
-            backend = shaper.apply(req["delay_ms"], req.get("loss_pct", 0))
-        return {"backend": backend, "events": [{k: str(v) for k, v in e.items()} for e in events]}
+            backend = shaper.apply(Impairment.from_args(req))
+        return {"backend": backend, "accepted": shaper.accepted(),
+                "events": [{k: str(v) for k, v in e.items()} for e in events]}
     if op == "clear":
         counters = shaper.clear()
         return {"backend": shaper.backend, "counters": counters}
@@ -58,7 +60,7 @@ def handle(shaper: Shaper, req: dict) -> dict:
                 "late_ms_max": max(late) if late else None}
     if op == "netem_only":
         try:
-            netem.NetemBackend(shaper.ifname, shaper.port).apply(req["delay_ms"])
+            netem.NetemBackend(shaper.ifname, shaper.port).apply(Impairment(req["delay_ms"]))
             return {"unavailable": False}
         except NetemUnavailable as e:
             return {"unavailable": True, "message": str(e)}

@@ -16,13 +16,14 @@ Each :class:`Item` has a ``key`` (what must be equal for two items to be the sam
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 from controller.film import model
 from controller.film.tracefile import NotATrace, open_run
 from controller.trace.index import TraceIndex
 from controller.trace.schema import Direction, Kind, StepStatus, Stream
+from tcplab.impairment import of_record
 
 ROLES = ("server", "client")
 
@@ -111,13 +112,14 @@ def digest(records: TraceIndex | list[dict], film: model.Film, path: str = "", r
             step.items.append(Item("console", role[r["host"]], (r.get("stream"), r.get("text")), (), rel,
                                    f"{verb} {r.get('text')!r}", data={"stream": r.get("stream"), "text": r.get("text")}))
         elif kind == Kind.SHAPER:
-            now = (r.get("backend"), r.get("delay_ms") or 0, r.get("loss_pct") or 0)
+            imp = of_record(r)
+            now = (r.get("backend"), *(astuple(imp) if imp else ()))
             if shaping.get(r["host"]) == now:
                 continue  # the cleanup's second clear: nothing changed
             shaping[r["host"]] = now
-            words = f"{now[0]} {now[1]:g} ms" + (f", {now[2]:g} % loss" if now[2] else "") if now[0] else "off"
+            words = f"{now[0]} {imp.words()}" if imp else "off"
             step.items.append(Item("shaper", role[r["host"]], ("on" if now[0] else "off",), now, rel, words,
-                                   data={"backend": now[0], "delay_ms": now[1], "loss_pct": now[2]}))
+                                   data={"backend": now[0], **(imp.args() if imp else {})}))
         elif kind == Kind.PACKET:
             other = ix.pair_of(r)
             if other is not None and r["dir"] == Direction.IN:

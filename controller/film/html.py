@@ -25,6 +25,7 @@ from controller.film.model import Film, build, is_listener
 from controller.film.visible import visible
 from controller.trace import Direction, Kind, StepStatus, Stream, TraceIndex
 from tcplab.files import atomic_write
+from tcplab.impairment import of_record
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -69,8 +70,8 @@ def _moment(film: Film, i: int, transition_of: dict[int, int]) -> dict:
     elif kind == Kind.CONSOLE:
         m["label"] = f"{r['host']} {'typed' if r.get('stream') == Stream.STDIN else 'printed'} {r['text']!r}"
     elif kind == Kind.SHAPER:
-        m["label"] = (f"{r['host']}: {r.get('delay_ms')} ms egress delay ({r['backend']})" if r.get("backend")
-                      else f"{r['host']}: shaping cleared")
+        imp = of_record(r)
+        m["label"] = (f"{r['host']} egress: {imp.words()} ({r['backend']})" if imp else f"{r['host']}: shaping cleared")
     elif kind == Kind.KERNEL:
         m["label"] = f"{r['host']} kernel: {r['event']} ({r.get('state') or '?'})"
     return m

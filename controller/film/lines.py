@@ -14,6 +14,7 @@ from __future__ import annotations
 from controller.film.model import Film
 from controller.film.term import step_label, step_progress
 from controller.trace import Direction, Kind, StepStatus, Stream
+from tcplab.impairment import of_record
 
 
 def describe(film: Film, i: int) -> str:
@@ -26,7 +27,7 @@ def describe(film: Film, i: int) -> str:
     if kind == Kind.SHAPER:
         if not r.get("backend"):
             return f"{host}: shaping cleared"
-        return f"{host}: shaping on ({r['backend']}, {r.get('delay_ms')} ms delay, {r.get('loss_pct')} % loss)"
+        return f"{host}: shaping on ({r['backend']}, {of_record(r).words()})"
     if kind == Kind.PACKET:
         row = film.packets[film.packet_no[i] - 1]
         verb = "sends" if r["dir"] == Direction.OUT else "receives"

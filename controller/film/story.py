@@ -28,6 +28,7 @@ from controller.film.words import CLOSED_BY, CLOSING, KERNEL, PHASES, and_list, 
 from controller.report import WHY
 from controller.trace import Direction, Kind, StepStatus, Stream, TraceIndex
 from tcplab.files import atomic_write
+from tcplab.impairment import of_record
 
 
 class _Story:
@@ -63,10 +64,10 @@ class _Story:
         shaped = {}
         for r in ix.kind(Kind.SHAPER):
             if r.get("backend"):
-                shaped.setdefault(r["host"], (r.get("delay_ms") or 0, r.get("loss_pct") or 0, r["backend"]))
+                shaped.setdefault(r["host"], (of_record(r), r["backend"]))
         if shaped:
-            parts = [f"for {ms:g} ms" + (f", dropping {loss:g} % of them" if loss else "") + f" ({backend})"
-                     for ms, loss, backend in shaped.values()]
+            parts = [f"for {imp.delay_ms:g} ms" + "".join(f", {w}" for w in imp.doing()) + f" ({backend})"
+                     for imp, backend in shaped.values()]
             if len(shaped) == 2 and len(set(parts)) == 1:
                 held = f"Both hosts held every segment{port} {parts[0]} before it left"
             else:
@@ -236,16 +237,17 @@ class _Story:
         return f"{stamp(r['t'])} — {r['host']}: nc prints {text}: the data has reached the application."
 
     def shaper(self, r: dict) -> str | None:
-        now = (r.get("backend"), r.get("delay_ms") or 0, r.get("loss_pct") or 0)
-        if self.shaping.get(r["host"], (None, 0, 0)) == now:
+        imp = of_record(r)
+        now = (r.get("backend"), imp)
+        if self.shaping.get(r["host"], (None, None)) == now:
             return None  # nothing changed
         self.shaping[r["host"]] = now
-        if not r.get("backend"):
+        if imp is None:
             return f"{stamp(r['t'])} — {r['host']}: the delay is off."
-        loss = f", and drops {now[2]:g} % of them" if now[2] else ""
+        more = "".join(f", {w}" for w in imp.doing())
         port = f" of port {self.port}" if self.port else ""
-        return f"{stamp(r['t'])} — {r['host']} now holds every outgoing segment{port} for {now[1]:g} ms before it " \
-               f"leaves{loss} ({r['backend']})."
+        return f"{stamp(r['t'])} — {r['host']} now holds every outgoing segment{port} for {imp.delay_ms:g} ms before " \
+               f"it leaves{more} ({r['backend']})."
 
     def heading(self, step: dict | None, lo: int, hi: int, end: dict | None) -> str:
         """The section's title: ``step`` and what happened at trace positions ``lo`` to ``hi``."""

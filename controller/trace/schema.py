@@ -80,7 +80,8 @@ FIELDS: dict[Kind, tuple[str, ...]] = {
     Kind.PACKET: ("dir", "src", "dst", "flags", "seq", "ack", "len", "payload", "win", "frame_len"),
     Kind.CONSOLE: ("text", "stream", "local", "remote"),  # local/remote: the connection, when many
     Kind.NETSTAT: ("rows",),
-    Kind.SHAPER: ("backend", "delay_ms", "loss_pct", "cleared", "counters"),
+    Kind.SHAPER: ("backend", "delay_ms", "loss_pct", "jitter_ms", "duplicate_pct", "reorder_pct", "corrupt_pct",
+                  "rate_kbit", "accepted", "cleared", "counters"),
     Kind.KERNEL: ("event", "local", "remote", "state"),
     Kind.DEADMAN: ("silent_s", "cleared"),
     Kind.SWEEP: ("removed",),

@@ -1,6 +1,7 @@
-"""Delay (and drop) the egress TCP packets of one port on one interface of this host.
+"""Impair the egress TCP packets of one port on one interface of this host (delay, jitter, loss,
+duplication, reordering, corruption, rate: :class:`tcplab.impairment.Impairment`).
 
-``Shaper(ifname, port).apply(delay_ms, loss_pct)`` tries backend 1 (tc: the seed's prio +
+``Shaper(ifname, port).apply(Impairment(...))`` (or ``apply(delay_ms, loss_pct)``) tries backend 1 (tc: the seed's prio +
 netem + u32 layout, see :mod:`probe.shaper.netem`) and, when the kernel has no
 sch_prio/sch_netem, falls back to backend 2 (iptables NFQUEUE + a userspace delay line,
 see :mod:`probe.shaper.nfqueue`). Either way only packets with the port as source or
@@ -24,6 +25,7 @@ import structlog
 from probe.shaper import iptables, netem
 from probe.shaper.errors import NetemUnavailable, ShaperError
 from probe.shaper.netem import NetemBackend
+from tcplab.impairment import Impairment, ImpairmentError
 
 if TYPE_CHECKING:
     from probe.shaper.nfqueue import NfqueueBackend
@@ -55,18 +57,19 @@ class Shaper:
     def backend(self) -> Optional[str]:
         return None if self._impl is None else self._impl.name
 
-    def apply(self, delay_ms: int, loss_pct: float = 0) -> str:
-        """Shape now, or update the running shaping in place. Returns the backend name."""
-        if not (isinstance(delay_ms, int) and 0 <= delay_ms <= 3_600_000):
-            raise ShaperError(f"bad delay_ms {delay_ms!r}")
-        if not 0 <= loss_pct <= 100:
-            raise ShaperError(f"bad loss_pct {loss_pct!r}")
+    def apply(self, impairment: Impairment | int, loss_pct: float = 0) -> str:
+        """Shape now, or update the running shaping in place. Returns the backend name.
+        ``impairment``: an Impairment, or a delay in ms (with ``loss_pct``)."""
+        try:
+            imp = impairment if isinstance(impairment, Impairment) else Impairment(impairment, loss_pct=loss_pct)
+        except ImpairmentError as e:
+            raise ShaperError(f"bad impairment: {e}") from None
         try:
             socket.if_nametoindex(self.ifname)
         except OSError as e:
             raise ShaperError(f"no interface {self.ifname}") from e
         if self._impl is not None:
-            self._impl.apply(delay_ms, loss_pct)
+            self._impl.apply(imp)
             return self._impl.name
         impl: Union[NetemBackend, "NfqueueBackend", None] = None
         if self.choice == "nfqueue":
@@ -74,7 +77,7 @@ class Shaper:
         else:
             impl = NetemBackend(self.ifname, self.port)
             try:
-                impl.apply(delay_ms, loss_pct)
+                impl.apply(imp)
                 reason = "kernel has prio and netem" if self.choice == "auto" else "the configuration asks for netem"
             except NetemUnavailable as e:
                 if self.choice == "netem":
@@ -85,10 +88,15 @@ class Shaper:
             from probe.shaper.nfqueue import NfqueueBackend
 
             impl = NfqueueBackend(self.ifname, self.port, self.queue_num)
-            impl.apply(delay_ms, loss_pct)
+            impl.apply(imp)
         self._impl = impl
         log.info("shaper_backend_chosen", backend=impl.name, reason=reason, ifname=self.ifname, port=self.port)
         return impl.name
+
+    def accepted(self) -> dict:
+        """The impairment as the backend now holds it (netem: read back from the kernel; the delay
+        line: its own parameters), or {} when nothing is shaped."""
+        return {} if self._impl is None else self._impl.accepted()
 
     def clear(self) -> dict:
         """Remove everything this shaper made; safe to call any number of times. Returns the

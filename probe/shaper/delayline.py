@@ -1,52 +1,96 @@
-"""The userspace delay line of backend 2: hold NFQUEUE packets, accept each DELAY ms later.
+"""The userspace delay line of backend 2: hold NFQUEUE packets and give each its verdict when the
+impairment says (:class:`tcplab.impairment.Impairment`, with netem's meaning of every parameter).
 
-Two daemon threads per line: the *reader* iterates fnfqueue's Connection (itself fed by
-fnfqueue's own receive thread) and appends (arrival time, packet) to a FIFO; the
-*releaser* sleeps on a condition until the head is due and gives it NF_ACCEPT. One delay
-applies to all held packets at any moment, so deadlines (arrival + delay) are monotonic
-and the FIFO keeps the order; a new delay re-times packets already held. Loss is decided
-on arrival (NF_DROP at once), as netem does at enqueue.
+Two daemon threads per line: the *reader* iterates fnfqueue's Connection (itself fed by fnfqueue's
+own receive thread), decides each packet's fate on arrival as netem does at enqueue (loss, then
+duplication, corruption, reordering) and files it in a heap by the time it is due; the *releaser*
+sleeps on a condition until the earliest is due and gives it NF_ACCEPT. Without jitter, reordering or
+a rate every packet waits the same delay, so the heap keeps the order of arrival; with jitter a later
+packet may be due first, as in netem. A rate serialises: a packet is due only when the one before it
+has gone out at that rate (netem's ``rate``: ``max(tail, now + delay) + frame bits / rate``). A new
+impairment re-times the packets already held (each keeps its own draw of the jitter).
 
-fnfqueue was checked to allow this: a Packet can be kept and verdicted later from another
-thread (``set_verdict`` only uses the socket and the packet's own buffer; the buffer goes
-back to the pool under fnfqueue's lock). Packets are copied as metadata only (COPY_META),
-so a held packet costs one small buffer. The kernel queue holds ``maxlen`` packets
-(default 16384, i.e. ~5400 packets/s at 3 s); beyond that the kernel drops, as a full
-netem queue would. When the socket closes, the kernel drops what is still queued;
-``stop()`` therefore accepts every held packet before closing.
+- a duplicate is a copy of the packet's bytes sent through a raw socket with :data:`COPY_MARK`; it
+  comes back through the queue, where the mark lets it pass at once (it was delayed already);
+- a corrupted packet has one bit of its TCP segment flipped (the IP header is kept, so the peer's TCP
+  sees it and drops it for its checksum; NFQUEUE hands a locally made packet to userspace with its
+  checksum filled in) and is accepted with the new payload.
+
+fnfqueue was checked to allow this: a Packet can be kept and verdicted later from another thread
+(``set_verdict`` only uses the socket and the packet's own buffer; the buffer goes back to the pool
+under fnfqueue's lock). Packets are copied as metadata only (COPY_META) unless the impairment needs
+their bytes (duplicate, corrupt, rate). The kernel queue holds ``maxlen`` packets (default 16384,
+i.e. ~5400 packets/s at 3 s); beyond that the kernel drops, as a full netem queue would. When the
+socket closes, the kernel drops what is still queued; ``stop()`` therefore accepts every held packet
+before closing.
 """
 
 from __future__ import annotations
 
 import collections
 import errno
+import heapq
 import random
 import socket
 import threading
 import time
-from typing import Deque, Tuple
+from dataclasses import asdict, dataclass, field
+from typing import Deque, Optional
 
 import fnfqueue
 import structlog
 
 from probe.shaper.errors import ShaperError
+from tcplab.impairment import Impairment
 
 log = structlog.get_logger(__name__)
 
 RCVBUF_BYTES = 8 << 20
+COPY_MARK = 0x7C1AB  # the fwmark of a duplicate the line sent itself
+SO_MARK = 36
+ETH_HEADER = 14      # netem's rate counts the frame; NFQUEUE hands us the IP packet
+
+
+@dataclass(order=True)
+class Held:
+    due: float
+    seq: int
+    arrival: float = field(compare=False)
+    draw: Optional[float] = field(compare=False)  # the jitter's draw in [-1, 1]; None: reordered, sent at once
+    size: int = field(compare=False)              # the frame's bytes, for the rate
+    packet: object = field(compare=False)         # an fnfqueue Packet, or the bytes of a duplicate
+    mangled: bool = field(compare=False, default=False)
+
+
+def needs_bytes(imp: Impairment) -> bool:
+    return bool(imp.duplicate_pct or imp.corrupt_pct or imp.rate_kbit)
+
+
+def flip_a_bit(data: bytes, rng: random.Random) -> bytes:
+    """``data`` (an IPv4 packet) with one random bit of what follows its IP header flipped."""
+    ihl = (data[0] & 0x0F) * 4 if data else 0
+    if len(data) <= ihl:
+        return data
+    at = rng.randrange(ihl, len(data))
+    return data[:at] + bytes([data[at] ^ (1 << rng.randrange(8))]) + data[at + 1:]
 
 
 class DelayLine:
-    def __init__(self, queue_num: int, delay_ms: int, loss_pct: float = 0, maxlen: int = 16384):
+    def __init__(self, queue_num: int, imp: Impairment | int = 0, loss_pct: float = 0, maxlen: int = 16384,
+                 rng: random.Random | None = None):
         self.queue_num = queue_num
         self.maxlen = maxlen
-        self._delay = delay_ms / 1000.0
-        self._loss = float(loss_pct)
-        self._held: Deque[Tuple[float, object]] = collections.deque()
+        self._imp = imp if isinstance(imp, Impairment) else Impairment(imp, loss_pct=loss_pct)
+        self._held: list[Held] = []
+        self._seq = 0
+        self._tail = 0.0  # when the rate's last scheduled packet has gone out
         self._cond = threading.Condition()
         self._stopping = False
         self._conn: fnfqueue.Connection | None = None
+        self._queue = None
+        self._raw: socket.socket | None = None
         self._threads: list[threading.Thread] = []
+        self._rng = rng or random.Random()
         self.counts = collections.Counter()
         self.lateness: Deque[float] = collections.deque(maxlen=4096)  # seconds late at verdict
 
@@ -57,7 +101,8 @@ class DelayLine:
             raise ShaperError(f"nfqueue: cannot open netlink socket: {e.strerror}") from e
         try:
             queue = conn.bind(self.queue_num)
-            queue.set_mode(0xFFFF, fnfqueue.COPY_META)
+            self._queue = queue
+            self._set_mode()
             queue.set_maxlen(self.maxlen)
             _grow_rcvbuf(conn)
         except OSError as e:
@@ -69,19 +114,35 @@ class DelayLine:
             t = threading.Thread(target=target, name=f"tcplab-delayline-{name}", daemon=True)
             t.start()
             self._threads.append(t)
-        log.info("delayline_started", queue_num=self.queue_num, delay_ms=self.delay_ms, loss_pct=self._loss)
+        log.info("delayline_started", queue_num=self.queue_num, **self._imp.args())
 
     @property
     def delay_ms(self) -> int:
-        return round(self._delay * 1000)
+        return self._imp.delay_ms
+
+    @property
+    def impairment(self) -> Impairment:
+        return self._imp
 
     @property
     def held(self) -> int:
         return len(self._held)
 
-    def set(self, delay_ms: int, loss_pct: float = 0) -> None:
+    def accepted(self) -> dict:
+        """The line's parameters now (what it does is exactly what it was given)."""
+        return asdict(self._imp)
+
+    def set(self, imp: Impairment | int, loss_pct: float = 0) -> None:
+        imp = imp if isinstance(imp, Impairment) else Impairment(imp, loss_pct=loss_pct)
         with self._cond:
-            self._delay, self._loss = delay_ms / 1000.0, float(loss_pct)
+            self._imp = imp
+            self._set_mode()
+            self._tail = 0.0
+            held = sorted(self._held, key=lambda h: (h.arrival, h.seq))
+            for h in held:
+                h.due = self._due(h.arrival, h.draw, h.size)
+            heapq.heapify(held)
+            self._held = held
             self._cond.notify()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -98,27 +159,83 @@ class DelayLine:
             t.join(timeout)
         self._threads = []
         self._conn = None
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
         log.info("delayline_stopped", queue_num=self.queue_num, **dict(self.counts))
+
+    def _set_mode(self) -> None:
+        if self._queue is not None:
+            self._queue.set_mode(0xFFFF, fnfqueue.COPY_PACKET if needs_bytes(self._imp) else fnfqueue.COPY_META)
+
+    def _due(self, arrival: float, draw: Optional[float], size: int) -> float:
+        """When a packet that arrived at ``arrival`` leaves (under the lock: it moves the rate's tail)."""
+        imp = self._imp
+        if draw is None:
+            return arrival
+        due = arrival + max(0.0, imp.delay_ms + draw * imp.jitter_ms) / 1000.0
+        if imp.rate_kbit:
+            due = max(self._tail, due) + (size + ETH_HEADER) * 8 / (imp.rate_kbit * 1000.0)
+            self._tail = due
+        return due
+
+    def _hold(self, now: float, packet: object, size: int, mangled: bool = False) -> bool:
+        """File a packet by its due time; False when the line is stopping (the caller lets it go)."""
+        imp, rng = self._imp, self._rng
+        if imp.reorder_pct and rng.random() * 100.0 < imp.reorder_pct:
+            draw = None
+            self.counts["reordered"] += 1
+        else:
+            draw = rng.uniform(-1.0, 1.0) if imp.jitter_ms else 0.0
+        with self._cond:
+            if self._stopping:
+                return False
+            self._seq += 1
+            h = Held(self._due(now, draw, size), self._seq, now, draw, size, packet, mangled)
+            heapq.heappush(self._held, h)
+            if self._held[0] is h:
+                self._cond.notify()
+        return True
+
+    def _arrive(self, packet) -> None:
+        """One packet from the queue: netem's order of decisions (loss, duplicate, corrupt, delay)."""
+        now = time.monotonic()
+        try:
+            if packet.mark == COPY_MARK:  # our own duplicate, back from the raw socket: delayed already
+                self.counts["copies_passed"] += 1
+                self._verdict(packet)
+                return
+        except fnfqueue.NoSuchAttributeException:
+            pass
+        imp, rng = self._imp, self._rng
+        self.counts["queued"] += 1
+        if imp.loss_pct and rng.random() * 100.0 < imp.loss_pct:
+            packet.drop()
+            self.counts["dropped"] += 1
+            return
+        data, mangled = None, False
+        if needs_bytes(imp):
+            try:
+                data = packet.payload
+            except fnfqueue.NoSuchAttributeException:  # queued before the mode changed
+                data = None
+        if data is not None and imp.duplicate_pct and rng.random() * 100.0 < imp.duplicate_pct:
+            self.counts["duplicated"] += 1
+            if not (imp.loss_pct and rng.random() * 100.0 < imp.loss_pct):  # netem: the copy is enqueued anew
+                self._hold(now, bytes(data), len(data))
+        if data is not None and imp.corrupt_pct and rng.random() * 100.0 < imp.corrupt_pct:
+            packet.payload = flip_a_bit(data, rng)
+            mangled = True
+            self.counts["corrupted"] += 1
+        if not self._hold(now, packet, len(data) if data is not None else 0, mangled):
+            self._verdict(packet)
 
     def _read(self) -> None:
         conn = self._conn
         while True:
             try:
                 for packet in conn:
-                    now = time.monotonic()
-                    self.counts["queued"] += 1
-                    if self._loss and random.random() * 100.0 < self._loss:
-                        packet.drop()
-                        self.counts["dropped"] += 1
-                        continue
-                    with self._cond:
-                        held = not self._stopping
-                        if held:
-                            self._held.append((now, packet))
-                            if len(self._held) == 1:
-                                self._cond.notify()
-                    if not held:
-                        self._verdict(packet)
+                    self._arrive(packet)
                 return
             except fnfqueue.BufferOverflowException:
                 self.counts["overflows"] += 1
@@ -133,36 +250,51 @@ class DelayLine:
             with self._cond:
                 while True:
                     if self._stopping:
-                        due, self._held = list(self._held), collections.deque()
+                        due, self._held = sorted(self._held), []
                         break
                     if self._held:
-                        late = time.monotonic() - (self._held[0][0] + self._delay)
+                        late = time.monotonic() - self._held[0].due
                         if late >= 0:
                             due = self._pop_due()
                             break
                         self._cond.wait(-late)
                     else:
                         self._cond.wait()
-            for _, packet in due:
-                self._verdict(packet)
+            for h in due:
+                self._verdict(h.packet, h.mangled)
             if self._stopping:
                 return
 
-    def _pop_due(self) -> list:
+    def _pop_due(self) -> list[Held]:
         now, due = time.monotonic(), []
-        while self._held and now - (self._held[0][0] + self._delay) >= 0:
-            queued_at, packet = self._held.popleft()
-            self.lateness.append(now - queued_at - self._delay)
-            due.append((queued_at, packet))
+        while self._held and now >= self._held[0].due:
+            h = heapq.heappop(self._held)
+            self.lateness.append(now - h.due)
+            due.append(h)
         return due
 
-    def _verdict(self, packet) -> None:
+    def _verdict(self, packet, mangled: bool = False) -> None:
         try:
-            packet.accept()
+            if isinstance(packet, bytes):
+                self._send_copy(packet)
+                self.counts["copies_sent"] += 1
+                return
+            if mangled:
+                packet.mangle()
+            else:
+                packet.accept()
             self.counts["accepted"] += 1
         except (OSError, fnfqueue.PacketInvalidException) as e:
             self.counts["verdict_errors"] += 1
             log.warning("delayline_verdict_failed", queue_num=self.queue_num, error=str(e))
+
+    def _send_copy(self, data: bytes) -> None:
+        """A duplicate out through a raw socket (IP_HDRINCL), marked so the queue lets it pass."""
+        if self._raw is None:
+            raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            raw.setsockopt(socket.SOL_SOCKET, SO_MARK, COPY_MARK)
+            self._raw = raw
+        self._raw.sendto(data, (socket.inet_ntoa(data[16:20]), 0))
 
 
 def _grow_rcvbuf(conn: fnfqueue.Connection) -> None:

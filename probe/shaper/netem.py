@@ -3,7 +3,7 @@
 Layout on the interface (what the seed's script builds with ``tc``)::
 
     root prio 1:0, priomap all 0  -> every priority goes to band 0 (class 1:1)
-    netem 20:0 on parent 1:2      -> the delay (and loss)
+    netem 20:0 on parent 1:2      -> the impairment (tcplab.impairment: delay, jitter, loss, ...)
     u32 filters on parent 1:0, protocol ip, ``ip sport PORT`` / ``ip dport PORT`` -> flowid 1:2
 
 Only packets of the lab port reach 1:2, so SSH, Ansible and ZeroMQ keep band 0.
@@ -27,11 +27,14 @@ from typing import Any, NamedTuple
 
 import structlog
 from pyroute2 import IPRoute, protocols
+from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import TC_H_ROOT
-from pyroute2.netlink.rtnl.tcmsg.common import percent2u32, time2tick
+from pyroute2.netlink.rtnl import RTM_NEWQDISC, TC_H_ROOT
+from pyroute2.netlink.rtnl.tcmsg import sched_netem, tcmsg
+from pyroute2.netlink.rtnl.tcmsg.common import percent2u32, tick_in_usec
 
 from probe.shaper.errors import NetemUnavailable, ShaperError
+from tcplab.impairment import Impairment
 
 log = structlog.get_logger(__name__)
 
@@ -57,20 +60,63 @@ def port_key(port: int, field: str) -> str:
     return f"0x{port << 16:08x}/0xffff0000+{offset}"
 
 
-def layout(port: int, delay_ms: int, loss_pct: float = 0) -> list[TcRequest]:
-    """The requests that build the seed's layout, in order."""
+def layout(port: int, imp: Impairment | int = 0) -> list[TcRequest]:
+    """The requests that build the seed's layout, in order (the netem one: :func:`netem_message`)."""
+    imp = imp if isinstance(imp, Impairment) else Impairment(delay_ms=imp)
     filt = dict(parent=PRIO_HANDLE, prio=FILTER_PREF, protocol=protocols.ETH_P_IP, target=BAND_CLASS)
     return [
         TcRequest("add", "prio", dict(handle=PRIO_HANDLE, parent=TC_H_ROOT, bands=3, priomap=[0] * 16)),
-        TcRequest("add", "netem", netem_args(delay_ms, loss_pct)),
+        TcRequest("add", "netem", {"impairment": imp}),
         TcRequest("replace-filter", "u32", dict(filt, handle=SPORT_FILTER, keys=[port_key(port, "sport")])),
         TcRequest("replace-filter", "u32", dict(filt, handle=DPORT_FILTER, keys=[port_key(port, "dport")])),
     ]
 
 
-def netem_args(delay_ms: int, loss_pct: float) -> dict:
-    # pyroute2 takes the delay in microseconds and the loss in percent
-    return dict(handle=NETEM_HANDLE, parent=BAND_CLASS, delay=int(delay_ms) * 1000, loss=loss_pct)
+def netem_options(imp: Impairment) -> dict:
+    """netem's TCA_OPTIONS for ``imp``, every optional attribute included even at zero.
+
+    netem_change() keeps a reorder, corrupt or rate attribute's old value when a request leaves it
+    out, and pyroute2 leaves out those that are zero, so turning corruption off in place would not
+    turn it off. So the qopt comes from pyroute2 (its units: microseconds, percent) and the three
+    attributes are always sent; ``gap`` 1 with a reorder is tc's own default (every packet may be
+    the one sent at once)."""
+    opts = sched_netem.get_parameters(dict(delay=imp.delay_ms * 1000, jitter=imp.jitter_ms * 1000,
+                                           loss=imp.loss_pct, duplicate=imp.duplicate_pct))
+    opts["gap"] = 1 if imp.reorder_pct else 0
+    opts["attrs"] = [
+        ["TCA_NETEM_REORDER", {"prob_reorder": percent2u32(imp.reorder_pct), "corr_reorder": 0}],
+        ["TCA_NETEM_CORRUPT", {"prob_corrupt": percent2u32(imp.corrupt_pct), "corr_corrupt": 0}],
+        ["TCA_NETEM_RATE", {"rate": imp.rate_kbit * 1000 // 8, "packet_overhead": 0, "cell_size": 0,
+                            "cell_overhead": 0}],
+    ]
+    return opts
+
+
+def netem_message(index: int, imp: Impairment) -> tcmsg:
+    """The RTM_NEWQDISC body that puts netem 20: with ``imp`` on band 1:2 of interface ``index``."""
+    msg = tcmsg()
+    msg["index"], msg["handle"], msg["parent"] = index, NETEM_HANDLE, BAND_CLASS
+    msg["attrs"] = [["TCA_KIND", "netem"], ["TCA_OPTIONS", netem_options(imp)]]
+    return msg
+
+
+def accepted(opts: Any) -> dict:
+    """What a netem qdisc's read-back TCA_OPTIONS hold, in :class:`Impairment`'s units (the kernel's
+    word for what it does, rounded to what its fields can say)."""
+    def pct(u32: int) -> float:
+        return round(u32 * 100 / 0xFFFFFFFF, 4)
+
+    def attr(name: str, key: str) -> int:
+        a = opts.get_attr(name)
+        return int(a[key]) if a is not None else 0
+
+    return {"delay_ms": round(opts["delay"] / tick_in_usec / 1000, 3),
+            "jitter_ms": round(opts["jitter"] / tick_in_usec / 1000, 3),
+            "loss_pct": pct(opts["loss"]), "duplicate_pct": pct(opts["duplicate"]),
+            "reorder_pct": pct(attr("TCA_NETEM_REORDER", "prob_reorder")) if opts["gap"] else 0.0,
+            "corrupt_pct": pct(attr("TCA_NETEM_CORRUPT", "prob_corrupt")),
+            "rate_kbit": attr("TCA_NETEM_RATE", "rate") * 8 / 1000, "limit": int(opts["limit"]),
+            "gap": int(opts["gap"])}
 
 
 def u32_keys(sel: Any) -> list[tuple[int, int, int]]:
@@ -103,19 +149,27 @@ class NetemBackend:
         self.ifname = ifname
         self.port = port
 
-    def apply(self, delay_ms: int, loss_pct: float = 0) -> None:
+    def apply(self, imp: Impairment) -> None:
         with _ipr() as ipr:
             index = _index(ipr, self.ifname)
             created = False
             try:
-                for req in layout(self.port, delay_ms, loss_pct):
+                for req in layout(self.port, imp):
                     created |= self._ensure(ipr, index, req)
-                self._verify(ipr, index, delay_ms, loss_pct)
+                self._verify(ipr, index, imp)
             except BaseException:
                 if created:
                     _delete_root(ipr, index)
                 raise
-        log.info("netem_applied", ifname=self.ifname, port=self.port, delay_ms=delay_ms, loss_pct=loss_pct)
+        log.info("netem_applied", ifname=self.ifname, port=self.port, **imp.args())
+
+    def accepted(self) -> dict:
+        """The netem qdisc's parameters as the kernel now holds them (:func:`accepted`)."""
+        with _ipr() as ipr:
+            netem = {q["handle"]: q for q in ipr.get_qdiscs(index=_index(ipr, self.ifname))}.get(NETEM_HANDLE)
+        if netem is None:
+            raise ShaperError(f"read-back: no netem 20: on {self.ifname}")
+        return accepted(netem.get_attr("TCA_OPTIONS"))
 
     def clear(self) -> bool:
         with _ipr() as ipr:
@@ -139,7 +193,10 @@ class NetemBackend:
     def _ensure(self, ipr: IPRoute, index: int, req: TcRequest) -> bool:
         """Run one request like ensure(); True when it created our root qdisc."""
         try:
-            ipr.tc(req.command, req.kind, index=index, **req.args)
+            if req.kind == "netem":
+                _new_netem(ipr, index, req.args["impairment"], NLM_F_CREATE | NLM_F_EXCL)
+            else:
+                ipr.tc(req.command, req.kind, index=index, **req.args)
             return req.kind == "prio"
         except NetlinkError as e:
             if e.code == errno.EEXIST and req.kind == "prio":
@@ -147,13 +204,13 @@ class NetemBackend:
                     return False
                 raise ShaperError(f"{self.ifname} already has a root qdisc that is not tcplab's") from e
             if e.code == errno.EEXIST and req.kind == "netem":
-                ipr.tc("change", "netem", index=index, **req.args)
+                _new_netem(ipr, index, req.args["impairment"], 0)  # tc qdisc change
                 return False
             if req.kind in ("prio", "netem") and kind_unknown(e):
                 raise NetemUnavailable(f"kernel refused qdisc {req.kind}: {e.args[-1]}") from e
             raise ShaperError(f"tc {req.command} {req.kind} on {self.ifname} failed: {e.args[-1]}") from e
 
-    def _verify(self, ipr: IPRoute, index: int, delay_ms: int, loss_pct: float) -> None:
+    def _verify(self, ipr: IPRoute, index: int, imp: Impairment) -> None:
         qdiscs = {q["handle"]: q for q in ipr.get_qdiscs(index=index)}
         prio, netem = qdiscs.get(PRIO_HANDLE), qdiscs.get(NETEM_HANDLE)
         if prio is None or prio.get_attr("TCA_KIND") != "prio" or prio["parent"] != TC_H_ROOT:
@@ -162,10 +219,17 @@ class NetemBackend:
             raise ShaperError("read-back: prio 1: priomap is not all zero")
         if netem is None or netem.get_attr("TCA_KIND") != "netem" or netem["parent"] != BAND_CLASS:
             raise ShaperError(f"read-back: no netem 20: on 1:2 of {self.ifname}")
-        opts = netem.get_attr("TCA_OPTIONS")
-        want = (int(time2tick(delay_ms * 1000)), percent2u32(loss_pct))
-        if (opts["delay"], opts["loss"]) != want:
-            raise ShaperError(f"read-back: netem delay/loss {opts['delay']}/{opts['loss']} != {want}")
+        sent = netem_options(imp)
+        got = netem.get_attr("TCA_OPTIONS")
+        for key in ("delay", "jitter", "loss", "duplicate", "gap"):
+            if got[key] != sent[key]:
+                raise ShaperError(f"read-back: netem {key} is {got[key]}, {sent[key]} was sent")
+        for name, fields in sent["attrs"]:
+            have = got.get_attr(name)
+            for key, value in fields.items():
+                if (have[key] if have is not None else 0) != value:
+                    raise ShaperError(f"read-back: netem {name} {key} is "
+                                      f"{have[key] if have is not None else 'absent'}, {value} was sent")
         if read_port_filters(ipr, index) != {SPORT_FILTER: (20, 0xFFFF0000, self.port << 16),
                                              DPORT_FILTER: (22, 0xFFFF0000, self.port << 16)}:
             raise ShaperError(f"read-back: u32 filters for port {self.port} missing on {self.ifname}")
@@ -224,6 +288,12 @@ def _delete_root(ipr: IPRoute, index: int) -> bool:
         if e.code in (errno.ENOENT, errno.EINVAL):
             return False
         raise ShaperError(f"tc del root qdisc failed: {e.args[-1]}") from e
+
+
+def _new_netem(ipr: IPRoute, index: int, imp: Impairment, flags: int) -> None:
+    """RTM_NEWQDISC with :func:`netem_message`: ``flags`` CREATE|EXCL adds, 0 changes in place."""
+    tuple(ipr.nlm_request(netem_message(index, imp), msg_type=RTM_NEWQDISC,
+                          msg_flags=NLM_F_REQUEST | NLM_F_ACK | flags))
 
 
 def _ipr() -> IPRoute:

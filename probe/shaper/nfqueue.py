@@ -13,6 +13,7 @@ import structlog
 
 from probe.shaper.delayline import DelayLine
 from probe.shaper.iptables import QueueRule
+from tcplab.impairment import Impairment
 
 log = structlog.get_logger(__name__)
 
@@ -27,9 +28,9 @@ class NfqueueBackend:
         self.rule = QueueRule(ifname, port, self.queue_num)
         self.line: DelayLine | None = None
 
-    def apply(self, delay_ms: int, loss_pct: float = 0) -> None:
+    def apply(self, imp: Impairment) -> None:
         if self.line is None:
-            line = DelayLine(self.queue_num, delay_ms, loss_pct)
+            line = DelayLine(self.queue_num, imp)
             line.start()
             try:
                 self.rule.ensure()
@@ -39,10 +40,12 @@ class NfqueueBackend:
                 raise
             self.line = line
         else:
-            self.line.set(delay_ms, loss_pct)
+            self.line.set(imp)
             self.rule.ensure()
-        log.info("nfqueue_applied", ifname=self.ifname, port=self.port, queue_num=self.queue_num,
-                 delay_ms=delay_ms, loss_pct=loss_pct)
+        log.info("nfqueue_applied", ifname=self.ifname, port=self.port, queue_num=self.queue_num, **imp.args())
+
+    def accepted(self) -> dict:
+        return self.line.accepted() if self.line is not None else {}
 
     def counters(self) -> dict:
         """What the delay line did so far: packets queued to it (only the lab port's reach it)."""

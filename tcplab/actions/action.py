@@ -59,7 +59,7 @@ class Step(Protocol):  # controller.scenario.Step, as far as from_step reads it
     text: str | None
     count: int                            # connections a listen serves or a connect opens (1: nc's one)
     delay: float | None
-    loss: float
+    shaping: tuple[tuple[str, float], ...]  # shape: the impairment's parameters but the delay (wire units)
     clear: bool
 
 

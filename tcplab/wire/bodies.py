@@ -63,7 +63,11 @@ EVENTS: dict[str, Fields] = {
                                   "local": ADDR, "remote": ADDR},  # a line of one of many connections
                       "text", "stream"),
     "netstat": _event("netstat", {"rows": List(_NETSTAT_ROW.as_check(), 4096)}, "rows"),
+    # an impairment applied (tcplab.impairment's parameters, and what the backend accepted) or cleared
     "shaper": _event("shaper", {"backend": Opt(Str(16)), "delay_ms": Int(0, 3_600_000), "loss_pct": Num(0, 100),
+                                "jitter_ms": Int(0, 3_600_000), "duplicate_pct": Num(0, 100),
+                                "reorder_pct": Num(0, 100), "corrupt_pct": Num(0, 100),
+                                "rate_kbit": Int(0, 10_000_000), "accepted": MapOf(Str(NAME), Num(-1e12, 1e12), 32),
                                 "cleared": Opt(Str(16)), "counters": COUNTS}, "backend"),
     "kernel": _event("kernel", {"event": Str(32, choices=_KERNEL), "local": ADDR, "remote": ADDR,
                                 "state": Opt(STATE)}, "event", "local", "remote"),

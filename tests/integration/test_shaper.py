@@ -226,3 +226,102 @@ def test_delay_line_accuracy(netns_pair, agents, listeners):
           f"max {stats['late_ms_max']:.3f} ms")
     assert stats["counts"]["accepted"] >= 36
     assert -1 < med < 10 and worst < 50
+
+
+class Meter:
+    """tests/impair_meter.py: segments from b to a's PORT, counted as they arrive on a's interface."""
+
+    def __init__(self, a: Host, b: Host):
+        self.a, self.b = a, b
+
+    def measure(self, n: int, interval_ms: float, size: int = 100, idle_s: float = 1.5) -> list[dict]:
+        rx = self.a.popen(sys.executable, "-u", "-m", "tests.impair_meter", "receive", self.a.ifname, str(PORT),
+                          str(idle_s), cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        try:
+            assert json.loads(rx.stdout.readline()) == {"ready": True}
+            self.b.run(sys.executable, "-m", "tests.impair_meter", "send", self.b.ip, self.a.ip, str(PORT), str(n),
+                       str(interval_ms), str(size), cwd=ROOT, timeout=n * interval_ms / 1000 + 30)
+            out, _ = rx.communicate(timeout=n * interval_ms / 1000 + 90)
+        finally:
+            if rx.poll() is None:
+                rx.kill()
+                rx.wait()
+        return json.loads(out)["got"]
+
+
+def csum_errors(host: Host) -> int:
+    out = host.run("nstat", "-az", "TcpInCsumErrors").stdout
+    return int(next(line.split()[1] for line in out.splitlines() if line.startswith("TcpInCsumErrors")))
+
+
+N = 1000
+
+
+def test_every_impairment_acts_on_the_delay_line_as_measured_from_outside(netns_pair, agents, listeners):
+    """Each impairment on b's egress, measured by what arrives on a's interface (no counter of the
+    shaper's own is believed here): the loss rate, the jitter's spread, duplicates, reordering,
+    corrupted checksums (and a's TCP counting them) and the rate."""
+    a, b = netns_pair.a, netns_pair.b
+    sb, meter = agents(b), Meter(a, b)
+    report = []
+
+    # loss 20 %: about 200 of 1000 never arrive (binomial sd 13: 4 sd is +-50)
+    assert sb.call("apply", delay_ms=10, loss_pct=20)["backend"] == "nfqueue"
+    got = meter.measure(N, 1)
+    seen = {g["i"] for g in got}
+    lost = N - len(seen)
+    report.append(f"loss 20 %: {lost / N:.1%} lost")
+    assert 150 <= lost <= 250, lost
+    assert len(got) == len(seen)  # nothing twice
+
+    # delay 100 ms +- 50 ms: one-way times spread over about 100 ms, uniformly (sd 50/sqrt 3 = 28.9)
+    reply = sb.call("apply", delay_ms=100, jitter_ms=50)
+    assert reply["accepted"]["jitter_ms"] == 50 and reply["accepted"]["loss_pct"] == 0
+    got = meter.measure(N, 1)
+    ms = [g["ms"] for g in got]
+    spread, sd = max(ms) - min(ms), statistics.pstdev(ms)
+    report.append(f"jitter +-50 ms: one-way {min(ms):.1f}..{max(ms):.1f} ms, sd {sd:.1f} ms, "
+                  f"median {statistics.median(ms):.1f} ms")
+    assert len(got) == N
+    assert 49.9 <= min(ms) < 56 and 144 <= max(ms) < 160, (min(ms), max(ms))
+    assert 90 <= spread < 110 and 25 < sd < 33 and 95 < statistics.median(ms) < 106
+    order = [g["i"] for g in got]
+    assert order != sorted(order)  # with jitter a later segment may overtake, as in netem
+
+    # duplicate 30 %: every segment arrives, about 300 of them twice
+    sb.call("apply", delay_ms=10, duplicate_pct=30)
+    got = meter.measure(N, 1)
+    twice = len(got) - len({g["i"] for g in got})
+    report.append(f"duplicate 30 %: {twice / N:.1%} arrived twice")
+    assert len({g["i"] for g in got}) == N and 240 <= twice <= 360, twice
+
+    # reorder 30 % with 50 ms of delay: about 300 are sent at once and overtake the delayed ones
+    sb.call("apply", delay_ms=50, reorder_pct=30)
+    got = meter.measure(N, 1)
+    early = sum(1 for g in got if g["ms"] < 25)
+    report.append(f"reorder 30 %: {early / N:.1%} sent at once")
+    assert len(got) == N and 240 <= early <= 360, early
+    assert all(g["ms"] >= 49 for g in got if g["ms"] >= 25)
+
+    # corrupt 10 %: about 100 arrive with a bad TCP checksum, and a's TCP drops them for it
+    before = csum_errors(a)
+    sb.call("apply", delay_ms=10, corrupt_pct=10)
+    got = meter.measure(N, 1, size=1000)
+    bad = sum(1 for g in got if not g["ok"])
+    dropped = csum_errors(a) - before
+    report.append(f"corrupt 10 %: {bad / N:.1%} with a bad checksum, a's TcpInCsumErrors +{dropped}")
+    assert 60 <= bad <= 140, bad
+    assert dropped >= bad  # a flip in the port or the mark hides a segment from the meter, not from TCP
+
+    # rate 200 kbit/s: 40 frames of 1054 bytes sent at once leave 42.2 ms apart
+    sb.call("apply", delay_ms=10, rate_kbit=200)
+    got = meter.measure(40, 0, size=1000)
+    span = got[-1]["at"] - got[0]["at"]
+    kbit = sum(g["len"] + 14 for g in got[1:]) * 8 / span / 1000
+    report.append(f"rate 200 kbit/s: {kbit:.1f} kbit/s measured over {span:.2f} s")
+    assert len(got) == 40 and 190 <= kbit <= 210, kbit
+
+    print("\n" + "\n".join(report))
+    cleared = sb.call("clear")
+    assert cleared["counters"]["shaped_packets"] >= 5 * N
+    assert_clean(b)

@@ -37,8 +37,11 @@ def test_the_wire_does_not_name_actions_the_registry_does():
 
 
 @pytest.mark.parametrize("body, args", [
-    ({"id": 1, "action": "shape", "args": {"clear": True, "delay_ms": 10**6}}, {"clear": True, "delay_ms": 10**6}),
-    ({"id": 1, "action": "shape", "args": {"delay_ms": 300.5, "loss_pct": 100}}, {"delay_ms": 300.5, "loss_pct": 100}),
+    ({"id": 1, "action": "shape", "args": {"clear": True}}, {"clear": True}),
+    ({"id": 1, "action": "shape", "args": {"delay_ms": 300, "loss_pct": 100}}, {"delay_ms": 300, "loss_pct": 100}),
+    ({"id": 1, "action": "shape", "args": {"delay_ms": 300, "jitter_ms": 300, "duplicate_pct": 0.5, "reorder_pct": 25,
+                                            "corrupt_pct": 1, "rate_kbit": 64}},
+     {"delay_ms": 300, "jitter_ms": 300, "duplicate_pct": 0.5, "reorder_pct": 25, "corrupt_pct": 1, "rate_kbit": 64}),
     ({"id": 1, "action": "connect", "args": {"ip": "10.90.0.1"}}, {"ip": "10.90.0.1"}),
     ({"id": 1, "action": "send", "args": {"text": ""}}, {"text": ""}),
     ({"id": 1, "action": "sync"}, {}),
@@ -52,6 +55,12 @@ def test_checks_let_through_what_each_action_takes(body, args):
 @pytest.mark.parametrize("body, reason", [
     ({"id": 1, "action": "shape", "args": {"loss_pct": 101}}, "loss_pct 101 is outside 0..100"),
     ({"id": 1, "action": "shape", "args": {"clear": 1}}, "'clear' has the wrong type"),
+    ({"id": 1, "action": "shape", "args": {"clear": True, "delay_ms": 10}}, "shape clear takes no other argument"),
+    ({"id": 1, "action": "shape", "args": {"delay_ms": 300.5}}, "'delay_ms' has the wrong type"),
+    ({"id": 1, "action": "shape", "args": {"delay_ms": 100, "jitter_ms": 101}}, "jitter_ms 101 is larger than"),
+    ({"id": 1, "action": "shape", "args": {"reorder_pct": 10}}, "reorder_pct needs a delay"),
+    ({"id": 1, "action": "shape", "args": {"delay_ms": 10, "rate_kbit": 10**8}}, "rate_kbit 100000000 is outside"),
+    ({"id": 1, "action": "shape", "args": {"delay_ms": 10, "duplicate_pct": -1}}, "duplicate_pct -1 is outside"),
     ({"id": 1, "action": "connect", "args": {"port": 9090}}, "connect needs argument 'ip'"),
     ({"id": 1, "action": "connect", "args": {"ip": "10.90.0.1", "port": True}}, "'port' has the wrong type"),
     ({"id": 1, "action": "connect", "args": {"ip": "10.90.0.1", "port": 65536}}, "port 65536 is outside 1..65535"),
@@ -82,9 +91,13 @@ def test_checks_refuse_with_one_line_naming_the_argument(body, reason):
 def test_shape_from_step_takes_the_steps_delay_or_the_scenarios():
     shape = actions.ACTIONS["shape"]
     assert shape.from_step(step(action="shape", host=["thinkpad", "raspberrypi"]), ctx(delay=0.3)) == {
-        "delay_ms": 300, "loss_pct": 0.0}
+        "delay_ms": 300}
     assert shape.from_step(step(action="shape", host="thinkpad", delay=1.25, loss=5), ctx()) == {
-        "delay_ms": 1250, "loss_pct": 5.0}
+        "delay_ms": 1250, "loss_pct": 5}
+    assert shape.from_step(step(action="shape", host="thinkpad", delay=0.2, jitter=0.05, duplicate=1, reorder=25,
+                                corrupt=0.5, rate="2mbit"), ctx()) == {
+        "delay_ms": 200, "jitter_ms": 50, "duplicate_pct": 1, "reorder_pct": 25, "corrupt_pct": 0.5,
+        "rate_kbit": 2000}
     assert shape.from_step(step(action="shape", host="thinkpad", clear=True), ctx()) == {"clear": True}
 
 

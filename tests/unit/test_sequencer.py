@@ -141,7 +141,7 @@ def test_steps_run_in_order_and_every_host_is_cleaned_up(tmp_path):
     assert ok is True and seq.error is None and seq.failed_step is None
     assert bus.sent() == [("thinkpad", "shape"), ("raspberrypi", "shape"), ("thinkpad", "listen"),
                           ("raspberrypi", "connect"), ("thinkpad", "send"), ("raspberrypi", "close")]
-    assert bus.commands[0][2] == {"delay_ms": 200, "loss_pct": 0.0}  # the scenario's delay
+    assert bus.commands[0][2] == {"delay_ms": 200}  # the scenario's delay
     assert steps_of(run) == [(i, a, st) for i, a in enumerate(["shape", "listen", "connect", "send", "close",
                                                                "wait"], 1) for st in ("start", "ok")]
     assert bus.cleanup() == CLEANED

@@ -13,16 +13,28 @@ from pyroute2.netlink.rtnl import RTM_NEWQDISC, RTM_NEWTFILTER
 from pyroute2.netlink.rtnl.tcmsg import common, tcmsg
 
 from probe.shaper import Shaper, ShaperError, iptables, netem
+from tcplab.impairment import Impairment, ImpairmentError
 
 PORT = 9090
 
 
-def encode(port: int = PORT, delay_ms: int = 3000, loss_pct: float = 0) -> list:
-    """Run the layout through pyroute2's request pipeline into bytes and decode them."""
+def encode(port: int = PORT, delay_ms: int = 3000, loss_pct: float = 0, imp: Impairment | None = None) -> list:
+    """Run the layout through pyroute2's request pipeline into bytes and decode them (the netem
+    request is netem.netem_message, sent as RTM_NEWQDISC)."""
+    imp = imp or Impairment(delay_ms, loss_pct=loss_pct)
     batch = IPBatch()
-    for req in netem.layout(port, delay_ms, loss_pct):
-        batch.tc(req.command, req.kind, index=7, **req.args)
-    data, msgs, off = bytes(batch.batch), [], 0
+    data = b""
+    for req in netem.layout(port, imp):
+        if req.kind == "netem":
+            msg = netem.netem_message(7, req.args["impairment"])
+            msg["header"]["type"] = RTM_NEWQDISC
+            msg.encode()
+            data += bytes(batch.batch) + msg.data
+            batch.reset()
+        else:
+            batch.tc(req.command, req.kind, index=7, **req.args)
+    data += bytes(batch.batch)
+    msgs, off = [], 0
     while off < len(data):
         msg = tcmsg(data[off:])
         msg.decode()
@@ -60,6 +72,37 @@ def test_netem_delay_in_ticks_is_the_delay_in_nanoseconds_over_64():
     if common.tick_in_usec != 15.625:
         pytest.skip("unusual /proc/net/psched")
     assert encode(delay_ms=3000)[1].get_attr("TCA_OPTIONS")["delay"] << 6 == 3_000_000_000
+
+
+ALL = Impairment(delay_ms=200, jitter_ms=50, loss_pct=5, duplicate_pct=1, reorder_pct=25, corrupt_pct=0.5,
+                 rate_kbit=2000)
+
+
+def test_every_impairment_reaches_netems_own_fields():
+    opts = encode(imp=ALL)[1].get_attr("TCA_OPTIONS")
+    assert opts["delay"] == int(200_000 * common.tick_in_usec) and opts["jitter"] == int(50_000 * common.tick_in_usec)
+    assert opts["loss"] == common.percent2u32(5) and opts["duplicate"] == common.percent2u32(1)
+    assert opts["gap"] == 1  # tc's default with a reorder: any packet may be the one sent at once
+    assert opts.get_attr("TCA_NETEM_REORDER")["prob_reorder"] == common.percent2u32(25)
+    assert opts.get_attr("TCA_NETEM_CORRUPT")["prob_corrupt"] == common.percent2u32(0.5)
+    assert opts.get_attr("TCA_NETEM_RATE")["rate"] == 2_000_000 // 8  # bytes per second
+    # and what the probe reports the kernel accepted, read from such options, is what was asked
+    got = netem.accepted(opts)
+    assert {k: got[k] for k in ("delay_ms", "jitter_ms", "rate_kbit")} == {"delay_ms": 200, "jitter_ms": 50,
+                                                                           "rate_kbit": 2000}
+    for key in ("loss_pct", "duplicate_pct", "reorder_pct", "corrupt_pct"):
+        assert got[key] == pytest.approx(getattr(ALL, key), abs=1e-6), key
+
+
+def test_an_impairment_turned_off_is_sent_as_zero_not_left_out():
+    # netem_change keeps a reorder, corrupt or rate attribute that a change leaves out: an in-place
+    # change to "no corruption, no rate" must carry them at zero
+    opts = encode(imp=Impairment(100))[1].get_attr("TCA_OPTIONS")
+    assert opts["gap"] == 0 and opts["jitter"] == 0 and opts["duplicate"] == 0
+    assert opts.get_attr("TCA_NETEM_REORDER")["prob_reorder"] == 0
+    assert opts.get_attr("TCA_NETEM_CORRUPT")["prob_corrupt"] == 0
+    assert opts.get_attr("TCA_NETEM_RATE")["rate"] == 0
+    assert netem.accepted(opts)["reorder_pct"] == 0 and netem.accepted(opts)["rate_kbit"] == 0
 
 
 def headers(sport: int, dport: int) -> bytes:
@@ -122,11 +165,13 @@ def test_shaper_touches_nothing_until_applied_and_checks_its_arguments():
     with pytest.raises(ShaperError):
         Shaper(ifname="x" * 16, port=9090)
     with pytest.raises(ShaperError):
-        s.apply(delay_ms=-1)
+        s.apply(-1)
     with pytest.raises(ShaperError):
-        s.apply(delay_ms=10, loss_pct=101)
+        s.apply(10, loss_pct=101)
+    with pytest.raises(ImpairmentError, match="jitter_ms 20 is larger than delay_ms 10"):
+        Impairment(10, jitter_ms=20)
     with pytest.raises(ShaperError, match="no interface"):
-        Shaper(ifname="tcplabnothere", port=9090).apply(delay_ms=10)
+        Shaper(ifname="tcplabnothere", port=9090).apply(10)
 
 
 def test_a_backend_can_be_chosen_and_a_bad_choice_is_named():
