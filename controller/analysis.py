@@ -1,6 +1,6 @@
 """Wireshark's TCP sequence analysis (``tcp.analysis.*``) for one host's capture, without Wireshark.
 
-``analyze(frames)`` takes the frames of one capture in capture order, each ``(ethernet_bytes,
+``analyze(frames)`` (or :class:`Analyzer`, a frame at a time) takes the frames of one capture in capture order, each ``(ethernet_bytes,
 timestamp_ns)``, and returns per frame the list of flags Wireshark would set, by Wireshark's names
 (the display filter ``tcp.analysis.<name>``; two are renamed for plain reading):
 
@@ -107,27 +107,36 @@ class _Conversation:
         return self.flows.setdefault(end, _Flow())
 
 
-def analyze(frames: Iterable[tuple[bytes, int]]) -> list[list[str]]:
-    """For each ``(frame, timestamp_ns)`` in capture order, the flags Wireshark sets on it."""
-    convs: dict[frozenset, _Conversation] = {}
-    out: list[list[str]] = []
-    for raw, t_ns in frames:
+class Analyzer:
+    """The analysis one frame at a time, as the capture goes (Wireshark's first pass looks only at
+    what came before a frame, so a frame's flags are final when it is added): the run knows a
+    packet's flags as it arrives, and a step can wait for a retransmission or a zero window."""
+
+    def __init__(self) -> None:
+        self.convs: dict[frozenset, _Conversation] = {}
+
+    def add(self, raw: bytes, t_ns: int) -> list[str]:
+        """The flags Wireshark sets on this frame, the next of the capture."""
         seg = decode(raw)
         if seg is None:
-            out.append([])
-            continue
+            return []
         key = frozenset((seg.src, seg.dst))
-        conv = convs.get(key)
+        conv = self.convs.get(key)
         if conv is None:
-            conv = convs[key] = _Conversation()
+            conv = self.convs[key] = _Conversation()
         elif (seg.flags & (SYN | ACK)) == SYN:
             base = conv.flow(seg.src).base_seq
             if base is not None and seg.seq != base:  # port numbers reused: a new conversation
-                conv = convs[key] = _Conversation()
+                conv = self.convs[key] = _Conversation()
         ta = _analyze_segment(conv, conv.flow(seg.src), conv.flow(seg.dst), seg, t_ns)
         _after(conv, conv.flow(seg.src), conv.flow(seg.dst), seg, t_ns)
-        out.append([f for f in FLAGS if f in ta])
-    return out
+        return [f for f in FLAGS if f in ta]
+
+
+def analyze(frames: Iterable[tuple[bytes, int]]) -> list[list[str]]:
+    """For each ``(frame, timestamp_ns)`` in capture order, the flags Wireshark sets on it."""
+    one = Analyzer()
+    return [one.add(raw, t_ns) for raw, t_ns in frames]
 
 
 def _after(conv: _Conversation, fwd: _Flow, rev: _Flow, seg: Segment, t_ns: int) -> None:

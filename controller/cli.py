@@ -22,6 +22,7 @@ the controller to cancel the run (its steps stop, every host's nc ended and shap
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -32,6 +33,7 @@ import zmq
 
 from controller import controlsock, scenario
 from controller.film.gaps import LONG_GAP_S, SLOW_MIN_S
+from controller.film.summary import unmet_lines
 from controller.film.visible import visible
 from tcplab import wire
 from tcplab.errors import TcplabError
@@ -109,6 +111,8 @@ def _run(args: argparse.Namespace) -> int:
             print(f"run {body.get('run')} finished: every step succeeded")
         else:
             print(visible(f"tcplab: run failed: {body.get('error')}"), file=sys.stderr)
+            for line in _unmet(body.get("dir")):
+                print(visible(line), file=sys.stderr)
         if body.get("dir"):
             print(f"run files: {body['dir']}")
         return 0 if body.get("ok") else 1
@@ -190,6 +194,15 @@ def _say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
     except OSError:  # a closed pipe
         pass
+
+
+def _unmet(run_dir: object) -> list[str]:
+    """Expected against observed for every expectation of the failed step (its run.json)."""
+    try:
+        info = json.loads((Path(str(run_dir)) / "run.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return unmet_lines(info) if isinstance(info, dict) else []
 
 
 def _print_progress(body: dict) -> None:

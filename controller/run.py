@@ -161,10 +161,10 @@ class Run:
         rec = event_record(host, body, t, fields)
         self._stamped.append((rec, t_ns))
         if kind == Kind.PACKET:
+            rec["analysis"] = []  # a packet without its frame: nothing to analyse
             if isinstance(body.get("raw"), bytes) and isinstance(body.get("wall_ns"), int):
                 self.pcaps.write(host, body["raw"], body["wall_ns"])
                 self.captures.add(host, rec, body["raw"], body["wall_ns"])
-            rec["analysis"] = []  # filled in by finish_captures
             self.packets[host] += 1
         elif kind == Kind.SHAPER and body.get("backend"):  # a later clear keeps the record of what was used
             self.backends[host] = body["backend"]
@@ -222,13 +222,49 @@ class Run:
         return [r["text"].strip() for r in self._seen.get((Kind.CONSOLE, host), ())
                 if r["t"] >= since and r.get("stream") == Stream.STDOUT]
 
+    def packets_since(self, host: str, since: float, direction: str | None = None) -> list[dict]:
+        """The segments ``host``'s capture saw from ``since`` on (``direction``: only out or in)."""
+        return [r for r in self._seen.get((Kind.PACKET, host), ()) if r["t"] >= since
+                and (direction is None or r.get("dir") == direction)]
+
+    def _reached(self, e: Expectation, since: float) -> set:
+        return {(r["local"], r["remote"]) for r in self.states_since(e.host, since, e.state == "LISTEN")
+                if r["to"] == e.state}
+
     def met(self, e: Expectation, since: float) -> bool:
         if e.state is not None:
-            listener = e.state == "LISTEN"
-            reached = {(r["local"], r["remote"]) for r in self.states_since(e.host, since, listener)
-                       if r["to"] == e.state}
-            return len(reached) >= e.count
+            return len(self._reached(e, since)) >= e.count
+        if e.packet is not None:
+            return sum(1 for r in self.packets_since(e.host, since, e.packet.dir) if e.packet.matches(r)) >= e.count
         return self.printed_since(e.host, since).count(e.text) >= e.count
+
+    def explain(self, e: Expectation, since: float, most: int = 10) -> dict:
+        """An expectation against what was observed, for a failed step: ``expected``, ``observed``
+        (how many of what it counts) and ``records``, the last ``most`` of those it looked at, in
+        words (time since the run's start; a ``*`` marks one that counted)."""
+        if e.state is not None:
+            looked = self.states_since(e.host, since, e.state == "LISTEN")
+            counted = [r["to"] == e.state for r in looked]
+            observed = f"{len(self._reached(e, since))} of {e.count} reached {e.state}"
+            lines = [f"t={r['t']:.3f} s {r['local']} {r['remote']} {r['from']} -> {r['to']}" for r in looked]
+        elif e.packet is not None:
+            looked = self.packets_since(e.host, since, e.packet.dir)
+            counted = [e.packet.matches(r) for r in looked]
+            verb = "sent" if e.packet.dir == "out" else "received"
+            observed = f"{sum(counted)} of {e.count} among {len(looked)} segments {verb}"
+            lines = [f"t={r['t']:.3f} s {r.get('src')} > {r.get('dst')} [{'+'.join(r.get('flags', ()))}] "
+                     f"seq={r.get('seq')} len={r.get('len')}"
+                     + (f" ({', '.join(r['analysis'])})" if r.get("analysis") else "") for r in looked]
+        else:
+            looked = [r for r in self._seen.get((Kind.CONSOLE, e.host), ())
+                      if r["t"] >= since and r.get("stream") == Stream.STDOUT]
+            counted = [r["text"].strip() == e.text for r in looked]
+            observed = f"{sum(counted)} of {e.count} lines printed"
+            lines = [f"t={r['t']:.3f} s prints {r['text'].strip()[:200]!r}" for r in looked]
+        shown = [("* " if c else "  ") + line for c, line in zip(counted, lines)][-most:]
+        if len(lines) > most:
+            shown.insert(0, f"  ({len(lines) - most} earlier not shown)")
+        return {"expected": str(e), "observed": observed, "records": shown}
 
     def observed(self, host: str, since: float, most: int = 12) -> str:
         """What ``host`` did since ``since``, in words, for a failed step's message: each transition
@@ -295,7 +331,7 @@ class Run:
         return out
 
     def finish_captures(self) -> None:
-        """After align(), before the trace is finished: packet analysis and merged.pcapng."""
+        """After align(), before the trace is finished: merged.pcapng (the analysis was made as the packets came)."""
         try:
             self.captures.finish(self.start_wall_ns)
         except Exception as e:  # the trace must still be written
@@ -322,4 +358,5 @@ class Run:
         something still refers to (the runner's last sequencer) holds no memory of its size."""
         self.trace.records = []
         self.captures.frames = {h: [] for h in self.hosts}
+        self.captures.analyzers = {}
         self._stamped, self._seen, self.index = [], {}, None

@@ -34,9 +34,14 @@ them all at once and prints what each receives as nc would.
 
 An expectation is ``HOST STATE`` (HOST's connection reaches STATE after the step began; LISTEN
 refers to the listening socket, every other state to a connection socket) or
-``HOST prints TEXT`` (a line TEXT appears on HOST's console). A trailing `` xN`` asks for N:
+``HOST prints TEXT`` (a line TEXT appears on HOST's console) or ``HOST sends SEGMENT`` /
+``HOST receives SEGMENT`` (a segment HOST's capture saw leave or arrive: :class:`PacketMatch`;
+SEGMENT is TCP flags, exactly, joined by + such as ``SYN`` or ``RST+ACK``, and any of Wireshark's
+analysis flags such as ``retransmission`` or ``zero_window``, ``data``, and ``"TEXT"`` in the
+payload; ``segment`` alone is any). A trailing `` xN`` asks for N:
 ``thinkpad ESTABLISHED x200`` is met once 200 distinct connections of thinkpad (by their address
-pair) reached ESTABLISHED, ``thinkpad prints Bye x200`` once 200 such lines were printed. A step
+pair) reached ESTABLISHED, ``thinkpad prints Bye x200`` once 200 such lines were printed, ``raspberrypi sends SYN
+retransmission x2`` once its capture saw two such segments leave. A step
 fails when its expectations are not all met within ``timeout`` seconds (default: 10 s + 5 x delay).
 
 The lab port has one source: each probe's configuration (``tcplab_lab_port`` in the inventory,
@@ -48,10 +53,12 @@ differs (:func:`port_conflict`), so a client can never connect to a port nobody 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controller import analysis
 from tcplab import actions, strictyaml, tcpstates, wire
 from tcplab.actions import shape
 from tcplab.errors import TcplabError
@@ -60,9 +67,11 @@ from tcplab.errors import TcplabError
 ACTIONS = (*actions.scenario_actions(), "wait")
 # the fields every step may have; each action adds its own (tcplab.actions: connect's ``to``, shape's ``loss``)
 COMMON_KEYS = {"action", "host", "expect", "timeout", "note"}
+WAIT_KEYS = {"duration"}  # a wait's own: how long it waits
 # the step fields some action reads (connect's ``to``, send's ``text``): on any other action's step, an error
 ACTION_FIELDS = frozenset(f for a in actions.ACTIONS.values() for f in a.step_fields)
-STEP_KEYS = COMMON_KEYS | ACTION_FIELDS
+STEP_KEYS = COMMON_KEYS | WAIT_KEYS | ACTION_FIELDS
+MAX_DURATION_S = 3600.0
 COUNT_RE = re.compile(r"^(?P<rest>.*\S)\s+x(?P<count>[0-9]{1,6})$")
 MAX_DELAY_S = 60.0
 MAX_STEPS = 1000
@@ -72,15 +81,54 @@ class ScenarioError(TcplabError, ValueError):
     """A scenario that cannot run; the message names the file, the step and the field."""
 
 
+TCP_FLAGS = ("FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR")
+FLAGS_RE = re.compile(rf"^(?:{'|'.join(TCP_FLAGS)})(?:\+(?:{'|'.join(TCP_FLAGS)}))*$")
+VERBS = {"sends": "out", "receives": "in"}
+
+
+@dataclass(frozen=True)
+class PacketMatch:
+    """Which of a host's segments an expectation counts: those it sends (``dir`` out) or receives,
+    with exactly ``flags`` (None: any), every one of ``analysis`` (Wireshark's flags, as
+    controller.analysis names them), payload if ``data``, and ``text`` in the payload if given."""
+
+    dir: str
+    flags: frozenset[str] | None = None
+    analysis: tuple[str, ...] = ()
+    data: bool = False
+    text: str | None = None
+
+    def matches(self, rec: dict) -> bool:
+        return (rec.get("dir") == self.dir and (self.flags is None or frozenset(rec.get("flags", ())) == self.flags)
+                and all(a in rec.get("analysis", ()) for a in self.analysis)
+                and (not self.data or (rec.get("len") or 0) > 0)
+                and (self.text is None or self.text in (rec.get("payload") or "")))
+
+    def __str__(self) -> str:
+        words = [next(v for v, d in VERBS.items() if d == self.dir)]
+        if self.flags is not None:
+            words.append("+".join(f for f in TCP_FLAGS if f in self.flags))
+        words += [*self.analysis, *(["data"] if self.data else [])]
+        if self.text is not None:
+            words.append(json.dumps(self.text))
+        if len(words) == 1:
+            words.append("segment")
+        return " ".join(words)
+
+
 @dataclass(frozen=True)
 class Expectation:
     host: str
-    state: str | None = None   # a trace state name, or None for a console expectation
+    state: str | None = None   # a trace state name, or None for a console or a packet expectation
     text: str | None = None
-    count: int = 1             # at least this many connections (a state) or lines (printed)
+    count: int = 1             # at least this many connections (a state), lines (printed) or segments
+    packet: PacketMatch | None = None
 
     def __str__(self) -> str:
-        what = f"{self.host} {self.state}" if self.state else f"{self.host} prints {self.text}"
+        if self.packet is not None:
+            what = f"{self.host} {self.packet}"
+        else:
+            what = f"{self.host} {self.state}" if self.state else f"{self.host} prints {self.text}"
         return what if self.count == 1 else f"{what} x{self.count}"
 
 
@@ -99,6 +147,7 @@ class Step:
     clear: bool = False
     note: str | None = None
     line: int | None = field(default=None, compare=False)  # where the step is in its file (None: not from one)
+    duration: float | None = None  # wait: how long, before its expectations (if any) are waited for
 
     @property
     def target(self) -> str:
@@ -134,7 +183,7 @@ def _step_dict(s: Step) -> dict:
         d["host"] = list(s.hosts)
     if s.count != 1:
         d["count"] = s.count
-    for key in ("to", "text", "timeout", "delay", "note"):
+    for key in ("to", "text", "timeout", "delay", "note", "duration"):
         if getattr(s, key) is not None:
             d[key] = getattr(s, key)
     shaping = dict(s.shaping)
@@ -209,8 +258,9 @@ def _hosts(value: object, where: str) -> tuple[str, ...]:
 
 def _expectation(text: object, where: str) -> Expectation:
     if not isinstance(text, str) or len(text.split()) < 2:
-        raise ScenarioError(f"{where}: expectation must read 'HOST STATE' or 'HOST prints TEXT' "
-                            f"(and ' xN' for N connections or lines), got {text!r}")
+        raise ScenarioError(f"{where}: expectation must read 'HOST STATE', 'HOST prints TEXT' or "
+                            f"'HOST sends|receives SEGMENT' (and ' xN' for N connections, lines or segments), "
+                            f"got {text!r}")
     host, rest = text.split(None, 1)
     if not wire.HOST_RE.match(host):
         raise ScenarioError(f"{where}: bad host name {host!r} in expectation {text!r}")
@@ -221,11 +271,37 @@ def _expectation(text: object, where: str) -> Expectation:
             raise ScenarioError(f"{where}: the count in expectation {text!r} must be at least 1")
     if rest.startswith("prints "):
         return Expectation(host, text=rest[len("prints "):].strip(), count=count)
+    verb = rest.split(None, 1)[0]
+    if verb in VERBS:
+        return Expectation(host, count=count, packet=_packet(VERBS[verb], rest[len(verb):], text, where))
     try:
         return Expectation(host, state=tcpstates.name(rest.strip()), count=count)
     except ValueError:
         raise ScenarioError(f"{where}: unknown TCP state {rest.strip()!r} in expectation {text!r} "
                             f"(known: {', '.join(tcpstates.NAMES)})") from None
+
+
+SEGMENT_WORD = re.compile(r'"[^"]*"|[^\s"]+|"')
+
+
+def _packet(direction: str, words: str, text: str, where: str) -> PacketMatch:
+    """``SYN retransmission``, ``RST+ACK``, ``data "Hello"``, ``zero_window``, ``segment``."""
+    flags, found, data, payload = None, [], False, None
+    for tok in SEGMENT_WORD.findall(words):
+        if tok.startswith('"') and len(tok) >= 2 and tok.endswith('"') and payload is None:
+            payload = tok[1:-1]
+        elif FLAGS_RE.match(tok) and flags is None:
+            flags = frozenset(tok.split("+"))
+        elif tok in analysis.FLAGS and tok not in found:
+            found.append(tok)
+        elif tok == "data" and not data:
+            data = True
+        elif tok != "segment":
+            raise ScenarioError(
+                f"{where}: {tok!r} in expectation {text!r} is not a segment's word: write TCP flags joined by + "
+                f"(e.g. SYN, SYN+ACK, RST+ACK), Wireshark's analysis ({', '.join(analysis.FLAGS)}), data, "
+                f'"TEXT" in the payload, or segment for any')
+    return PacketMatch(direction, flags, tuple(found), data, payload)
 
 
 def _action_fields(raw: dict, on: tuple[str, ...], at, where: str) -> tuple[str, ...]:
@@ -279,8 +355,12 @@ def _step(index: int, raw: object, source: str, steps: object = None) -> Step:
     expect = raw.get("expect", [])
     if not isinstance(expect, list):
         expect = [expect]
-    if action == "wait" and not expect:
-        raise ScenarioError(f"{at()}: a wait needs 'expect'")
+    if "duration" in raw and action != "wait":
+        raise ScenarioError(f"{at('duration')}: {action} takes no 'duration' (a wait's: how long it waits)")
+    duration = (_number(raw["duration"], f"{at('duration')}: duration", 0, MAX_DURATION_S)
+                if "duration" in raw else None)
+    if action == "wait" and not expect and duration is None:
+        raise ScenarioError(f"{at()}: a wait needs 'duration' (seconds) or 'expect' (what it waits for), or both")
     timeout = _number(raw["timeout"], f"{at('timeout')}: timeout", 0.1, 3600) if "timeout" in raw else None
     shaping = shape.step_params(raw) if action == "shape" else {}  # checked by shape's check_step
     delay_ms = shaping.pop("delay_ms", None)
@@ -291,7 +371,7 @@ def _step(index: int, raw: object, source: str, steps: object = None) -> Step:
                 tuple(_expectation(e, at(i, items) if isinstance(items, list) else at("expect"))
                       for i, e in enumerate(expect)), timeout, None if delay_ms is None else delay_ms / 1000,
                 tuple(sorted(shaping.items())), raw.get("clear", False) is True,
-                str(note) if note is not None else None, step_line)
+                str(note) if note is not None else None, step_line, duration)
 
 
 TOP_KEYS = ("name", "description", "port", "delay", "steps")

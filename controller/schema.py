@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 
-from controller import scenario
+from controller import analysis, scenario
 from tcplab import actions, tcpstates, wire
 from tcplab.actions import shape
 from tcplab.actions.listen import MAX_CONNECTIONS
@@ -36,7 +36,10 @@ def state_pattern() -> str:
 
 def expectation_pattern() -> str:
     host = wire.HOST_RE.pattern.strip("^$")
-    return rf"^\s*{host}\s+(?:prints\s+.*?\S|{state_pattern()})(?:\s+x[1-9][0-9]{{0,5}})?\s*$"
+    flag = f"(?:{'|'.join(scenario.TCP_FLAGS)})"
+    word = rf'(?:"[^"]*"|{flag}(?:\+{flag})*|{"|".join(analysis.FLAGS)}|data|segment)'
+    segment = rf"(?:sends|receives)(?:\s+{word})+"
+    return rf"^\s*{host}\s+(?:prints\s+.*?\S|{segment}|{state_pattern()})(?:\s+x[1-9][0-9]{{0,5}})?\s*$"
 
 
 def _shaping() -> dict:
@@ -63,16 +66,19 @@ def _step() -> dict:
         **_shaping(),
         "clear": {"type": "boolean"},
         "note": {"type": "string"},
+        "duration": {"type": "number", "minimum": 0, "maximum": scenario.MAX_DURATION_S},
     }
     assert set(props) == scenario.STEP_KEYS, "the schema's step fields are the format's"
     rules = []
     for name in scenario.ACTIONS:
         act = actions.ACTIONS.get(name)
-        own = set(act.step_fields) if act is not None else set()
-        needs = ["host"] if act is not None else ["expect"]
+        own = set(act.step_fields) if act is not None else set(scenario.WAIT_KEYS)
+        needs = ["host"] if act is not None else []
         needs += [f for f in own if f in ("to", "text")]
         then: dict = {"required": needs}
-        foreign = sorted(scenario.ACTION_FIELDS - own)
+        if act is None:  # a wait: for a while, or for its expectations
+            then["anyOf"] = [{"required": ["expect"]}, {"required": ["duration"]}]
+        foreign = sorted((scenario.ACTION_FIELDS | scenario.WAIT_KEYS) - own)
         if foreign:
             then["not"] = {"anyOf": [{"required": [f]} for f in foreign]}
         if act is not None and act.one_host:

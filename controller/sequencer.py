@@ -75,6 +75,7 @@ class Sequencer:
         self.progress = progress
         self.error: str | None = None
         self.failed_step: int | None = None
+        self.unmet: list[dict] = []            # the failed step's expectations against what was seen (Run.explain)
         self.port: int | None = scenario.port   # the lab port the run uses, once checked
         self.cancelled: str | None = None       # why the steps were cancelled (:meth:`cancel`), if they were
         self._steps: asyncio.Future | None = None
@@ -141,6 +142,7 @@ class Sequencer:
             unmet = await self.run.wait_for(step.expect, since, timeout)
             self._check_silent(step)
             if unmet:
+                self.unmet = [{"step": step.index, **self.run.explain(e, since)} for e in unmet]
                 hosts = list(dict.fromkeys(e.host for e in unmet))
                 raise StepFailed(
                     f"step {step.index} ({step.action} on {step.target}): after {timeout:g} s still waiting "
@@ -167,7 +169,10 @@ class Sequencer:
 
     async def _act(self, step: Step) -> None:
         action = actions.ACTIONS.get(step.action)
-        if action is None:  # a wait: expectations only
+        if action is None:  # a wait: its duration, then its expectations
+            if step.duration:
+                await asyncio.sleep(step.duration)
+                self._check_silent(step)
             return
         ctx = actions.StepContext(lab_ip=self.bus.lab_ip, port=self.port, delay=self.scenario.delay)
         try:

@@ -73,12 +73,25 @@ def losses(info: dict) -> dict[str, dict[str, int]]:
     return out
 
 
+def unmet_lines(info: dict) -> list[str]:
+    """The failed step's expectations against what was observed (run.json ``unmet``), with the
+    records each looked at: for summary.txt and for ``tcplab run``'s failure."""
+    out = []
+    for u in info.get("unmet") or ():
+        if not isinstance(u, dict):
+            continue
+        out.append(f"step {u.get('step')}: expected {u.get('expected')}; observed {u.get('observed')}")
+        out += [f"    {line}" for line in u.get("records") or ()]
+    return out
+
+
 def _header(info: dict) -> list[str]:
     verdict = "OK" if info.get("ok") else "FAILED"
     lines = [f"tcplab run {info.get('run_id')}: {verdict} — scenario {info['scenario']['name']}, "
              f"{info.get('delay_s', 0):g} s egress delay on the lab port"]
     if info.get("error"):
         lines.append(f"error: {info['error']}")
+    lines += unmet_lines(info)
     backends = ", ".join(f"{h}: {info['hosts'][h].get('shaper_backend') or 'none'}" for h in run_hosts(info))
     lines.append(f"shaping backend: {backends}")
     for host, found in losses(info).items():

@@ -227,7 +227,7 @@ def test_a_gap_given_up_and_a_refused_event_are_loss_records_and_run_json_counts
                 probe.sock.close()
                 ctx.term()
             counted = {"thinkpad": counted_since(before, bus.fleet.counters("thinkpad"))}
-            seq = SimpleNamespace(error=None, failed_step=None, port=9090)
+            seq = SimpleNamespace(error=None, failed_step=None, unmet=[], port=9090)
             path = finish_run(bus.run, scn, seq, True, 0.0, {}, {}, link_counters=counted)
             bus.run.close = lambda: None  # finished: the fixture's close is done
             return path

@@ -45,7 +45,7 @@ def test_finish_writes_the_trace_run_json_and_the_film_from_one_index_and_render
     scn = scenario.parse(yaml.safe_load((REPO / "scenarios" / "seed.yml").read_text()))
     run = Run(tmp_path / "run", ("thinkpad", "raspberrypi"))
     _feed(run, records)
-    seq = SimpleNamespace(error=None, failed_step=None, port=9090)  # what finish reads of the sequencer
+    seq = SimpleNamespace(error=None, failed_step=None, unmet=[], port=9090)  # what finish reads of the sequencer
     path = finish_run(run, scn, seq, True, 0.0, {}, {"thinkpad": "10.90.0.1", "raspberrypi": "10.90.0.2"},
                       link_counters={"thinkpad": {"link_given_up": 2}})
     assert path == run.dir / "trace.jsonl" and not (run.dir / "trace.partial.jsonl").exists()

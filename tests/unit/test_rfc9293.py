@@ -69,7 +69,7 @@ def test_a_run_holding_one_fails_naming_it(tmp_path):
     scn = scenario.parse(yaml.safe_load((REPO / "scenarios" / "seed.yml").read_text()))
     run = Run(tmp_path / "run", ("thinkpad", "raspberrypi"))
     _feed(run, records)
-    seq = SimpleNamespace(error=None, failed_step=None, port=9090)
+    seq = SimpleNamespace(error=None, failed_step=None, unmet=[], port=9090)
     finish_run(run, scn, seq, True, 0.0, {}, {"thinkpad": "10.90.0.1", "raspberrypi": "10.90.0.2"})
     info = json.loads((run.dir / "run.json").read_text())
     assert info["ok"] is False and info["status"] == "failed"

@@ -197,3 +197,50 @@ def test_a_finished_run_releases_its_records(run):
     assert len(load(run.dir / "trace.jsonl")) == 1
     run.release()
     assert run.trace.records == [] and run.index is None and run.states_since("thinkpad", 0.0) == []
+
+
+def frame(flags: str, seq: int, payload: bytes = b"", sport: int = 40000, dport: int = 9090) -> bytes:
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    return bytes(Ether() / IP(src="10.90.0.2", dst="10.90.0.1") / TCP(sport=sport, dport=dport, flags=flags, seq=seq)
+                 / payload)
+
+
+async def segment(probe: Probe, host: str, t: float, flags: list[str], seq: int, payload: bytes = b"",
+                  direction: str = "out") -> None:
+    raw = frame("".join(f[0] for f in flags), seq, payload)
+    await probe.run.add_event(host, {"kind": "packet", "t_ns": probe.ns(t), "wall_ns": 1_000_000_000 + probe.ns(t),
+                                     "dir": direction, "src": "10.90.0.2:40000", "dst": "10.90.0.1:9090",
+                                     "flags": flags, "seq": seq, "ack": 0, "len": len(payload),
+                                     "payload": payload.decode(), "win": 8192, "frame_len": len(raw), "raw": raw,
+                                     "linktype": 1}, probe.clock)
+
+
+def test_a_packet_expectation_counts_the_segments_and_their_analysis_as_they_arrive(run):
+    from controller.scenario import _expectation
+    retrans = _expectation("raspberrypi sends SYN retransmission x2", "f")
+    hello = _expectation('raspberrypi sends data "Hello"', "f")
+    wrong_way = _expectation("raspberrypi receives SYN", "f")
+
+    async def go():
+        probe = Probe(run)
+        await segment(probe, "raspberrypi", 0.0, ["SYN"], 1000)
+        first = await run.wait_for((retrans,), since=0.0, timeout=0.05)
+        await segment(probe, "raspberrypi", 1.0, ["SYN"], 1000)  # the same SYN again: Wireshark's retransmission
+        second = await run.wait_for((retrans,), since=0.0, timeout=0.05)
+        await segment(probe, "raspberrypi", 3.0, ["SYN"], 1000)
+        third = await run.wait_for((retrans, wrong_way), since=0.0, timeout=0.05)
+        await segment(probe, "raspberrypi", 3.5, ["PSH", "ACK"], 1001, b"Hello\n")
+        data = await run.wait_for((hello,), since=0.0, timeout=0.05)
+        return first, second, third, data
+    first, second, third, data = asyncio.run(go())
+    assert first == [retrans] and second == [retrans] and third == [wrong_way] and data == []
+    # for a failed step: the expectation against what was seen, with the records it looked at
+    told = run.explain(retrans, 0.0)
+    assert told["expected"] == "raspberrypi sends SYN retransmission x2"
+    assert told["observed"] == "2 of 2 among 4 segments sent"
+    assert told["records"][0].startswith("  t=0.000 s 10.90.0.2:40000 > 10.90.0.1:9090 [SYN] seq=1000 len=0")
+    assert told["records"][1].startswith("* t=1.000 s") and told["records"][1].endswith("(retransmission)")
+    assert run.explain(wrong_way, 0.0) == {"expected": "raspberrypi receives SYN",
+                                           "observed": "0 of 1 among 0 segments received", "records": []}
+    assert run.explain(HELLO, 0.0)["observed"] == "0 of 1 lines printed"

@@ -48,7 +48,7 @@ def steps(*items):
     (steps({"action": "connect", "host": "b"}), "needs 'to'"),
     (steps({"action": "send", "host": "a"}), "needs 'text'"),
     (steps({"action": "send", "host": "a", "text": "two\nlines"}), "one line"),
-    (steps({"action": "wait"}), "a wait needs 'expect'"),
+    (steps({"action": "wait"}), "a wait needs 'duration' \\(seconds\\) or 'expect'"),
     (steps({"action": "wait", "expect": ["a ESTABLISHD"]}), "unknown TCP state 'ESTABLISHD'"),
     (steps({"action": "wait", "expect": ["a"]}), "expectation must read"),
     (steps({"action": "wait", "expect": ["a LISTEN"], "timeout": -1}), "timeout must be a number"),

@@ -169,6 +169,24 @@ def test_a_step_whose_expectation_is_not_met_fails_the_run_naming_host_step_and_
     assert progress[-1] == {"event": "step", "index": 2, "total": 3, "action": "connect",
                             "target": "raspberrypi", "status": "failed", "error": seq.error}
     assert bus.cleanup() == CLEANED
+    # every unmet expectation against what was seen, for run.json and tcplab run's failure
+    assert seq.unmet == [{"step": 2, "expected": "raspberrypi ESTABLISHED", "observed": "0 of 1 reached ESTABLISHED",
+                          "records": []},
+                         {"step": 2, "expected": "thinkpad ESTABLISHED", "observed": "0 of 1 reached ESTABLISHED",
+                          "records": []}]
+
+
+def test_a_wait_for_a_duration_waits_it_then_its_expectations(tmp_path):
+    steps = [SEED[1], {"action": "wait", "duration": 0.4},
+             {"action": "wait", "duration": 0.2, "expect": ["thinkpad LISTEN"], "timeout": 0.3}]
+    t0 = time.monotonic()
+    seq, bus, run, progress, ok = play(tmp_path, scn(steps))
+    took = time.monotonic() - t0
+    assert ok is False and seq.failed_step == 3  # the LISTEN was before step 3 began
+    assert 0.4 + 0.2 + 0.3 <= took
+    starts = {r["index"]: r["t"] for r in run.trace.records if r["kind"] == "step" and r["status"] == "start"}
+    assert starts[3] - starts[2] >= 0.4
+    assert seq.unmet[0]["observed"] == "0 of 1 reached LISTEN"
 
 
 def test_a_probe_that_refuses_or_does_not_answer_fails_its_step(tmp_path):
