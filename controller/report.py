@@ -26,13 +26,15 @@ WHY = {
     ("SYN_RECEIVED", "FIN_WAIT1"): "the application closed before the handshake ended; a FIN goes out",
     ("SYN_SENT", "ESTABLISHED"): "the SYN+ACK arrived; the client acknowledges it: connected on this side",
     ("SYN_RECEIVED", "ESTABLISHED"): "the client's ACK arrived: the three-way handshake is complete",
-    ("ESTABLISHED", "FIN_WAIT1"): "the application closed; a FIN goes out: the four-way close has begun",
+    ("ESTABLISHED", "FIN_WAIT1"): "the application closed, or shut its sending side; a FIN goes out: the four-way "
+                                  "close has begun",
     ("ESTABLISHED", "CLOSE_WAIT"): "the peer's FIN arrived and is acknowledged; waiting for this application to close",
     ("FIN_WAIT1", "FIN_WAIT2"): "the peer acknowledged our FIN; now waiting for the peer's FIN",
     ("FIN_WAIT1", "CLOSING"): "both sides sent a FIN at once; waiting for the ACK of ours",
     ("FIN_WAIT1", "TIME_WAIT"): "the peer's FIN and the ACK of ours arrived together",
     ("CLOSING", "TIME_WAIT"): "our FIN is acknowledged",
-    ("CLOSE_WAIT", "LAST_ACK"): "the application closed; the last FIN goes out, waiting for its ACK",
+    ("CLOSE_WAIT", "LAST_ACK"): "the application closed, or shut its sending side; the last FIN goes out, "
+                               "waiting for its ACK",
     ("FIN_WAIT2", "TIME_WAIT"): "the peer's FIN arrived and the last ACK goes out; TIME_WAIT keeps the "
                                 "connection's address for 60 s so that delayed packets are discarded",
     ("LAST_ACK", "CLOSED"): "the last ACK arrived: the connection is closed on this side",

@@ -227,6 +227,9 @@ class Run:
         return [r for r in self._seen.get((Kind.PACKET, host), ()) if r["t"] >= since
                 and (direction is None or r.get("dir") == direction)]
 
+    def kernel_since(self, host: str, since: float) -> list[dict]:
+        return [r for r in self._seen.get((Kind.KERNEL, host), ()) if r["t"] >= since]
+
     def _reached(self, e: Expectation, since: float) -> set:
         return {(r["local"], r["remote"]) for r in self.states_since(e.host, since, e.state == "LISTEN")
                 if r["to"] == e.state}
@@ -236,6 +239,8 @@ class Run:
             return len(self._reached(e, since)) >= e.count
         if e.packet is not None:
             return sum(1 for r in self.packets_since(e.host, since, e.packet.dir) if e.packet.matches(r)) >= e.count
+        if e.kernel is not None:
+            return sum(1 for r in self.kernel_since(e.host, since) if r["event"] == e.kernel) >= e.count
         return self.printed_since(e.host, since).count(e.text) >= e.count
 
     def explain(self, e: Expectation, since: float, most: int = 10) -> dict:
@@ -255,6 +260,12 @@ class Run:
             lines = [f"t={r['t']:.3f} s {r.get('src')} > {r.get('dst')} [{'+'.join(r.get('flags', ()))}] "
                      f"seq={r.get('seq')} len={r.get('len')}"
                      + (f" ({', '.join(r['analysis'])})" if r.get("analysis") else "") for r in looked]
+        elif e.kernel is not None:
+            looked = self.kernel_since(e.host, since)
+            counted = [r["event"] == e.kernel for r in looked]
+            observed = f"{sum(counted)} of {e.count} among {len(looked)} kernel events"
+            lines = [f"t={r['t']:.3f} s {r['event']} {r['local']} {r['remote']} in {r.get('state') or '?'}"
+                     for r in looked]
         else:
             looked = [r for r in self._seen.get((Kind.CONSOLE, e.host), ())
                       if r["t"] >= since and r.get("stream") == Stream.STDOUT]

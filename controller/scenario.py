@@ -6,7 +6,7 @@ A scenario is YAML::
     port: 9090              # optional: the lab port this scenario was written for
     delay: 3.0              # seconds of egress delay on the lab port while shaping is on
     steps:
-      - action: shape       # shape | listen | connect | send | close | abort | wait
+      - action: shape       # shape | listen | connect | send | shutdown | close | abort | wait
         host: [thinkpad, raspberrypi]
       - action: listen
         host: thinkpad
@@ -38,7 +38,10 @@ refers to the listening socket, every other state to a connection socket) or
 ``HOST receives SEGMENT`` (a segment HOST's capture saw leave or arrive: :class:`PacketMatch`;
 SEGMENT is TCP flags, exactly, joined by + such as ``SYN`` or ``RST+ACK``, and any of Wireshark's
 analysis flags such as ``retransmission`` or ``zero_window``, ``data``, and ``"TEXT"`` in the
-payload; ``segment`` alone is any). A trailing `` xN`` asks for N:
+payload; ``segment`` alone is any) or ``HOST kernel EVENT`` (one of the TCP tracepoints the probe
+reports: ``retransmit_skb``, ``retransmit_synack``, ``send_reset``, ``receive_reset``; a segment the
+host's own shaping drops never reaches its capture, but its retransmission is the kernel's). A
+trailing `` xN`` asks for N:
 ``thinkpad ESTABLISHED x200`` is met once 200 distinct connections of thinkpad (by their address
 pair) reached ESTABLISHED, ``thinkpad prints Bye x200`` once 200 such lines were printed, ``raspberrypi sends SYN
 retransmission x2`` once its capture saw two such segments leave. A step
@@ -60,6 +63,7 @@ from pathlib import Path
 
 from controller import analysis
 from tcplab import actions, strictyaml, tcpstates, wire
+from tcplab.wire import bodies
 from tcplab.actions import shape
 from tcplab.errors import TcplabError
 
@@ -84,6 +88,7 @@ class ScenarioError(TcplabError, ValueError):
 TCP_FLAGS = ("FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR")
 FLAGS_RE = re.compile(rf"^(?:{'|'.join(TCP_FLAGS)})(?:\+(?:{'|'.join(TCP_FLAGS)}))*$")
 VERBS = {"sends": "out", "receives": "in"}
+KERNEL_EVENTS = bodies.KERNEL_EVENTS  # the TCP tracepoints a probe reports
 
 
 @dataclass(frozen=True)
@@ -121,12 +126,15 @@ class Expectation:
     host: str
     state: str | None = None   # a trace state name, or None for a console or a packet expectation
     text: str | None = None
-    count: int = 1             # at least this many connections (a state), lines (printed) or segments
+    count: int = 1             # at least this many connections (a state), lines, segments or kernel events
     packet: PacketMatch | None = None
+    kernel: str | None = None  # a TCP tracepoint's event (controller.trace: retransmit_skb, send_reset, ...)
 
     def __str__(self) -> str:
         if self.packet is not None:
             what = f"{self.host} {self.packet}"
+        elif self.kernel is not None:
+            what = f"{self.host} kernel {self.kernel}"
         else:
             what = f"{self.host} {self.state}" if self.state else f"{self.host} prints {self.text}"
         return what if self.count == 1 else f"{what} x{self.count}"
@@ -272,6 +280,12 @@ def _expectation(text: object, where: str) -> Expectation:
     if rest.startswith("prints "):
         return Expectation(host, text=rest[len("prints "):].strip(), count=count)
     verb = rest.split(None, 1)[0]
+    if verb == "kernel":
+        event = rest[len(verb):].strip()
+        if event not in KERNEL_EVENTS:
+            raise ScenarioError(f"{where}: unknown kernel event {event!r} in expectation {text!r} "
+                                f"(known: {', '.join(KERNEL_EVENTS)})")
+        return Expectation(host, count=count, kernel=event)
     if verb in VERBS:
         return Expectation(host, count=count, packet=_packet(VERBS[verb], rest[len(verb):], text, where))
     try:
@@ -390,6 +404,9 @@ def _check_shapes(steps: tuple[Step, ...], delay: float, source: str) -> None:
                                     f"{e}") from None
 
 
+ON = {"send": "send on", "shutdown": "shut down"}
+
+
 def _check_order(steps: tuple[Step, ...], source: str) -> None:
     """The steps in an order that can run: an application before what acts on it. A host's
     application starts with its listen or connect and ends with its close or abort; a send needs a
@@ -407,8 +424,8 @@ def _check_order(steps: tuple[Step, ...], source: str) -> None:
             app[host] = "connected"
             if app.get(s.to or "") == "listening":
                 app[s.to or ""] = "connected"
-        elif s.action == "send" and app.get(host) != "connected":
-            raise ScenarioError(f"{where}: {host} has no connection to send on yet (a connect on {host}, "
+        elif s.action in ("send", "shutdown") and app.get(host) != "connected":
+            raise ScenarioError(f"{where}: {host} has no connection to {ON[s.action]} yet (a connect on {host}, "
                                 f"or a connect to its listen, comes first)")
         elif s.action in ("close", "abort"):
             if host not in app:

@@ -39,7 +39,9 @@ def expectation_pattern() -> str:
     flag = f"(?:{'|'.join(scenario.TCP_FLAGS)})"
     word = rf'(?:"[^"]*"|{flag}(?:\+{flag})*|{"|".join(analysis.FLAGS)}|data|segment)'
     segment = rf"(?:sends|receives)(?:\s+{word})+"
-    return rf"^\s*{host}\s+(?:prints\s+.*?\S|{segment}|{state_pattern()})(?:\s+x[1-9][0-9]{{0,5}})?\s*$"
+    kernel = rf"kernel\s+(?:{'|'.join(scenario.KERNEL_EVENTS)})"
+    return (rf"^\s*{host}\s+(?:prints\s+.*?\S|{segment}|{kernel}|{state_pattern()})"
+            rf"(?:\s+x[1-9][0-9]{{0,5}})?\s*$")
 
 
 def _shaping() -> dict:

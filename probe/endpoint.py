@@ -123,6 +123,20 @@ class Endpoint:
             self._signal(signal.SIGKILL)
         return await self._wait()
 
+    async def shutdown(self) -> int:
+        """Half-close: shut the sending side of nc's connection (a FIN) while nc goes on reading and
+        printing (probe.linger). How many connections; EndpointError when nc runs none."""
+        if not self.running or self.pid is None:
+            raise EndpointError("nc is not running")
+        try:
+            done = await asyncio.to_thread(linger.shutdown_write, self.pid)
+        except OSError as e:
+            raise EndpointError(f"cannot shut down nc's connection: {e.strerror or e}") from e
+        if not done:
+            raise EndpointError("nc has no connection to shut down yet")
+        log.info("nc_shutdown_write", pid=self.pid, connections=done)
+        return done
+
     async def reset(self) -> bool | None:
         """End nc with its connection reset (RST), not a FIN: its sockets get SO_LINGER 0
         (probe.linger), then SIGKILL. True when they did, False when the kernel would not let us

@@ -1,5 +1,6 @@
-"""An application's connections ended with a reset (RST) rather than a FIN: ``SO_LINGER`` 0 on its
-sockets, set from outside the process.
+"""An application's connections acted on from outside the process: ended with a reset (RST) rather
+than a FIN (``SO_LINGER`` 0, :func:`linger_zero`), or half-closed (``shutdown(SHUT_WR)``,
+:func:`shutdown_write`).
 
 nc has no way to abort a connection: killed, its kernel closes the socket in order (a FIN). With
 ``SO_LINGER`` {on, 0} the same close resets it instead (RFC 9293 3.10.4's ABORT, what
@@ -7,6 +8,11 @@ nc has no way to abort a connection: killed, its kernel closes the socket in ord
 process's sockets with ``pidfd_getfd(2)`` (Linux 5.6; the same syscall number on x86_64, arm64 and
 arm), sets the option on the shared socket and closes the borrowed descriptor; the socket itself
 stays nc's until nc ends. Root may do this to any process (``PTRACE_MODE_ATTACH_REALCREDS``).
+
+nc has no half-close either (``-N`` shuts down only at its stdin's EOF, and then exits once the peer
+is done): :func:`shutdown_write` shuts the sending side of nc's connected sockets, which acts on
+the shared socket as nc's own call would: a FIN goes out, and nc still reads and prints what the
+peer sends.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import errno
 import os
 import socket
 import struct
+from typing import Callable
 
 SYS_PIDFD_GETFD = 438
 LINGER_ZERO = struct.pack("ii", 1, 0)
@@ -43,9 +50,9 @@ def _getfd(pidfd: int, fd: int) -> int:
     return got
 
 
-def linger_zero(pid: int) -> int:
-    """Set ``SO_LINGER`` 0 on every TCP socket of process ``pid``; how many. OSError when the kernel
-    does not let us (no pidfd_getfd, no permission) or the process is gone."""
+def each_tcp_socket(pid: int, act: Callable[[socket.socket], bool]) -> int:
+    """``act`` on a borrowed copy of each TCP socket of process ``pid``; how many it said True for.
+    OSError when the kernel does not let us (no pidfd_getfd, no permission) or the process is gone."""
     pidfd = os.pidfd_open(pid)
     done = 0
     try:
@@ -59,10 +66,34 @@ def linger_zero(pid: int) -> int:
             sock = socket.socket(fileno=mine)
             try:
                 if sock.type == socket.SOCK_STREAM and sock.family in (socket.AF_INET, socket.AF_INET6):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ZERO)
-                    done += 1
+                    done += bool(act(sock))
             finally:
                 sock.close()  # the borrowed descriptor; the socket stays the process's
     finally:
         os.close(pidfd)
     return done
+
+
+def _linger_zero(sock: socket.socket) -> bool:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ZERO)
+    return True
+
+
+def _shut_write(sock: socket.socket) -> bool:
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError as e:
+        if e.errno == errno.ENOTCONN:  # a listener (nc -l keeps it open while it serves)
+            return False
+        raise
+    return True
+
+
+def linger_zero(pid: int) -> int:
+    """Set ``SO_LINGER`` 0 on every TCP socket of process ``pid``; how many."""
+    return each_tcp_socket(pid, _linger_zero)
+
+
+def shutdown_write(pid: int) -> int:
+    """Shut the sending side of every connected TCP socket of ``pid`` (a FIN; reading goes on); how many."""
+    return each_tcp_socket(pid, _shut_write)

@@ -132,6 +132,21 @@ class SocketApp:
         self.on_console(text.rstrip("\n"), "stdin")
         return len(open_) - len(errors)
 
+    async def shutdown(self) -> int:
+        """Half-close every open connection (shutdown SHUT_WR: a FIN; reading goes on); how many."""
+        done = 0
+        for c in self.conns:
+            if c.sock.fileno() == -1:
+                continue
+            try:
+                c.sock.shutdown(socket.SHUT_WR)
+                done += 1
+            except OSError as e:
+                log.warning("app_shutdown_failed", error=repr(e))
+        if not done:
+            raise AppError("the probe's application has no open connection")
+        return done
+
     async def close(self) -> None:
         """End the application: the listener and every connection, each after what it had to read."""
         await self._end(drain=True)

@@ -75,9 +75,9 @@ _BY_PACKET = {
 _BY_CALL = {
     ("CLOSED", "LISTEN"): ("listen",),
     ("CLOSED", "SYN_SENT"): ("connect",),
-    ("ESTABLISHED", "FIN_WAIT1"): ("close",),
+    ("ESTABLISHED", "FIN_WAIT1"): ("close", "shutdown"),
     ("SYN_RECEIVED", "FIN_WAIT1"): ("close",),
-    ("CLOSE_WAIT", "LAST_ACK"): ("close",),
+    ("CLOSE_WAIT", "LAST_ACK"): ("close", "shutdown"),
     ("LISTEN", "CLOSED"): ("close", "abort"),
     ("SYN_SENT", "CLOSED"): ("close", "abort"),
 }
@@ -85,7 +85,8 @@ _BY_CALL = {
 _ONLY_BY_CALL = {("ESTABLISHED", "FIN_WAIT1"), ("CLOSE_WAIT", "LAST_ACK"), ("SYN_RECEIVED", "FIN_WAIT1"),
                  ("LISTEN", "CLOSED")}
 CALL_WORDS = {"listen": "the application listens (nc -l)", "connect": "the application connects (nc)",
-              "close": "the application closes its socket", "abort": "the application aborts (RST)"}
+              "close": "the application closes its socket", "abort": "the application aborts (RST)",
+              "shutdown": "the application shuts its sending side (a half-close: it still reads)"}
 TIME_WAIT_S = 60.0
 
 MOMENT_KINDS = (Kind.STEP, Kind.SHAPER, Kind.PACKET, Kind.KERNEL, Kind.STATE, Kind.CONSOLE)

@@ -271,6 +271,8 @@ class _Story:
             apps = and_list([f"{h}'s" for h in hosts]) + (" application " if len(hosts) == 1 else " applications ")
             title = apps + ({"close": "closes its socket", "abort": "aborts its connection"}[act] if len(hosts) == 1
                             else {"close": "close their sockets", "abort": "abort their connections"}[act])
+        elif act == "shutdown":
+            title = f"{who}'s application shuts its sending side (a half-close: it still reads)"
         elif act == "wait":
             title = "waiting"
         else:

@@ -49,7 +49,7 @@ def _event(kind: str, checks: dict[str, Check], *required: str) -> Fields:
 _NETSTAT_ROW = Fields({"proto": Str(8, choices=("tcp", "tcp6")), "recv_q": NS, "send_q": NS, "local": ADDR,
                        "foreign": ADDR, "state": Str(16), "timer": Str(64)}, required=("local", "foreign", "state"))
 _FLAGS = ("FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR")
-_KERNEL = ("retransmit_skb", "retransmit_synack", "send_reset", "receive_reset")  # probe.tracefs_raw.TCP_EVENTS
+KERNEL_EVENTS = ("retransmit_skb", "retransmit_synack", "send_reset", "receive_reset")  # probe.tracefs_raw.TCP_EVENTS
 EVENTS: dict[str, Fields] = {
     "state": _event("state", {"local": ADDR, "remote": ADDR, "from": STATE, "to": STATE,
                               "source": Str(32, choices=("tracepoint", "inet_diag", "tracepoint+inet_diag"))},
@@ -69,7 +69,7 @@ EVENTS: dict[str, Fields] = {
                                 "reorder_pct": Num(0, 100), "corrupt_pct": Num(0, 100),
                                 "rate_kbit": Int(0, 10_000_000), "accepted": MapOf(Str(NAME), Num(-1e12, 1e12), 32),
                                 "cleared": Opt(Str(16)), "counters": COUNTS}, "backend"),
-    "kernel": _event("kernel", {"event": Str(32, choices=_KERNEL), "local": ADDR, "remote": ADDR,
+    "kernel": _event("kernel", {"event": Str(32, choices=KERNEL_EVENTS), "local": ADDR, "remote": ADDR,
                                 "state": Opt(STATE)}, "event", "local", "remote"),
     "capture_stats": _event("capture_stats", {k: NS for k in ("packets", "kernel_packets", "kernel_drops",
                                                               "kernel_freezes", "callback_errors")}),

@@ -50,7 +50,8 @@ def paths(run_dir: Path) -> dict[str, list[str]]:
 
 
 def test_the_library_has_the_stories(library_runs):
-    assert {"abort", "client-closes-first", "connection-refused", "simultaneous-close"} <= set(LIBRARY)
+    assert {"abort", "client-closes-first", "connection-refused", "simultaneous-close", "half-close",
+            "syn-lost"} <= set(LIBRARY)
 
 
 @pytest.mark.parametrize("name", LIBRARY)
@@ -97,7 +98,43 @@ def test_abort_is_a_reset_not_a_close(library_runs):
     assert "the application aborted: a RST goes out" in story and "the peer reset the connection" in story
 
 
-@pytest.mark.parametrize("name", ["connection-refused", "simultaneous-close", "abort"])
+def test_half_close_carries_data_after_the_fin(library_runs):
+    _, run_dir = library_runs["half-close"]
+    assert paths(run_dir) == {
+        "thinkpad": ["LISTEN", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSED"],
+        "raspberrypi": ["SYN_SENT", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]}
+    recs = load(run_dir / "trace.jsonl")
+    out = [r for r in recs if r["kind"] == "packet" and r["dir"] == "out"]
+    fin = next(r for r in out if r["host"] == "thinkpad" and "FIN" in r["flags"])
+    data = next(r for r in out if r["host"] == "raspberrypi" and r["len"] > 0)
+    assert data["payload"] == "Still here\n" and data["t"] > fin["t"]  # after the server's FIN, the other way
+    printed = [r for r in recs if r["kind"] == "console" and r["host"] == "thinkpad" and r["stream"] == "stdout"]
+    assert [r["text"].strip() for r in printed] == ["Still here"]
+    shut = next(r for r in recs if r["kind"] == "step" and r["action"] == "shutdown" and r["status"] == "start")
+    assert fin["t"] > shut["t"]
+    assert "shuts its sending side" in (run_dir / "story.md").read_text()
+
+
+def test_syn_lost_is_retransmitted_by_the_kernel_until_one_gets_through(library_runs):
+    _, run_dir = library_runs["syn-lost"]
+    p = paths(run_dir)
+    assert p["raspberrypi"] == ["SYN_SENT", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]
+    recs = load(run_dir / "trace.jsonl")
+    sent = next(r for r in recs if r["kind"] == "state" and r["host"] == "raspberrypi" and r["to"] == "SYN_SENT")
+    syns = [r for r in recs if r["kind"] == "packet" and r["host"] == "raspberrypi" and r["dir"] == "out"
+            and r["flags"] == ["SYN"]]
+    retrans = [r for r in recs if r["kind"] == "kernel" and r["host"] == "raspberrypi"
+               and r["event"] == "retransmit_skb" and r["state"] == "SYN_SENT"]
+    # the dropped SYNs never reached the capture: one SYN left, after the kernel's retransmissions
+    assert len(syns) == 1 and syns[0]["analysis"] == [] and syns[0]["t"] - sent["t"] > 3.5
+    assert len(retrans) >= 3 and all(sent["t"] < r["t"] < syns[0]["t"] for r in retrans[:-1])
+    gaps = [b["t"] - a["t"] for a, b in zip([sent, *retrans], retrans)]
+    assert 0.9 < gaps[0] < 1.4 and all(g > 0.9 for g in gaps), gaps  # the RTO, 1 s at first, never less
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["hosts"]["raspberrypi"]["shaper_counters"]["shaped_drops"] >= 3
+
+
+@pytest.mark.parametrize("name", ["connection-refused", "simultaneous-close", "abort", "half-close"])
 def test_film_html_agrees_with_the_trace_at_every_moment(library_runs, browser, tmp_path, name):
     _, run_dir = library_runs[name]
     records = load(run_dir / "trace.jsonl")

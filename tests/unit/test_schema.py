@@ -14,7 +14,7 @@ from tcplab import strictyaml
 from tests.unit.test_bad_scenarios import FILES
 
 REPO = Path(__file__).resolve().parents[2]
-ORDER = {"21-send-before-connect", "22-close-before-listen", "23-listen-twice"}  # not a schema's to say
+ORDER = {"21-send-before-connect", "22-close-before-listen", "23-listen-twice", "56-shutdown-before-a-connection"}  # not a schema's to say
 # nor one field against another's value (a jitter larger than the delay, a reorder at delay 0)
 ACROSS = {"46-jitter-above-delay", "48-reorder-without-delay", "52-jitter-above-the-scenarios-delay"}
 
