@@ -37,7 +37,7 @@ from controller.run import RECEIVED
 from controller.trace.reader import NotATrace, read_lines
 from controller.trace.schema import RunStatus, StepStatus, sort_key
 from controller.trace.writer import line
-from tcplab.actions import abort
+from tcplab.actions import abort, sysctl
 from tcplab.files import atomic_write
 
 if TYPE_CHECKING:
@@ -184,7 +184,8 @@ class Cleanup:
 
     async def clean(self, host: str) -> None:
         try:
-            for action, args in (("abort", dict(abort.END)), ("shape", {"clear": True})):
+            for action, args in (("abort", dict(abort.END)), ("shape", {"clear": True}),
+                                 ("sysctl", dict(sysctl.RESTORE))):
                 result = await self.bus.command(host, action, args, CLEANUP_TIMEOUT_S)
                 if not result.get("ok"):
                     log.error("leftover_cleanup_refused", probe=host, action=action, error=result.get("error"))

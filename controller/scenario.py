@@ -6,7 +6,7 @@ A scenario is YAML::
     port: 9090              # optional: the lab port this scenario was written for
     delay: 3.0              # seconds of egress delay on the lab port while shaping is on
     steps:
-      - action: shape       # shape | listen | connect | send | shutdown | close | abort | wait
+      - action: shape       # shape | sysctl | listen | connect | send | shutdown | close | abort | wait
         host: [thinkpad, raspberrypi]
       - action: listen
         host: thinkpad
@@ -156,6 +156,7 @@ class Step:
     note: str | None = None
     line: int | None = field(default=None, compare=False)  # where the step is in its file (None: not from one)
     duration: float | None = None  # wait: how long, before its expectations (if any) are waited for
+    settings: tuple[tuple[str, int | tuple[int, ...]], ...] = ()  # sysctl: the knobs and their values
 
     @property
     def target(self) -> str:
@@ -200,6 +201,8 @@ def _step_dict(s: Step) -> dict:
             d[key] = shaping[param] / scale
     if s.clear:
         d["clear"] = True
+    if s.settings:
+        d["set"] = {k: list(v) if isinstance(v, tuple) else v for k, v in s.settings}
     if s.expect:
         d["expect"] = [str(e) for e in s.expect]
     return d
@@ -385,7 +388,9 @@ def _step(index: int, raw: object, source: str, steps: object = None) -> Step:
                 tuple(_expectation(e, at(i, items) if isinstance(items, list) else at("expect"))
                       for i, e in enumerate(expect)), timeout, None if delay_ms is None else delay_ms / 1000,
                 tuple(sorted(shaping.items())), raw.get("clear", False) is True,
-                str(note) if note is not None else None, step_line, duration)
+                str(note) if note is not None else None, step_line, duration,
+                tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in raw["set"].items()))
+                if "set" in fields else ())
 
 
 TOP_KEYS = ("name", "description", "port", "delay", "steps")

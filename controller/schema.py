@@ -15,7 +15,7 @@ import json
 import sys
 
 from controller import analysis, scenario
-from tcplab import actions, tcpstates, wire
+from tcplab import actions, tcpknobs, tcpstates, wire
 from tcplab.actions import shape
 from tcplab.actions.listen import MAX_CONNECTIONS
 from tcplab.impairment import PARAMS, RATE_RE
@@ -54,6 +54,16 @@ def _shaping() -> dict:
     return props
 
 
+def _knobs() -> dict:
+    """A sysctl step's ``set``: the knobs of tcplab.tcpknobs, each a whole number (or three)."""
+    props = {}
+    for name, (lo, hi) in tcpknobs.ALLOWED.items():
+        number = {"type": "integer", "minimum": lo, "maximum": hi}
+        props[name] = ({"type": "array", "items": number, "minItems": 3, "maxItems": 3}
+                       if name in tcpknobs.TRIPLES else number)
+    return {"type": "object", "minProperties": 1, "additionalProperties": False, "properties": props}
+
+
 def _step() -> dict:
     host_name = {"type": "string", "pattern": wire.HOST_RE.pattern}
     props = {
@@ -69,6 +79,7 @@ def _step() -> dict:
         "clear": {"type": "boolean"},
         "note": {"type": "string"},
         "duration": {"type": "number", "minimum": 0, "maximum": scenario.MAX_DURATION_S},
+        "set": _knobs(),
     }
     assert set(props) == scenario.STEP_KEYS, "the schema's step fields are the format's"
     rules = []
@@ -76,7 +87,7 @@ def _step() -> dict:
         act = actions.ACTIONS.get(name)
         own = set(act.step_fields) if act is not None else set(scenario.WAIT_KEYS)
         needs = ["host"] if act is not None else []
-        needs += [f for f in own if f in ("to", "text")]
+        needs += [f for f in own if f in ("to", "text", "set")]
         then: dict = {"required": needs}
         if act is None:  # a wait: for a while, or for its expectations
             then["anyOf"] = [{"required": ["expect"]}, {"required": ["duration"]}]

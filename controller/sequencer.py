@@ -30,7 +30,7 @@ from controller.run import Run
 from controller.scenario import Scenario, Step, port_conflict
 from controller.trace.schema import StepStatus
 from tcplab import actions
-from tcplab.actions import abort
+from tcplab.actions import abort, sysctl
 from tcplab.errors import TcplabError
 
 log = structlog.get_logger("controller.sequencer")
@@ -190,12 +190,14 @@ class Sequencer:
                                  f"{result.get('error')}")
 
     async def _cleanup(self) -> None:
-        """Every connected host at once: its nc ended, its shaping cleared, then its sync."""
+        """Every connected host at once: its nc ended, its shaping cleared, its TCP knobs restored,
+        then its sync."""
         await asyncio.gather(*(self._clean(h) for h in self.scenario.hosts if self.bus.connected(h)))
 
     async def _clean(self, host: str) -> None:
         for action, args, timeout in (("abort", dict(abort.END), CLEANUP_TIMEOUT_S),
                                       ("shape", {"clear": True}, CLEANUP_TIMEOUT_S),
+                                      ("sysctl", dict(sysctl.RESTORE), CLEANUP_TIMEOUT_S),
                                       ("sync", {}, COMMAND_TIMEOUT_S)):
             try:
                 result = await self.bus.command(host, action, args, timeout)

@@ -44,11 +44,13 @@ from probe.lifecycle import Lifecycle
 from probe.link import Link, StatusFile
 from probe.observers import Observers
 from probe.shaper import Shaper
+from probe.sysctls import Sysctls
 from probe.sockapp import SocketApp
 from probe.transport import Transport
 from tcplab import logs, pidfile
 from tcplab.actions import ACTIONS
 from tcplab.actions import abort as abort_action
+from tcplab.actions import sysctl as sysctl_action
 
 log = structlog.get_logger("probe")
 
@@ -62,6 +64,7 @@ class Probe(Lifecycle):
         super().__init__()
         self.cfg = cfg
         self.shaper = Shaper(ifname=cfg.lab_iface, port=cfg.port, backend=cfg.shaper_backend)
+        self.sysctls = Sysctls(cfg.home)
         self.endpoint = Endpoints(Endpoint(on_console=self._console, nc=cfg.nc, pid_dir=cfg.home),
                                   SocketApp(on_console=self._console))
         self.transport = Transport(cfg.controller, cfg.host, hello={
@@ -106,8 +109,9 @@ class Probe(Lifecycle):
 
     # --- the dead-man switch ----------------------------------------------------------------
     def armed(self) -> bool:
-        """Something a silent controller would leave on the host: shaping, or a running nc."""
-        return self.shaper.backend is not None or self.endpoint.running
+        """Something a silent controller would leave on the host: shaping, a running nc, or TCP
+        knobs the run changed."""
+        return self.shaper.backend is not None or self.endpoint.running or bool(self.sysctls.saved)
 
     async def disarm(self) -> list[str]:
         """Clear the shaping and end nc, as the controller's ``shape clear`` and ``abort`` would
@@ -119,6 +123,8 @@ class Probe(Lifecycle):
                           "shape", {"clear": True}))
         if self.endpoint.running:
             steps.append((self.endpoint.describe(), "abort", dict(abort_action.END)))
+        if self.sysctls.saved:
+            steps.append((f"sysctls {', '.join(sorted(self.sysctls.saved))}", "sysctl", dict(sysctl_action.RESTORE)))
         cleared = []
         for what, action, args in steps:
             try:
@@ -166,6 +172,7 @@ class Probe(Lifecycle):
         await self.stop_tasks(WORK)
         await self.bounded(self.netlink(self.shaper.clear), STEP_S, "shaper")
         await self.bounded(self.endpoint.abort(reset=False), STEP_S, "endpoint")
+        await self.bounded(asyncio.to_thread(self.sysctls.restore), STEP_S, "sysctls")
         await self.bounded(self.observers.stop_capture(), STEP_S, "capture")
         await self.bounded(self.observers.close_kstates(), STEP_S, "kstates")
         # events made while stopping still go out; then the acks, bounded, and not at all once forced

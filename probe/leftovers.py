@@ -8,6 +8,8 @@ Only what a probe makes, recognised by its own marks, never by a process or prog
 - the shaper's tc layout on the lab interface (root ``prio 1:`` carrying ``netem 20:``), and every
   ``TCPLAB-SHAPE-*`` chain in iptables' mangle table with its jump (:func:`probe.shaper.sweep`);
 - the nc whose pid is in ``<home>/nc.pid`` while it still runs nc (:func:`probe.endpoint.sweep`);
+- the TCP knobs a run changed, back to the values saved in ``<home>/sysctls.saved.json``
+  (:func:`probe.sysctls.sweep`);
 - this host's tracefs instances ``tcplab-<host>-<pid>`` whose pid is dead
   (:func:`probe.kstates.sweep_host`).
 
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import structlog
 
-from probe import kstates
+from probe import kstates, sysctls
 from probe.endpoint import sweep as sweep_endpoints
 from probe.shaper import sweep as sweep_shaping
 
@@ -41,6 +43,7 @@ async def sweep(netlink: Netlink, host: str, ifname: str, port: int, home: Path)
     start could not clear anything either, and the controller's ``shape clear`` reuses our layout."""
     parts = (("shaping", lambda: netlink(sweep_shaping, ifname=ifname, port=port), "{}"),
              ("nc", lambda: asyncio.to_thread(sweep_endpoints, home), "nc pid {}"),
+             ("sysctls", lambda: asyncio.to_thread(sysctls.sweep, home), "sysctl {}"),
              ("tracefs", lambda: asyncio.to_thread(kstates.sweep_host, host), "tracefs instance {}"))
     removed: list[str] = []
     for part, run, line in parts:

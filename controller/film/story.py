@@ -24,7 +24,7 @@ from pathlib import Path
 from controller import rfc9293
 from controller.film import model
 from controller.film.visible import visible
-from controller.film.words import CLOSED_BY, CLOSING, KERNEL, PHASES, and_list, code, later, seq_end, stamp
+from controller.film.words import CLOSED_BY, CLOSING, KERNEL, PHASES, and_list, code, knobs, later, seq_end, stamp
 from controller.report import WHY
 from controller.trace import Direction, Kind, StepStatus, Stream, TraceIndex
 from tcplab.files import atomic_write
@@ -305,6 +305,12 @@ class _Story:
             seen.add("reset")
         return [words for key, words in PHASES if key in seen]
 
+    def sysctl(self, r: dict) -> str:
+        changed = and_list(knobs(r.get("values")))
+        if r.get("restored"):
+            return f"{stamp(r['t'])} — {r['host']}: its TCP knobs are put back as they were before the run: {changed}."
+        return f"{stamp(r['t'])} — {r['host']} changes its TCP knobs for the run: {changed}."
+
     def failed(self, r: dict) -> str | None:
         if r["status"] != StepStatus.FAILED:
             return None
@@ -315,7 +321,8 @@ class _Story:
         """What happened at trace positions ``lo`` to ``hi``, one line each, in trace order."""
         tellers = ((Kind.STEP, lambda i, r: self.failed(r)), (Kind.SHAPER, lambda i, r: self.shaper(r)),
                    (Kind.PACKET, lambda i, r: self.segment(r)), (Kind.KERNEL, lambda i, r: self.kernel(r)),
-                   (Kind.STATE, self.state), (Kind.CONSOLE, lambda i, r: self.console(r)))
+                   (Kind.STATE, self.state), (Kind.CONSOLE, lambda i, r: self.console(r)),
+                   (Kind.SYSCTL, lambda i, r: self.sysctl(r)))
         said = sorted((self.ix.position(r), tell) for kind, tell in tellers for r in self.ix.span(kind, lo, hi))
         return [f"- {line}" for line in (tell(i, self.ix[i]) for i, tell in said) if line]
 

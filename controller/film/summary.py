@@ -19,6 +19,7 @@ from pathlib import Path
 from controller import rfc9293, scenario
 from controller.report import WHY, causality, packet_info
 from controller.trace.index import TraceIndex
+from controller.film.words import knobs
 from controller.trace.schema import Direction, Kind, StepStatus, Stream, is_listener
 from tcplab.files import atomic_write
 
@@ -114,6 +115,13 @@ def _host(ix: TraceIndex, host: str) -> list[str]:
     return lines
 
 
+def _knobs(ix: TraceIndex) -> list[str]:
+    """The TCP knobs the run changed (a sysctl step) and their restoring."""
+    lines = [f"  {r['t']:9.3f} s  {r['host']}: {'restored ' if r.get('restored') else ''}"
+             + ", ".join(knobs(r.get("values"))) for r in ix.kind(Kind.SYSCTL)]
+    return ["", "TCP knobs (sysctl)"] + lines if lines else []
+
+
 def _alone(ix: TraceIndex, info: dict) -> list[str]:
     """What a probe did by itself (its dead-man switch, its start-up sweep), and what reached the
     trace only after the controller was lost (controller.aftermath)."""
@@ -142,6 +150,7 @@ def render(trace: TraceIndex | list[dict], info: dict) -> str:
         if r["status"] != StepStatus.START:
             lines.append(f"  {r['t']:9.3f} s  step {r['index']} {r['action']} on {r['target']}: {r['status']}"
                          + (f" — {r['error']}" if r.get("error") else ""))
+    lines += _knobs(ix)
     lines += _alone(ix, info)
     for host in run_hosts(info):
         lines += _host(ix, host)

@@ -27,6 +27,15 @@ PHASES = (("handshake", "the three-way handshake"), ("data", "data"), ("close", 
 CLOSING = {"FIN_WAIT1", "FIN_WAIT2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT"}
 
 
+def knobs(values: object) -> list[str]:
+    """A sysctl record's knobs in words: ``net.ipv4.tcp_syn_retries 6 → 2``."""
+    out = []
+    for name, v in sorted(values.items()) if isinstance(values, dict) else ():
+        was, now = (" ".join(map(str, v.get(k) or [])) for k in ("was", "now")) if isinstance(v, dict) else ("?", "?")
+        out.append(f"net.ipv4.{name} {was} → {now}")
+    return out
+
+
 def stamp(t: float) -> str:
     return f"**{t:.3f} s**"
 

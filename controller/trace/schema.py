@@ -41,6 +41,7 @@ class Kind(StrEnum):
     LOSS = "loss"          # events of a host the trace will never have: a gap given up, a refused event
     DEADMAN = "deadman"    # a probe whose controller fell silent cleared its shaping and ended nc itself
     SWEEP = "sweep"        # a probe at start removed what a killed probe left (shaping, nc, tracefs)
+    SYSCTL = "sysctl"      # a host's TCP knobs set for the run, or restored
 
 
 class LossWhy(StrEnum):
@@ -83,6 +84,7 @@ FIELDS: dict[Kind, tuple[str, ...]] = {
     Kind.SHAPER: ("backend", "delay_ms", "loss_pct", "jitter_ms", "duplicate_pct", "reorder_pct", "corrupt_pct",
                   "rate_kbit", "accepted", "cleared", "counters"),
     Kind.KERNEL: ("event", "local", "remote", "state"),
+    Kind.SYSCTL: ("values", "restored"),
     Kind.DEADMAN: ("silent_s", "cleared"),
     Kind.SWEEP: ("removed",),
 }
@@ -93,7 +95,7 @@ STEP_FIELDS = ("index", "action", "target", "status", "error")
 LOSS_FIELDS = ("from", "to", "why", "detail")
 
 # Equal times: a step's start before what it caused; a packet before the state it caused.
-KIND_ORDER = {Kind.STEP: 0, Kind.SHAPER: 1, Kind.PACKET: 2, Kind.KERNEL: 3, Kind.STATE: 4, Kind.CONSOLE: 5,
+KIND_ORDER = {Kind.STEP: 0, Kind.SHAPER: 1, Kind.SYSCTL: 1, Kind.PACKET: 2, Kind.KERNEL: 3, Kind.STATE: 4, Kind.CONSOLE: 5,
               Kind.NETSTAT: 6, Kind.LOSS: 7, Kind.DEADMAN: 8, Kind.SWEEP: 8}
 
 

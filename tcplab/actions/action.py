@@ -20,6 +20,7 @@ from tcplab.wire import ProtocolError
 if TYPE_CHECKING:  # the probe's parts, for the handlers' types only (tcplab never imports them at run time)
     from probe.endpoint import Endpoint
     from probe.shaper import Shaper
+    from probe.sysctls import Sysctls
 
 
 class ActionError(TcplabError, ValueError):
@@ -36,6 +37,7 @@ class ProbeHost(Protocol):
 
     cfg: Any            # probe.config.ProbeConfig: .port is the lab port, the one the probe listens on
     shaper: "Shaper"
+    sysctls: "Sysctls"                                          # the run's TCP knobs (saved, restored)
     endpoint: "Endpoint"
 
     def emit(self, body: dict) -> None: ...                    # an event to the controller
@@ -61,6 +63,7 @@ class Step(Protocol):  # controller.scenario.Step, as far as from_step reads it
     delay: float | None
     shaping: tuple[tuple[str, float], ...]  # shape: the impairment's parameters but the delay (wire units)
     clear: bool
+    settings: tuple[tuple[str, int | tuple[int, ...]], ...]  # sysctl: the knobs and their values
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,11 @@ EVENTS: dict[str, Fields] = {
                                 "reorder_pct": Num(0, 100), "corrupt_pct": Num(0, 100),
                                 "rate_kbit": Int(0, 10_000_000), "accepted": MapOf(Str(NAME), Num(-1e12, 1e12), 32),
                                 "cleared": Opt(Str(16)), "counters": COUNTS}, "backend"),
+    # a run's TCP knobs set, or put back (probe/sysctls.py): each one's numbers before and after
+    "sysctl": _event("sysctl", {"values": MapOf(Str(NAME, r"[A-Za-z0-9_.-]{1,64}"),
+                                                Fields({"was": List(Int(0, I64), 3), "now": List(Int(0, I64), 3)},
+                                                       required=("was", "now")).as_check(), 32),
+                                "restored": BOOL}, "values"),
     "kernel": _event("kernel", {"event": Str(32, choices=KERNEL_EVENTS), "local": ADDR, "remote": ADDR,
                                 "state": Opt(STATE)}, "event", "local", "remote"),
     "capture_stats": _event("capture_stats", {k: NS for k in ("packets", "kernel_packets", "kernel_drops",

@@ -133,7 +133,8 @@ def steps_of(run: Run) -> list[tuple[int, str, str]]:
 
 
 CLEANED = [(h, a, args) for h in ("thinkpad", "raspberrypi")
-           for a, args in (("abort", {"reset": False}), ("shape", {"clear": True}), ("sync", {}))]
+           for a, args in (("abort", {"reset": False}), ("shape", {"clear": True}), ("sysctl", {"restore": True}),
+                           ("sync", {}))]
 
 
 def test_steps_run_in_order_and_every_host_is_cleaned_up(tmp_path):
@@ -212,7 +213,7 @@ def test_cleanup_runs_every_command_even_when_one_fails(tmp_path):
     seq, bus, *_, ok = play(tmp_path, scn([SEED[1]]), silent=(("thinkpad", "abort"),),
                             refuse=(("thinkpad", "shape"),))
     assert ok is True
-    assert bus.cleanup() == CLEANED[:3]  # the scenario's only host: abort, shape clear and sync, each tried
+    assert bus.cleanup() == CLEANED[:4]  # the scenario's only host: abort, shape clear, sysctl restore, sync
 
 
 @pytest.mark.parametrize("ports, top, reason", [
@@ -250,4 +251,4 @@ def test_a_cancelled_run_still_cleans_up(tmp_path):
 
     bus = asyncio.run(main())
     assert bus.sent() == [("thinkpad", "listen")]
-    assert bus.cleanup() == CLEANED[:3]
+    assert bus.cleanup() == CLEANED[:4]
