@@ -51,7 +51,7 @@ def paths(run_dir: Path) -> dict[str, list[str]]:
 
 def test_the_library_has_the_stories(library_runs):
     assert {"abort", "client-closes-first", "connection-refused", "simultaneous-close", "half-close",
-            "syn-lost"} <= set(LIBRARY)
+            "syn-lost", "syn-timeout"} <= set(LIBRARY)
 
 
 @pytest.mark.parametrize("name", LIBRARY)
@@ -132,6 +132,22 @@ def test_syn_lost_is_retransmitted_by_the_kernel_until_one_gets_through(library_
     assert 0.9 < gaps[0] < 1.4 and all(g > 0.9 for g in gaps), gaps  # the RTO, 1 s at first, never less
     info = json.loads((run_dir / "run.json").read_text())
     assert info["hosts"]["raspberrypi"]["shaper_counters"]["shaped_drops"] >= 3
+
+
+def test_syn_timeout_gives_up_after_the_syn_retries_time_and_the_knob_is_put_back(library_runs):
+    _, run_dir = library_runs["syn-timeout"]
+    assert paths(run_dir) == {"thinkpad": ["LISTEN", "CLOSED"], "raspberrypi": ["SYN_SENT", "CLOSED"]}
+    recs = load(run_dir / "trace.jsonl")
+    states = [r for r in recs if r["kind"] == "state" and r["host"] == "raspberrypi"]
+    assert 6.5 < states[1]["t"] - states[0]["t"] < 8.5  # 1 + 2 + 4 s: the time two doubling retries take
+    assert not [r for r in recs if r["kind"] == "packet" and r["host"] == "raspberrypi" and r["dir"] == "out"]
+    assert len([r for r in recs if r["kind"] == "kernel" and r["event"] == "retransmit_skb"]) >= 2
+    knobs = [r for r in recs if r["kind"] == "sysctl"]
+    assert [(r["host"], bool(r.get("restored"))) for r in knobs] == [("raspberrypi", False), ("raspberrypi", True)]
+    was = knobs[0]["values"]["tcp_syn_retries"]["was"]
+    assert knobs[0]["values"]["tcp_syn_retries"]["now"] == [2]
+    assert knobs[1]["values"]["tcp_syn_retries"] == {"was": [2], "now": was}  # put back by the cleanup
+    assert "net.ipv4.tcp_syn_retries" in (run_dir / "summary.txt").read_text()
 
 
 @pytest.mark.parametrize("name", ["connection-refused", "simultaneous-close", "abort", "half-close"])

@@ -37,8 +37,9 @@ def test_a_knob_is_set_in_the_hosts_namespace_and_restored(netns_pair, tmp_path)
     machine = KNOB.read_text()
     before = eval(py(a, READ, "tcp_syn_retries").stdout)
     rmem = eval(py(a, READ, "tcp_rmem").stdout)
-    out = py(a, SET, str(tmp_path), json.dumps({"tcp_syn_retries": 2, "tcp_rmem": [4096, 8192, 16384]}),
-             "restore").stdout.splitlines()
+    knobs = json.dumps({"tcp_syn_retries": 2, "tcp_rmem": [4096, 8192, 16384]})
+    out = [line for line in py(a, SET, str(tmp_path), knobs, "restore").stdout.splitlines()
+           if line.startswith("{")]  # not the log lines
     changed, restored = json.loads(out[0]), json.loads(out[1])
     assert changed["tcp_syn_retries"] == {"was": [int(before[0])], "now": [2]}
     assert changed["tcp_rmem"] == {"was": [int(x) for x in rmem], "now": [4096, 8192, 16384]}
