@@ -6,7 +6,7 @@ A scenario is YAML::
     port: 9090              # optional: the lab port this scenario was written for
     delay: 3.0              # seconds of egress delay on the lab port while shaping is on
     steps:
-      - action: shape       # shape | sysctl | listen | connect | send | shutdown | close | abort | wait
+      - action: shape       # shape | sysctl | listen | connect | send | shutdown | keepalive | close | abort | wait
         host: [thinkpad, raspberrypi]
       - action: listen
         host: thinkpad
@@ -157,6 +157,7 @@ class Step:
     line: int | None = field(default=None, compare=False)  # where the step is in its file (None: not from one)
     duration: float | None = None  # wait: how long, before its expectations (if any) are waited for
     settings: tuple[tuple[str, int | tuple[int, ...]], ...] = ()  # sysctl: the knobs and their values
+    keepalive: tuple[int, int, int] | None = None  # keepalive: idle, interval (s) and probes
 
     @property
     def target(self) -> str:
@@ -201,6 +202,8 @@ def _step_dict(s: Step) -> dict:
             d[key] = shaping[param] / scale
     if s.clear:
         d["clear"] = True
+    if s.keepalive:
+        d.update(zip(("idle", "interval", "probes"), s.keepalive))
     if s.settings:
         d["set"] = {k: list(v) if isinstance(v, tuple) else v for k, v in s.settings}
     if s.expect:
@@ -390,7 +393,8 @@ def _step(index: int, raw: object, source: str, steps: object = None) -> Step:
                 tuple(sorted(shaping.items())), raw.get("clear", False) is True,
                 str(note) if note is not None else None, step_line, duration,
                 tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in raw["set"].items()))
-                if "set" in fields else ())
+                if "set" in fields else (),
+                tuple(raw[k] for k in ("idle", "interval", "probes")) if "idle" in fields else None)
 
 
 TOP_KEYS = ("name", "description", "port", "delay", "steps")
@@ -409,7 +413,7 @@ def _check_shapes(steps: tuple[Step, ...], delay: float, source: str) -> None:
                                     f"{e}") from None
 
 
-ON = {"send": "send on", "shutdown": "shut down"}
+ON = {"send": "send on", "shutdown": "shut down", "keepalive": "keep alive"}  # actions that need a connection
 
 
 def _check_order(steps: tuple[Step, ...], source: str) -> None:
@@ -429,7 +433,7 @@ def _check_order(steps: tuple[Step, ...], source: str) -> None:
             app[host] = "connected"
             if app.get(s.to or "") == "listening":
                 app[s.to or ""] = "connected"
-        elif s.action in ("send", "shutdown") and app.get(host) != "connected":
+        elif s.action in ON and app.get(host) != "connected":
             raise ScenarioError(f"{where}: {host} has no connection to {ON[s.action]} yet (a connect on {host}, "
                                 f"or a connect to its listen, comes first)")
         elif s.action in ("close", "abort"):

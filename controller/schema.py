@@ -16,7 +16,7 @@ import sys
 
 from controller import analysis, scenario
 from tcplab import actions, tcpknobs, tcpstates, wire
-from tcplab.actions import shape
+from tcplab.actions import keepalive, shape
 from tcplab.actions.listen import MAX_CONNECTIONS
 from tcplab.impairment import PARAMS, RATE_RE
 from tcplab.actions.send import MAX_TEXT
@@ -80,6 +80,7 @@ def _step() -> dict:
         "note": {"type": "string"},
         "duration": {"type": "number", "minimum": 0, "maximum": scenario.MAX_DURATION_S},
         "set": _knobs(),
+        **{key: {"type": "integer", "minimum": lo, "maximum": hi} for key, (_, lo, hi) in keepalive.FIELDS.items()},
     }
     assert set(props) == scenario.STEP_KEYS, "the schema's step fields are the format's"
     rules = []
@@ -87,7 +88,7 @@ def _step() -> dict:
         act = actions.ACTIONS.get(name)
         own = set(act.step_fields) if act is not None else set(scenario.WAIT_KEYS)
         needs = ["host"] if act is not None else []
-        needs += [f for f in own if f in ("to", "text", "set")]
+        needs += [f for f in own if f in ("to", "text", "set", "idle", "interval", "probes")]
         then: dict = {"required": needs}
         if act is None:  # a wait: for a while, or for its expectations
             then["anyOf"] = [{"required": ["expect"]}, {"required": ["duration"]}]

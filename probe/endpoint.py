@@ -137,6 +137,19 @@ class Endpoint:
         log.info("nc_shutdown_write", pid=self.pid, connections=done)
         return done
 
+    async def keepalive(self, idle_s: int, interval_s: int, probes: int) -> int:
+        """TCP keepalive on nc's connection, with these timers (probe.linger); how many connections."""
+        if not self.running or self.pid is None:
+            raise EndpointError("nc is not running")
+        try:
+            done = await asyncio.to_thread(linger.keepalive_all, self.pid, idle_s, interval_s, probes)
+        except OSError as e:
+            raise EndpointError(f"cannot set keepalive on nc's connection: {e.strerror or e}") from e
+        if not done:
+            raise EndpointError("nc has no connection to keep alive yet")
+        log.info("nc_keepalive", pid=self.pid, connections=done, idle_s=idle_s, interval_s=interval_s, probes=probes)
+        return done
+
     async def reset(self) -> bool | None:
         """End nc with its connection reset (RST), not a FIN: its sockets get SO_LINGER 0
         (probe.linger), then SIGKILL. True when they did, False when the kernel would not let us

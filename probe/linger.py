@@ -1,6 +1,6 @@
 """An application's connections acted on from outside the process: ended with a reset (RST) rather
-than a FIN (``SO_LINGER`` 0, :func:`linger_zero`), or half-closed (``shutdown(SHUT_WR)``,
-:func:`shutdown_write`).
+than a FIN (``SO_LINGER`` 0, :func:`linger_zero`), half-closed (``shutdown(SHUT_WR)``,
+:func:`shutdown_write`), or kept alive (``SO_KEEPALIVE`` and its timers, :func:`keepalive_all`).
 
 nc has no way to abort a connection: killed, its kernel closes the socket in order (a FIN). With
 ``SO_LINGER`` {on, 0} the same close resets it instead (RFC 9293 3.10.4's ABORT, what
@@ -87,6 +87,33 @@ def _shut_write(sock: socket.socket) -> bool:
             return False
         raise
     return True
+
+
+def _connected(sock: socket.socket) -> bool:
+    try:
+        sock.getpeername()
+    except OSError as e:
+        if e.errno == errno.ENOTCONN:  # a listener
+            return False
+        raise
+    return True
+
+
+def keepalive(sock: socket.socket, idle_s: int, interval_s: int, probes: int) -> bool:
+    """Keepalive on one connected socket (SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT);
+    False for a listener."""
+    if not _connected(sock):
+        return False
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle_s)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval_s)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, probes)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    return True
+
+
+def keepalive_all(pid: int, idle_s: int, interval_s: int, probes: int) -> int:
+    """Keepalive on every connected TCP socket of ``pid``; how many."""
+    return each_tcp_socket(pid, lambda s: keepalive(s, idle_s, interval_s, probes))
 
 
 def linger_zero(pid: int) -> int:

@@ -36,7 +36,7 @@ from typing import Callable
 
 import structlog
 
-from probe import labnet
+from probe import labnet, linger
 from probe.linger import LINGER_ZERO
 from tcplab.actions.listen import MAX_CONNECTIONS
 from tcplab.errors import TcplabError
@@ -131,6 +131,13 @@ class SocketApp:
             log.warning("app_send_failed", connections=len(errors), error=repr(errors[0]))
         self.on_console(text.rstrip("\n"), "stdin")
         return len(open_) - len(errors)
+
+    async def keepalive(self, idle_s: int, interval_s: int, probes: int) -> int:
+        """TCP keepalive on every open connection; how many."""
+        done = sum(linger.keepalive(c.sock, idle_s, interval_s, probes) for c in self.conns if c.sock.fileno() != -1)
+        if not done:
+            raise AppError("the probe's application has no open connection")
+        return done
 
     async def shutdown(self) -> int:
         """Half-close every open connection (shutdown SHUT_WR: a FIN; reading goes on); how many."""

@@ -24,7 +24,8 @@ from pathlib import Path
 from controller import rfc9293
 from controller.film import model
 from controller.film.visible import visible
-from controller.film.words import CLOSED_BY, CLOSING, KERNEL, PHASES, and_list, code, knobs, later, seq_end, stamp
+from controller.film.words import (ANALYSIS, CLOSED_BY, CLOSING, KERNEL, PHASES, and_list, code, knobs, later,
+                                   seq_end, stamp)
 from controller.report import WHY
 from controller.trace import Direction, Kind, StepStatus, Stream, TraceIndex
 from tcplab.files import atomic_write
@@ -149,6 +150,9 @@ class _Story:
         src_host, dst_host = self.host(r["src"]), self.host(r["dst"])
         again = "retransmission" in self._analysis(r)
         noun = (f"the {self._noun(r, short=True)} again" if again else self._noun(r))
+        probe = {"keep_alive": "a keep-alive probe", "keep_alive_ack": "the answer to a keep-alive probe",
+                 "zero_window_probe": "a zero-window probe"}
+        noun = next((probe[a] for a in r.get("analysis", ()) if a in probe), noun)
         no = self.film.packet_no[self.ix.position(r)]
         info = f"`{model.wireshark_info(r)}`"
         if r["dir"] == Direction.OUT and other is not None:
@@ -163,6 +167,7 @@ class _Story:
             text += self._why_again(r, src_host, dst_host)
         elif "duplicate_ack" in self._analysis(r):
             text += " Wireshark marks it a duplicate ACK: it acknowledges nothing new."
+        text += "".join(f" {ANALYSIS[a]}." for a in sorted(set(r.get("analysis", ())) & set(ANALYSIS)))
         return f"{stamp(r['t'])} — {text}"
 
     # ---- states ------------------------------------------------------------------------------
@@ -271,6 +276,8 @@ class _Story:
             apps = and_list([f"{h}'s" for h in hosts]) + (" application " if len(hosts) == 1 else " applications ")
             title = apps + ({"close": "closes its socket", "abort": "aborts its connection"}[act] if len(hosts) == 1
                             else {"close": "close their sockets", "abort": "abort their connections"}[act])
+        elif act == "keepalive":
+            title = f"{who}'s application turns TCP keepalive on"
         elif act == "shutdown":
             title = f"{who}'s application shuts its sending side (a half-close: it still reads)"
         elif act == "wait":

@@ -22,6 +22,19 @@ KERNEL = {
     "send_reset": "the kernel sends a RST: the connection is reset",
     "receive_reset": "a RST arrived: the kernel resets the connection",
 }
+# what Wireshark's other analysis flags say of a segment (a retransmission and a duplicate ACK: story.py)
+ANALYSIS = {
+    "keep_alive": "Wireshark marks it a keep-alive: one byte behind what was sent and no data, a probe that "
+                  "asks the peer whether it is still there",
+    "keep_alive_ack": "Wireshark marks it the answer to a keep-alive: the peer is still there",
+    "zero_window": "Its window is zero: the receiver's buffer is full (its application is not reading), so "
+                   "the sender must stop",
+    "zero_window_probe": "Wireshark marks it a zero-window probe: the sender asks whether the window has opened",
+    "window_update": "Wireshark marks it a window update: it only tells the peer that the window opened again",
+    "window_full": "Wireshark marks it window full: it fills the last of the receiver's advertised window",
+    "out_of_order": "Wireshark marks it out of order: it came after segments sent later",
+    "previous_segment_not_captured": "Wireshark marks that a segment before it was not captured",
+}
 PHASES = (("handshake", "the three-way handshake"), ("data", "data"), ("close", "closing the connection"),
            ("timewait", "TIME_WAIT runs out"), ("reset", "a reset"))
 CLOSING = {"FIN_WAIT1", "FIN_WAIT2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT"}

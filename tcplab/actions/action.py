@@ -64,6 +64,7 @@ class Step(Protocol):  # controller.scenario.Step, as far as from_step reads it
     shaping: tuple[tuple[str, float], ...]  # shape: the impairment's parameters but the delay (wire units)
     clear: bool
     settings: tuple[tuple[str, int | tuple[int, ...]], ...]  # sysctl: the knobs and their values
+    keepalive: tuple[int, int, int] | None                   # keepalive: idle, interval (s), probes
 
 
 @dataclass(frozen=True)

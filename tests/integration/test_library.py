@@ -51,7 +51,7 @@ def paths(run_dir: Path) -> dict[str, list[str]]:
 
 def test_the_library_has_the_stories(library_runs):
     assert {"abort", "client-closes-first", "connection-refused", "simultaneous-close", "half-close",
-            "syn-lost", "syn-timeout"} <= set(LIBRARY)
+            "syn-lost", "syn-timeout", "keepalive"} <= set(LIBRARY)
 
 
 @pytest.mark.parametrize("name", LIBRARY)
@@ -148,6 +148,28 @@ def test_syn_timeout_gives_up_after_the_syn_retries_time_and_the_knob_is_put_bac
     assert knobs[0]["values"]["tcp_syn_retries"]["now"] == [2]
     assert knobs[1]["values"]["tcp_syn_retries"] == {"was": [2], "now": was}  # put back by the cleanup
     assert "net.ipv4.tcp_syn_retries" in (run_dir / "summary.txt").read_text()
+
+
+def test_keepalive_probes_are_answered_until_they_are_not_and_then_the_client_resets(library_runs):
+    _, run_dir = library_runs["keepalive"]
+    assert paths(run_dir) == {"thinkpad": ["LISTEN", "SYN_RECEIVED", "ESTABLISHED", "CLOSED"],
+                              "raspberrypi": ["SYN_SENT", "ESTABLISHED", "CLOSED"]}
+    recs = load(run_dir / "trace.jsonl")
+    out = [r for r in recs if r["kind"] == "packet" and r["dir"] == "out"]
+    probes = [r for r in out if r["host"] == "raspberrypi" and "keep_alive" in r["analysis"]]
+    answers = [r for r in out if r["host"] == "thinkpad" and "keep_alive_ack" in r["analysis"]]
+    lost_at = next(r["t"] for r in recs if r["kind"] == "shaper" and r["host"] == "thinkpad"
+                   and r.get("loss_pct") == 100)
+    unanswered = [r for r in probes if r["t"] > lost_at]
+    assert len(answers) >= 2 and len(unanswered) == 3  # probes: 3
+    gaps = [b["t"] - a["t"] for a, b in zip(unanswered, unanswered[1:])]
+    assert all(0.9 < g < 1.3 for g in gaps), gaps  # interval: 1 s
+    rst = next(r for r in out if r["host"] == "raspberrypi" and "RST" in r["flags"])
+    assert 0.9 < rst["t"] - unanswered[-1]["t"] < 1.3
+    timers = [row["timer"] for r in recs if r["kind"] == "netstat" and r["host"] == "raspberrypi"
+              for row in r["rows"] if row["state"] == "ESTABLISHED"]
+    assert any(t.startswith("keepalive (") for t in timers)  # netstat -o shows the keepalive timer
+    assert "keep-alive probe" in (run_dir / "story.md").read_text()
 
 
 @pytest.mark.parametrize("name", ["connection-refused", "simultaneous-close", "abort", "half-close"])
