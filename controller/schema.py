@@ -88,7 +88,7 @@ def _step() -> dict:
         act = actions.ACTIONS.get(name)
         own = set(act.step_fields) if act is not None else set(scenario.WAIT_KEYS)
         needs = ["host"] if act is not None else []
-        needs += [f for f in own if f in ("to", "text", "set", "idle", "interval", "probes")]
+        needs += sorted(f for f in own if f in ("to", "text", "set", "idle", "interval", "probes"))
         then: dict = {"required": needs}
         if act is None:  # a wait: for a while, or for its expectations
             then["anyOf"] = [{"required": ["expect"]}, {"required": ["duration"]}]
