@@ -196,6 +196,9 @@ class Run:
                "action": step.action, "target": step.target, "status": StepStatus(status).value}
         if error is not None:
             rec["error"] = error
+        detail = getattr(step, "detail", None)
+        if status == StepStatus.START and detail:
+            rec["detail"] = detail
         return await self.add(rec)
 
     async def note_silent(self, host: str, why: str, silent_s: float) -> None:

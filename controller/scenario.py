@@ -6,7 +6,7 @@ A scenario is YAML::
     port: 9090              # optional: the lab port this scenario was written for
     delay: 3.0              # seconds of egress delay on the lab port while shaping is on
     steps:
-      - action: shape       # shape | sysctl | listen | connect | send | shutdown | keepalive | close | abort | wait
+      - action: shape       # shape | sysctl | listen | connect | send | read | shutdown | keepalive | close | abort | wait
         host: [thinkpad, raspberrypi]
       - action: listen
         host: thinkpad
@@ -158,6 +158,19 @@ class Step:
     duration: float | None = None  # wait: how long, before its expectations (if any) are waited for
     settings: tuple[tuple[str, int | tuple[int, ...]], ...] = ()  # sysctl: the knobs and their values
     keepalive: tuple[int, int, int] | None = None  # keepalive: idle, interval (s) and probes
+    bytes: int | None = None       # send: that many bytes (lines of x) instead of a text
+    reading: bool | None = None    # read: go on reading (True) or stop (False)
+
+    @property
+    def detail(self) -> str | None:
+        """What the step's record says of its arguments, where the action alone does not tell."""
+        if self.action == "read" and self.reading is not None:
+            return "reads again" if self.reading else "stops reading"
+        if self.action == "keepalive" and self.keepalive:
+            return "idle {} s, interval {} s, {} probes".format(*self.keepalive)
+        if self.action == "send" and self.bytes:
+            return f"{self.bytes} bytes"
+        return None
 
     @property
     def target(self) -> str:
@@ -193,7 +206,7 @@ def _step_dict(s: Step) -> dict:
         d["host"] = list(s.hosts)
     if s.count != 1:
         d["count"] = s.count
-    for key in ("to", "text", "timeout", "delay", "note", "duration"):
+    for key in ("to", "text", "timeout", "delay", "note", "duration", "bytes", "reading"):
         if getattr(s, key) is not None:
             d[key] = getattr(s, key)
     shaping = dict(s.shaping)
@@ -394,7 +407,8 @@ def _step(index: int, raw: object, source: str, steps: object = None) -> Step:
                 str(note) if note is not None else None, step_line, duration,
                 tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in raw["set"].items()))
                 if "set" in fields else (),
-                tuple(raw[k] for k in ("idle", "interval", "probes")) if "idle" in fields else None)
+                tuple(raw[k] for k in ("idle", "interval", "probes")) if "idle" in fields else None,
+                raw.get("bytes") if "bytes" in fields else None, raw.get("reading") if "reading" in fields else None)
 
 
 TOP_KEYS = ("name", "description", "port", "delay", "steps")
@@ -413,7 +427,7 @@ def _check_shapes(steps: tuple[Step, ...], delay: float, source: str) -> None:
                                     f"{e}") from None
 
 
-ON = {"send": "send on", "shutdown": "shut down", "keepalive": "keep alive"}  # actions that need a connection
+ON = {"send": "send on", "shutdown": "shut down", "keepalive": "keep alive", "read": "read"}  # actions that need a connection
 
 
 def _check_order(steps: tuple[Step, ...], source: str) -> None:

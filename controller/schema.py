@@ -19,7 +19,7 @@ from tcplab import actions, tcpknobs, tcpstates, wire
 from tcplab.actions import keepalive, shape
 from tcplab.actions.listen import MAX_CONNECTIONS
 from tcplab.impairment import PARAMS, RATE_RE
-from tcplab.actions.send import MAX_TEXT
+from tcplab.actions.send import MAX_BYTES, MAX_TEXT
 
 ID = "https://tcplab.invalid/scenario.schema.json"
 
@@ -71,6 +71,8 @@ def _step() -> dict:
         "host": {"oneOf": [host_name, {"type": "array", "items": host_name, "minItems": 1}]},
         "to": host_name,
         "text": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT, "pattern": r"^[^\n]*$"},
+        "bytes": {"type": "integer", "minimum": 1, "maximum": MAX_BYTES},
+        "reading": {"type": "boolean"},
         "count": {"type": "integer", "minimum": 1, "maximum": MAX_CONNECTIONS},
         "expect": {"oneOf": [{"type": "string", "pattern": expectation_pattern()},
                              {"type": "array", "items": {"type": "string", "pattern": expectation_pattern()}}]},
@@ -88,8 +90,10 @@ def _step() -> dict:
         act = actions.ACTIONS.get(name)
         own = set(act.step_fields) if act is not None else set(scenario.WAIT_KEYS)
         needs = ["host"] if act is not None else []
-        needs += sorted(f for f in own if f in ("to", "text", "set", "idle", "interval", "probes"))
+        needs += sorted(f for f in own if f in ("to", "set", "idle", "interval", "probes", "reading"))
         then: dict = {"required": needs}
+        if name == "send":  # a line, or a number of bytes
+            then["oneOf"] = [{"required": ["text"]}, {"required": ["bytes"]}]
         if act is None:  # a wait: for a while, or for its expectations
             then["anyOf"] = [{"required": ["expect"]}, {"required": ["duration"]}]
         foreign = sorted((scenario.ACTION_FIELDS | scenario.WAIT_KEYS) - own)

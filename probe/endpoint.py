@@ -66,6 +66,7 @@ class Endpoint:
         self._readers: list[asyncio.Task] = []
         self._reaper: asyncio.Task | None = None
         self.returncode: int | None = None
+        self.stopped = False  # nc held with SIGSTOP: it reads nothing (read off)
 
     @property
     def running(self) -> bool:
@@ -107,8 +108,34 @@ class Endpoint:
             raise EndpointError("nc's stdin is closed") from e
         self.on_console(line, "stdin")
 
+    async def read(self, on: bool) -> None:
+        """A slow reader: ``on=False`` stops nc (SIGSTOP), so it reads nothing and what arrives stays in
+        its socket's receive buffer until the window closes; ``on=True`` lets it go on (SIGCONT)."""
+        if not self.running:
+            raise EndpointError("nc is not running")
+        self._signal(signal.SIGCONT if on else signal.SIGSTOP)
+        self.stopped = not on
+        log.info("nc_reading", pid=self.pid, reading=on)
+
+    async def send_bytes(self, count: int, line: int = 1000) -> None:
+        """Type ``count`` bytes into nc's stdin at once, as lines of ``x`` of ``line`` bytes (the last
+        one shorter); one console record says what was typed."""
+        if not self.running or self._proc is None or self._proc.stdin is None:
+            raise EndpointError("nc is not running")
+        full, rest = divmod(count, line)
+        data = (b"x" * (line - 1) + b"\n") * full + (b"x" * (rest - 1) + b"\n" if rest else b"")
+        self._proc.stdin.write(data)
+        self.on_console(bulk_words(count, line), "stdin")
+        try:
+            await self._proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError) as e:
+            raise EndpointError("nc's stdin is closed") from e
+
     async def close(self, timeout: float = 5.0) -> int | None:
         """End the application like Ctrl-C (SIGINT); SIGTERM, then SIGKILL if it lingers. Returns its status."""
+        if self.stopped and self.running:  # a stopped nc would not see the SIGINT until it goes on
+            self._signal(signal.SIGCONT)
+        self.stopped = False
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
             if not self.running:
                 break
@@ -238,6 +265,12 @@ class Endpoint:
         with contextlib.suppress(FileNotFoundError, ValueError, IndexError):
             if int(path.read_text().split()[0]) == pid:
                 path.unlink()
+
+
+def bulk_words(count: int, line: int) -> str:
+    """The console record of :meth:`Endpoint.send_bytes`: what was typed, in a line."""
+    full, rest = divmod(count, line)
+    return f"[{count} bytes: {full} lines of {line - 1} x" + (f" and one of {rest - 1}" if rest else "") + "]"
 
 
 def _port(port: object) -> str:

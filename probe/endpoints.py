@@ -4,7 +4,8 @@ A ``listen`` or ``connect`` of one connection runs nc (:class:`probe.endpoint.En
 own tool, exactly as its user typed it. One of ``count`` > 1 runs the probe's socket application
 (:class:`probe.sockapp.SocketApp`), which nc cannot be: ``nc -l`` accepts one connection. One
 application at a time per host: a second listen or connect while one runs is refused. ``send``,
-``shutdown`` (a half-close), ``keepalive``, ``close`` and ``abort`` go to whichever runs (abort and close to both: nothing is left running);
+``read`` (on or off: a slow reader), ``shutdown`` (a half-close), ``keepalive``, ``close`` and ``abort``
+go to whichever runs (abort and close to both: nothing is left running);
 ``abort`` resets the connections (an RST), ``close`` ends them in order (a FIN).
 """
 
@@ -51,6 +52,12 @@ class Endpoints:
     async def shutdown(self) -> int:
         """Half-close the application's connections; how many."""
         return await (self.app.shutdown() if self.app.running else self.nc.shutdown())
+
+    async def read(self, on: bool) -> None:
+        await (self.app.read(on) if self.app.running else self.nc.read(on))
+
+    async def send_bytes(self, count: int) -> None:
+        await (self.app.send_bytes(count) if self.app.running else self.nc.send_bytes(count))
 
     async def keepalive(self, idle_s: int, interval_s: int, probes: int) -> int:
         app = self.app if self.app.running else self.nc

@@ -37,6 +37,7 @@ from typing import Callable
 import structlog
 
 from probe import labnet, linger
+from probe.endpoint import bulk_words
 from probe.linger import LINGER_ZERO
 from tcplab.actions.listen import MAX_CONNECTIONS
 from tcplab.errors import TcplabError
@@ -76,6 +77,8 @@ class SocketApp:
         self._acceptor: asyncio.Task | None = None
         self._connecting: list[asyncio.Task] = []
         self.conns: list[Conn] = []
+        self.reading = asyncio.Event()  # cleared: a slow reader, nothing is read (read off)
+        self.reading.set()
         self.failed = 0   # connects that did not succeed (this application's)
 
     @property
@@ -116,8 +119,9 @@ class SocketApp:
         await asyncio.sleep(0)  # each task's connect() is issued at its first step
         log.info("app_connecting", ip=ip, port=port, count=count)
 
-    async def send(self, text: str) -> int:
-        """Write ``text`` as one line on every open connection; how many took it."""
+    async def send(self, text: str, typed: str | None = None) -> int:
+        """Write ``text`` as one line on every open connection; how many took it. ``typed``: the console
+        record's words for it (default: the text)."""
         open_ = [c for c in self.conns if c.sock.fileno() != -1]
         if not open_:
             raise AppError("the probe's application has no open connection")
@@ -129,8 +133,20 @@ class SocketApp:
             raise AppError(f"no connection took the line: {errors[0]!r}")
         if errors:
             log.warning("app_send_failed", connections=len(errors), error=repr(errors[0]))
-        self.on_console(text.rstrip("\n"), "stdin")
+        self.on_console(typed if typed is not None else text.rstrip("\n"), "stdin")
         return len(open_) - len(errors)
+
+    async def read(self, on: bool) -> None:
+        """Stop reading every connection (``on=False``: the windows fill), or go on."""
+        if not self.running:
+            raise AppError("the probe's application is not running")
+        (self.reading.set if on else self.reading.clear)()
+
+    async def send_bytes(self, count: int, line: int = 1000) -> int:
+        """``count`` bytes, as lines of ``x``, on every open connection (as Endpoint.send_bytes)."""
+        full, rest = divmod(count, line)
+        text = "\n".join(["x" * (line - 1)] * full + (["x" * (rest - 1)] if rest else []))
+        return await self.send(text, typed=bulk_words(count, line))
 
     async def keepalive(self, idle_s: int, interval_s: int, probes: int) -> int:
         """TCP keepalive on every open connection; how many."""
@@ -211,6 +227,7 @@ class SocketApp:
         loop = asyncio.get_running_loop()
         pending = b""
         while True:
+            await self.reading.wait()
             try:
                 data = await loop.sock_recv(conn.sock, READ)
             except OSError as e:
@@ -236,6 +253,7 @@ class SocketApp:
             log.error("console_callback_failed", error=repr(e))
 
     async def _end(self, drain: bool, reset: bool = False) -> None:
+        self.reading.set()  # the next application reads again
         tasks = [t for t in (self._acceptor, *self._connecting) if t is not None]
         for t in tasks:
             t.cancel()

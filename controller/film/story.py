@@ -25,7 +25,7 @@ from controller import rfc9293
 from controller.film import model
 from controller.film.visible import visible
 from controller.film.words import (ANALYSIS, CLOSED_BY, CLOSING, KERNEL, PHASES, and_list, code, knobs, later,
-                                   seq_end, stamp)
+                                   seq_end, shortened, stamp)
 from controller.report import WHY
 from controller.trace import Direction, Kind, StepStatus, Stream, TraceIndex
 from tcplab.files import atomic_write
@@ -113,7 +113,7 @@ class _Story:
             return "SYN+ACK" if short else "the SYN+ACK: it accepts the connection and acknowledges the SYN"
         if "SYN" in flags:
             return "SYN" if short else "a SYN: it asks for a connection"
-        data = f"{p['len']} bytes {code(p.get('payload', ''))}" if p.get("len") else ""
+        data = f"{p['len']} bytes {code(shortened(p.get('payload', '')))}" if p.get("len") else ""
         if "FIN" in flags:
             return "FIN" if short else (data + " and " if data else "") + f"a FIN: {self.host(p['src'])} has " \
                 "nothing more to send"
@@ -234,7 +234,7 @@ class _Story:
         return f"{stamp(r['t'])} — {r['host']}'s kernel reports `{r['event']}` ({where}): {what}."
 
     def console(self, r: dict) -> str:
-        text = code(r.get("text", ""))
+        text = code(shortened(r.get("text", "")))
         if r.get("stream") == Stream.STDIN:
             return f"{stamp(r['t'])} — {r['host']}: {text} is typed into nc, which hands it to TCP to send."
         if r.get("stream") == Stream.STDERR:
@@ -276,8 +276,11 @@ class _Story:
             apps = and_list([f"{h}'s" for h in hosts]) + (" application " if len(hosts) == 1 else " applications ")
             title = apps + ({"close": "closes its socket", "abort": "aborts its connection"}[act] if len(hosts) == 1
                             else {"close": "close their sockets", "abort": "abort their connections"}[act])
+        elif act == "read":
+            title = f"{who}'s application " + (step.get("detail") or "stops or resumes reading")
         elif act == "keepalive":
-            title = f"{who}'s application turns TCP keepalive on"
+            title = f"{who}'s application turns TCP keepalive on" + (f" ({step['detail']})" if step.get("detail")
+                                                                     else "")
         elif act == "shutdown":
             title = f"{who}'s application shuts its sending side (a half-close: it still reads)"
         elif act == "wait":

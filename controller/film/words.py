@@ -25,7 +25,7 @@ KERNEL = {
 # what Wireshark's other analysis flags say of a segment (a retransmission and a duplicate ACK: story.py)
 ANALYSIS = {
     "keep_alive": "Wireshark marks it a keep-alive: one byte behind what was sent and no data, a probe that "
-                  "asks the peer whether it is still there",
+                  "asks the peer whether it is still there (Linux probes a zero window this way too)",
     "keep_alive_ack": "Wireshark marks it the answer to a keep-alive: the peer is still there",
     "zero_window": "Its window is zero: the receiver's buffer is full (its application is not reading), so "
                    "the sender must stop",
@@ -56,6 +56,14 @@ def stamp(t: float) -> str:
 def later(dt: float) -> str:
     ms = dt * 1000
     return "less than 0.1 ms later" if ms < 0.05 else f"{ms:.1f} ms later" if ms < 1000 else f"{dt:.3f} s later"
+
+
+SHOWN = 40  # of a long payload, the characters story.md quotes
+
+
+def shortened(text: str) -> str:
+    """A payload as story.md quotes it: whole when short, else its start and how much there was."""
+    return text if len(text) <= SHOWN + 20 else f"{text[:SHOWN]}… ({len(text)} characters)"
 
 
 def code(text: str) -> str:

@@ -18,7 +18,7 @@ from tcplab.actions.action import Action, ActionError, Arg, ProbeHost, StepConte
 from tcplab.wire import ProtocolError
 
 #: The registry: one module per name, in the order a scenario's error message lists them.
-NAMES = ("shape", "sysctl", "listen", "connect", "send", "shutdown", "keepalive", "close", "abort", "sync")
+NAMES = ("shape", "sysctl", "listen", "connect", "send", "read", "shutdown", "keepalive", "close", "abort", "sync")
 
 ACTIONS: dict[str, Action] = {name: import_module(f"tcplab.actions.{name}").ACTION for name in NAMES}
 

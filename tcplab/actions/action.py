@@ -65,6 +65,8 @@ class Step(Protocol):  # controller.scenario.Step, as far as from_step reads it
     clear: bool
     settings: tuple[tuple[str, int | tuple[int, ...]], ...]  # sysctl: the knobs and their values
     keepalive: tuple[int, int, int] | None                   # keepalive: idle, interval (s), probes
+    bytes: int | None                                        # send: that many bytes instead of a text
+    reading: bool | None                                     # read: go on (True) or stop (False)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
-"""send: one line of text into the probe's nc (its stdin), which the peer's nc prints."""
+"""send: one line of text into the probe's nc (its stdin), which the peer's nc prints; or ``bytes``:
+that many bytes at once, as lines of ``x`` (1,000 bytes each with its newline), enough to fill a
+window (the zero-window film)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from tcplab.actions.action import Action, ActionError, Arg, ProbeHost, Step, Ste
 from tcplab.wire import ProtocolError
 
 MAX_TEXT = 4096
+MAX_BYTES = 16 << 20
 
 
 def one_line(text: object) -> bool:
@@ -15,23 +18,36 @@ def one_line(text: object) -> bool:
 
 
 def check(args: dict) -> None:
-    if len(args["text"]) > MAX_TEXT or "\n" in args["text"]:
+    if ("text" in args) == ("bytes" in args):
+        raise ProtocolError("send takes 'text' or 'bytes', one of them")
+    if "text" in args and (len(args["text"]) > MAX_TEXT or "\n" in args["text"]):
         raise ProtocolError(f"send text must be one line of at most {MAX_TEXT} characters")
 
 
 def check_step(raw: Mapping) -> None:
+    if "bytes" in raw:
+        if "text" in raw:
+            raise ActionError("takes 'text' or 'bytes', not both", field="bytes")
+        n = raw["bytes"]
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BYTES:
+            raise ActionError(f"bytes must be a whole number from 1 to {MAX_BYTES}, got {n!r}", field="bytes")
+        return
     if not one_line(raw.get("text")):
-        raise ActionError(f"needs 'text', one line of at most {MAX_TEXT} characters", field="text")
+        raise ActionError(f"needs 'text', one line of at most {MAX_TEXT} characters (or 'bytes', a number)",
+                          field="text")
 
 
 def from_step(step: Step, ctx: StepContext) -> dict:
-    return {"text": step.text}
+    return {"bytes": step.bytes} if step.bytes else {"text": step.text}
 
 
 async def handle(host: ProbeHost, args: dict) -> dict:
-    await host.endpoint.send(args["text"])
+    if "bytes" in args:
+        await host.endpoint.send_bytes(args["bytes"])
+    else:
+        await host.endpoint.send(args["text"])
     return {}
 
 
-ACTION = Action("send", handle, args={"text": Arg(str, required=True)}, check=check, from_step=from_step,
-                step_fields=("text",), check_step=check_step)
+ACTION = Action("send", handle, args={"text": Arg(str), "bytes": Arg(int, bounds=(1, MAX_BYTES))}, check=check,
+                from_step=from_step, step_fields=("text", "bytes"), check_step=check_step)

@@ -51,7 +51,7 @@ def paths(run_dir: Path) -> dict[str, list[str]]:
 
 def test_the_library_has_the_stories(library_runs):
     assert {"abort", "client-closes-first", "connection-refused", "simultaneous-close", "half-close",
-            "syn-lost", "syn-timeout", "keepalive"} <= set(LIBRARY)
+            "syn-lost", "syn-timeout", "keepalive", "zero-window"} <= set(LIBRARY)
 
 
 @pytest.mark.parametrize("name", LIBRARY)
@@ -170,6 +170,27 @@ def test_keepalive_probes_are_answered_until_they_are_not_and_then_the_client_re
               for row in r["rows"] if row["state"] == "ESTABLISHED"]
     assert any(t.startswith("keepalive (") for t in timers)  # netstat -o shows the keepalive timer
     assert "keep-alive probe" in (run_dir / "story.md").read_text()
+
+
+def test_zero_window_closes_is_probed_and_opens_when_the_reader_reads(library_runs):
+    _, run_dir = library_runs["zero-window"]
+    recs = load(run_dir / "trace.jsonl")
+    out = [r for r in recs if r["kind"] == "packet" and r["dir"] == "out"]
+    steps = {(r["action"], r.get("detail")): r["t"] for r in recs if r["kind"] == "step" and r["status"] == "start"}
+    stopped, again = steps[("read", "stops reading")], steps[("read", "reads again")]
+    closed = [r for r in out if r["host"] == "thinkpad" and "zero_window" in r["analysis"]]
+    probes = [r for r in out if r["host"] == "raspberrypi" and "keep_alive" in r["analysis"]]
+    opened = [r for r in out if r["host"] == "thinkpad" and "window_update" in r["analysis"]]
+    assert closed and all(stopped < r["t"] < again + 1 for r in closed) and closed[0]["win"] == 0
+    assert len([r for r in probes if closed[0]["t"] < r["t"] < again]) >= 2  # the persist timer's probes
+    assert opened and opened[0]["t"] > again and opened[0]["win"] > 0
+    sent = sum(r["len"] for r in out if r["host"] == "raspberrypi")
+    printed = [r["text"] for r in recs if r["kind"] == "console" and r["host"] == "thinkpad" and r["stream"] == "stdout"]
+    assert sent == 20000 and printed == ["x" * 999] * 20  # every byte reached the application, once it read
+    knob = next(r for r in recs if r["kind"] == "sysctl" and not r.get("restored"))
+    assert knob["host"] == "thinkpad" and knob["values"]["tcp_rmem"]["now"] == [4096, 4096, 4096]
+    story = (run_dir / "story.md").read_text()
+    assert "stops reading" in story and "Its window is zero" in story and "window update" in story
 
 
 @pytest.mark.parametrize("name", ["connection-refused", "simultaneous-close", "abort", "half-close"])

@@ -58,7 +58,7 @@ async def _ask(cli, session, type_: str, body: dict) -> dict:
 
 def test_status_and_a_second_run_while_one_is_in_progress(tmp_path):
     async def scenario_():
-        async with _controller(tmp_path, answers={"abort", "shape", "sync"}) as (probe, cli):  # no listen
+        async with _controller(tmp_path, answers={"abort", "shape", "sysctl", "sync"}) as (probe, cli):  # no listen
             session = wire.Session("cli")
             with capture_logs() as logs:
                 await cli.send(b"\xc1not msgpack")
@@ -97,7 +97,7 @@ def test_a_run_whose_directory_cannot_be_written_ends_with_a_done_and_leaves_not
     monkeypatch.setattr(recovery, "mark_started", full_disk)
 
     async def scenario_():
-        async with _controller(tmp_path, answers={"abort", "shape", "sync", "listen"}) as (probe, cli):
+        async with _controller(tmp_path, answers={"abort", "shape", "sysctl", "sync", "listen"}) as (probe, cli):
             session = wire.Session("cli")
             done = await _ask(cli, session, "run", {"scenario": SCENARIO, "delay": 0})
             assert done["type"] == "done" and done["body"]["ok"] is False

@@ -25,7 +25,7 @@ async def _done(cli, session, timeout: float) -> dict:
 
 def test_only_the_asking_cli_cancels_and_the_cleanup_still_runs(tmp_path):
     async def scenario_():
-        async with _controller(tmp_path, answers={"abort", "shape", "sync"}) as (probe, cli):  # no listen
+        async with _controller(tmp_path, answers={"abort", "shape", "sysctl", "sync"}) as (probe, cli):  # no listen
             session = wire.Session("cli")
             await session.send(cli, "run", {"scenario": SCENARIO, "delay": 0})
             while probe.actions() != ["listen"]:
@@ -46,7 +46,7 @@ def test_only_the_asking_cli_cancels_and_the_cleanup_still_runs(tmp_path):
             done = await _done(cli, session, 5)
             assert time.monotonic() - t0 < 2  # not the listen's 15 s, nor the probe's silence at 3 s
             assert done["ok"] is False and done["error"] == CANCELLED_BY_CLI
-            assert probe.actions() == ["listen", "abort", "shape", "sync"]
+            assert probe.actions() == ["listen", "abort", "shape", "sysctl", "sync"]
             info = json.loads((Path(done["dir"]) / "run.json").read_text())
             assert info["status"] == "cancelled" and info["error"] == CANCELLED_BY_CLI
     asyncio.run(scenario_())

@@ -144,10 +144,11 @@ def test_a_second_sigterm_forces_the_exit_while_the_cleanup_waits_for_a_silent_p
 
 
 def test_one_sigterm_waits_for_the_cleanup_and_exits_cleanly(tmp_path):
-    answers = {"abort", "shape", "sync"}  # the step's listen never answers; the cleanup does
+    answers = {"abort", "shape", "sysctl", "sync"}  # the step's listen never answers; the cleanup does
     code, done, commands, took, draining = asyncio.run(_signalled_run(tmp_path, answers, second_signal=False))
     assert code == 0
-    assert commands == [("listen", {}), ("abort", {"reset": False}), ("shape", {"clear": True}), ("sync", {})]
+    assert commands == [("listen", {}), ("abort", {"reset": False}), ("shape", {"clear": True}),
+                        ("sysctl", {"restore": True}), ("sync", {})]
     assert done["ok"] is False and done["error"] == CANCELLED
     info = json.loads((Path(done["dir"]) / "run.json").read_text())
     assert info["ok"] is False and info["status"] == "cancelled"

@@ -38,7 +38,7 @@ def test_command_check_accepts_the_fixed_actions():
 @pytest.mark.parametrize("body, reason", [
     ({"id": 1, "action": "sh", "args": {}}, "unknown action"),
     ({"id": "1", "action": "listen"}, "id must be an integer"),
-    ({"id": 1, "action": "send", "args": {}}, "needs argument 'text'"),
+    ({"id": 1, "action": "send", "args": {}}, "send takes 'text' or 'bytes', one of them"),
     ({"id": 1, "action": "send", "args": {"text": "a\nb"}}, "one line"),
     ({"id": 1, "action": "listen", "args": {"cmd": "rm -rf /"}}, "no argument 'cmd'"),
     ({"id": 1, "action": "shape", "args": {"delay_ms": "3s"}}, "wrong type"),

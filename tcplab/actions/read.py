@@ -1,0 +1,29 @@
+"""read: the application stops reading its connection (``reading: false``), or goes on
+(``reading: true``). A slow reader: what arrives stays in its socket's receive buffer, the window it
+advertises shrinks to zero (Wireshark's zero_window), and the sender's kernel probes it (zero-window
+probes, on the persist timer) until the reader goes on and a window update opens it again. nc is
+held with SIGSTOP and let go with SIGCONT; the probe's application stops calling recv."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from tcplab.actions.action import Action, ActionError, Arg, ProbeHost, Step, StepContext
+
+
+def check_step(raw: Mapping) -> None:
+    if not isinstance(raw.get("reading"), bool):
+        raise ActionError(f"needs 'reading', true or false (on or off), got {raw.get('reading')!r}", field="reading")
+
+
+def from_step(step: Step, ctx: StepContext) -> dict:
+    return {"on": bool(step.reading)}
+
+
+async def handle(host: ProbeHost, args: dict) -> dict:
+    await host.endpoint.read(args["on"])
+    return {}
+
+
+ACTION = Action("read", handle, args={"on": Arg(bool, required=True)}, from_step=from_step,
+                step_fields=("reading",), check_step=check_step)
