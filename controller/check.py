@@ -2,8 +2,9 @@
 
 Each file goes through what ``tcplab run`` does before it asks the controller for anything
 (controller.scenario.load: the bounded YAML of tcplab.strictyaml, every field, the order of the
-steps). With ``-i``, also against that inventory as the lab would run it: every host the scenario
-names is in the inventory's group ``lab``, and a scenario's ``port`` is the inventory's
+steps). With ``-i``, also against that inventory as the lab would run it: its roles (``server``,
+``client``) bound to the hosts whose ``tcplab_role`` they are (by default the seed's), every host the
+scenario names is in the inventory's group ``lab``, and a scenario's ``port`` is the inventory's
 ``tcplab_lab_port`` (the role's default, 9090, where the inventory sets none).
 
 One line per file: ``FILE: ok (NAME, N steps on HOSTS)`` or the error (the file, the line, the field
@@ -27,14 +28,18 @@ from controller.doctor import REPO, DoctorError, lab_hosts
 DEFAULTS = REPO / "playbooks" / "roles" / "tcplab" / "defaults" / "main.yml"
 
 
-def inventory_ports(inventory: str) -> dict[str, int]:
-    """Each lab host's ``tcplab_lab_port`` as the inventory sets it, else the role's default."""
+def inventory_lab(inventory: str) -> tuple[dict[str, int], dict[str, str]]:
+    """Each lab host's ``tcplab_lab_port`` as the inventory sets it (else the role's default), and the
+    roles its hosts take (``tcplab_role``: role -> host)."""
     default = yaml.safe_load(DEFAULTS.read_text()).get("tcplab_lab_port", 9090)
     res = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(Path(inventory).resolve()),
                           "--list"], cwd=REPO, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")})
     hostvars = json.loads(res.stdout).get("_meta", {}).get("hostvars", {}) if res.returncode == 0 else {}
-    return {h: int(hostvars.get(h, {}).get("tcplab_lab_port", default)) for h in lab_hosts(inventory)}
+    hosts = lab_hosts(inventory)
+    ports = {h: int(hostvars.get(h, {}).get("tcplab_lab_port", default)) for h in hosts}
+    roles = {hostvars[h]["tcplab_role"]: h for h in hosts if hostvars.get(h, {}).get("tcplab_role")}
+    return ports, roles
 
 
 def against(scn: scenario.Scenario, source: str, ports: dict[str, int], inventory: str) -> None:
@@ -56,10 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("files", nargs="+", help="scenario YAML files")
     parser.add_argument("-i", "--inventory", help="also check the hosts and the port against this inventory")
     args = parser.parse_args(argv)
-    ports = None
+    ports, roles = None, {}
     if args.inventory:
         try:
-            ports = inventory_ports(args.inventory)
+            ports, roles = inventory_lab(args.inventory)
         except (DoctorError, OSError, ValueError) as e:
             print(f"tcplab check: {e}", file=sys.stderr)
             return 2
@@ -68,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             scn = scenario.load(path)
             if ports is not None:
+                scn = scn.bound(roles, tuple(ports))  # its roles as the inventory's hosts
                 against(scn, path, ports, args.inventory)
         except scenario.ScenarioError as e:
             print(str(e))

@@ -5,6 +5,9 @@ hostvars): the only probes admitted, and the only addresses a ``connect`` goes t
 says of itself in its hello). A plain list of names admits those hosts but gives no address, so a
 connect to one of them is refused.
 
+``roles``: the host each role a scenario may name is (``{server: thinkpad, client: raspberrypi}``,
+from the inventory's ``tcplab_role``); a role it leaves out is the seed's (controller.scenario.DEFAULT_ROLES).
+
 ``keys_dir``: the CurveZMQ keys (``controller.key_secret`` and each host's ``NAME.key``,
 tcplab.wire.curve); without it the bus speaks plain ZeroMQ, which only a bind that no other machine
 reaches (ipc://, tcp on loopback) may do: a tcp bind on any other address without keys is refused.
@@ -35,6 +38,7 @@ class ControllerConfig:
     hosts: tuple[str, ...] = ()  # the inventory's lab hosts: the only probes admitted (empty: any)
     addresses: Mapping[str, str] = field(default_factory=dict)  # each lab host's address (the inventory's)
     curve: Keys | None = None  # keys_dir's keys: own pair, each host's public (None: no CurveZMQ)
+    roles: Mapping[str, str] = field(default_factory=dict)  # role (server, client) -> the host bound to it
 
     @property
     def pid_path(self) -> Path:
@@ -52,7 +56,7 @@ class ControllerConfig:
 def load(path: str | Path) -> ControllerConfig:
     path = Path(path).resolve()
     data = read_yaml(path)
-    unknown = sorted(str(k) for k in set(data) - {"bind", "home", "runs_dir", "hosts", "keys_dir"})
+    unknown = sorted(str(k) for k in set(data) - {"bind", "home", "runs_dir", "hosts", "keys_dir", "roles"})
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}")
     for key in ("bind", "home", "runs_dir"):
@@ -71,7 +75,21 @@ def load(path: str | Path) -> ControllerConfig:
     keys = wire_curve.from_config(path, data.get("keys_dir"), bind, "bind",
                                   lambda d: wire_curve.load_controller_keys(d, hosts))
     return ControllerConfig(path=path, bind=bind, home=home, runs_dir=Path(data["runs_dir"]), hosts=tuple(hosts),
-                            addresses=addresses, curve=keys)
+                            addresses=addresses, curve=keys, roles=_roles(path, data.get("roles"), hosts))
+
+
+def _roles(path: Path, roles: object, hosts: object) -> dict[str, str]:
+    """``roles``: each role a scenario may name (server, client) and the lab host it is."""
+    if roles is None:
+        return {}
+    if not isinstance(roles, dict) or not all(r in ("server", "client") for r in roles):
+        raise ConfigError(f"{path}: roles must map server and client to lab hosts, got {roles!r}")
+    for role, host in roles.items():
+        if not isinstance(host, str) or (hosts and host not in hosts):
+            raise ConfigError(f"{path}: role {role} is {host!r}, which is not one of the hosts")
+    if len(set(roles.values())) != len(roles):
+        raise ConfigError(f"{path}: one host for two roles: {roles!r}")
+    return dict(roles)
 
 
 def _addresses(path: Path, hosts: dict) -> dict[str, str]:

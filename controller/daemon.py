@@ -75,7 +75,7 @@ class Controller:
         self.liveness = Liveness(self.bus)
         self.liveness.on_silent, self.liveness.on_back = self.cleanup.owe, self.cleanup.reached
         self.bus.on_pong = self.clock.pong
-        self.runner = ScenarioRunner(cfg.runs_dir, self.bus, self.clock)
+        self.runner = ScenarioRunner(cfg.runs_dir, self.bus, self.clock, cfg.roles, cfg.hosts)
         self.control = ControlServer(self.ctx, cfg.control_path, self.fleet, self.runner)
         self.lifecycle = Lifecycle()
         self._tasks: list[asyncio.Task] = []

@@ -31,7 +31,7 @@ import structlog
 
 from controller.captures import Captures
 from controller.clock import ClockEstimate, causal_shift, write_exchanges
-from controller.scenario import Expectation, Step
+from controller.scenario import TOLERANCE_REL, TOLERANCE_S, Expectation, Step
 from controller.trace.index import TraceIndex
 from controller.trace.pcap import PcapFiles
 from controller.trace.schema import CONTROLLER, FIELDS, Kind, LossWhy, StepStatus, Stream, is_listener
@@ -104,6 +104,8 @@ class Run:
         self._received_at: dict[str, tuple[str | None, int]] = {}
         self._stamped: list[tuple[dict, int]] = []  # (record, probe t_ns): mapped again at the end
         self._seen: dict[tuple[str, str], list[dict]] = {}  # (kind, host) -> records, for the expectations
+        self.clock_bound: dict[str, int] = {}  # host -> its clock estimate's uncertainty (ns), the latest
+        self.jitter_s = 0.0  # the scenario's largest jitter (the sequencer's): a time's tolerance grows by it
 
     def t(self, controller_ns: int) -> float:
         return round((controller_ns - self.start_ns) / 1e9, 9)
@@ -120,6 +122,8 @@ class Run:
         if host not in self.hosts:
             return
         packets = self.packets[host]
+        if clock.uncertainty_ns is not None:
+            self.clock_bound[host] = clock.uncertainty_ns
         records = [rec for rec in (self._record(host, body, clock) for body in bodies) if rec is not None]
         if self.packets[host] != packets:  # the pcaps once per batch, not per packet
             self.pcaps.flush()
@@ -237,14 +241,41 @@ class Run:
         return {(r["local"], r["remote"]) for r in self.states_since(e.host, since, e.state == "LISTEN")
                 if r["to"] == e.state}
 
-    def met(self, e: Expectation, since: float) -> bool:
+    def hits(self, e: Expectation, since: float) -> list[float]:
+        """The times of what ``e`` counts, in order: each connection's first arrival in the state, each
+        matching segment, kernel event or printed line."""
         if e.state is not None:
-            return len(self._reached(e, since)) >= e.count
+            first: dict = {}
+            for r in self.states_since(e.host, since, e.state == "LISTEN"):
+                if r["to"] == e.state:
+                    first.setdefault((r["local"], r["remote"]), r["t"])
+            return sorted(first.values())
         if e.packet is not None:
-            return sum(1 for r in self.packets_since(e.host, since, e.packet.dir) if e.packet.matches(r)) >= e.count
+            return [r["t"] for r in self.packets_since(e.host, since, e.packet.dir) if e.packet.matches(r)]
         if e.kernel is not None:
-            return sum(1 for r in self.kernel_since(e.host, since) if r["event"] == e.kernel) >= e.count
-        return self.printed_since(e.host, since).count(e.text) >= e.count
+            return [r["t"] for r in self.kernel_since(e.host, since) if r["event"] == e.kernel]
+        return [r["t"] for r in self._seen.get((Kind.CONSOLE, e.host), ())
+                if r["t"] >= since and r.get("stream") == Stream.STDOUT and r["text"].strip() == e.text]
+
+    def tolerance(self, e: Expectation) -> float:
+        """How far from its ``at`` an expectation's time may be: its own, or packetdrill's rule, the larger
+        of an absolute bound (scenario.TOLERANCE_S, twice the scenario's largest jitter, the clocks'
+        bound now) and a fraction (scenario.TOLERANCE_REL) of the time."""
+        if e.tol is not None:
+            return e.tol
+        bound = max(self.clock_bound.values(), default=0) / 1e9
+        return max(TOLERANCE_S + 2 * self.jitter_s + bound, TOLERANCE_REL * (e.at or 0.0))
+
+    def verdict(self, e: Expectation, since: float) -> bool | None:
+        """True once ``e`` is met (at its time, if it has one), False once its time was missed, None
+        while it may still be."""
+        hits = self.hits(e, since)
+        if len(hits) < e.count:
+            return None
+        return e.at is None or abs(hits[e.count - 1] - since - e.at) <= self.tolerance(e)
+
+    def met(self, e: Expectation, since: float) -> bool:
+        return self.verdict(e, since) is True
 
     def explain(self, e: Expectation, since: float, most: int = 10) -> dict:
         """An expectation against what was observed, for a failed step: ``expected``, ``observed``
@@ -275,6 +306,11 @@ class Run:
             counted = [r["text"].strip() == e.text for r in looked]
             observed = f"{sum(counted)} of {e.count} lines printed"
             lines = [f"t={r['t']:.3f} s prints {r['text'].strip()[:200]!r}" for r in looked]
+        if e.at is not None:
+            hits = self.hits(e, since)
+            when = (f"the {_nth(e.count)} at {hits[e.count - 1] - since:.3f} s" if len(hits) >= e.count
+                    else f"the {_nth(e.count)} not yet")
+            observed += f"; {when} after the step began, expected at {e.at:g} ± {self.tolerance(e):.3g} s"
         shown = [("* " if c else "  ") + line for c, line in zip(counted, lines)][-most:]
         if len(lines) > most:
             shown.insert(0, f"  ({len(lines) - most} earlier not shown)")
@@ -302,10 +338,11 @@ class Run:
         deadline = asyncio.get_running_loop().time() + timeout
         async with self.changed:
             while True:
-                unmet = [e for e in expect if not self.met(e, since)]
+                verdicts = [(e, self.verdict(e, since)) for e in expect]
+                unmet = [e for e, v in verdicts if v is not True]
                 left = deadline - asyncio.get_running_loop().time()
-                if not unmet or left <= 0 or self.silent:
-                    return unmet
+                if not unmet or left <= 0 or self.silent or any(v is False for _, v in verdicts):
+                    return unmet  # a time missed fails at once
                 try:
                     await asyncio.wait_for(self.changed.wait(), timeout=left)
                 except asyncio.TimeoutError:
@@ -374,3 +411,7 @@ class Run:
         self.captures.frames = {h: [] for h in self.hosts}
         self.captures.analyzers = {}
         self._stamped, self._seen, self.index = [], {}, None
+
+
+def _nth(n: int) -> str:
+    return {1: "first", 2: "second", 3: "third"}.get(n, f"{n}th")

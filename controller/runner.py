@@ -44,8 +44,11 @@ CANCELLED = "run cancelled: the controller is stopping"
 
 
 class ScenarioRunner:
-    def __init__(self, runs_dir: Path, bus: ProbeBus, clock: ClockSync):
+    def __init__(self, runs_dir: Path, bus: ProbeBus, clock: ClockSync, roles: dict[str, str] | None = None,
+                 lab_hosts: tuple[str, ...] = ()):
         self.runs_dir = runs_dir
+        self.roles = roles or {}          # role -> host (the configuration's): what a scenario's server is
+        self.lab_hosts = lab_hosts
         self.bus = bus
         self.clock = clock
         self.task: asyncio.Task | None = None
@@ -101,7 +104,7 @@ class ScenarioRunner:
     async def _attempt(self, body: dict, reply: Reply, where: dict) -> dict:
         """Parse, refuse, sync the clocks, run; the ``done`` body."""
         try:
-            scn = scenario.parse(body.get("scenario"), source="scenario")
+            scn = scenario.parse(body.get("scenario"), source="scenario").bound(self.roles, self.lab_hosts)
             if body.get("delay") is not None:
                 scn = scn.with_delay(float(body["delay"]))
         except (scenario.ScenarioError, TypeError, ValueError) as e:

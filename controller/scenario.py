@@ -44,8 +44,11 @@ host's own shaping drops never reaches its capture, but its retransmission is th
 trailing `` xN`` asks for N:
 ``thinkpad ESTABLISHED x200`` is met once 200 distinct connections of thinkpad (by their address
 pair) reached ESTABLISHED, ``thinkpad prints Bye x200`` once 200 such lines were printed, ``raspberrypi sends SYN
-retransmission x2`` once its capture saw two such segments leave. A step
-fails when its expectations are not all met within ``timeout`` seconds (default: 10 s + 5 x delay).
+retransmission x2`` once its capture saw two such segments leave. A trailing `` at T`` (or
+`` at T±TOL``) asks for the time too: the one that meets it (the N-th) must come T seconds after
+the step began, within TOL, by default packetdrill's rule: the larger of an absolute bound (50 ms,
+plus twice the scenario's largest jitter, plus the clocks' bound) and 5 % of T; one too early or too
+late fails the step at once. A step fails when its expectations are not all met within ``timeout`` seconds (default: 10 s + 5 x delay).
 
 The lab port has one source: each probe's configuration (``tcplab_lab_port`` in the inventory,
 ``port:`` in probe.yml), on which the probe listens, shapes and captures, and which it reports in
@@ -58,7 +61,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Mapping
 from pathlib import Path
 
 from controller import analysis
@@ -76,7 +80,15 @@ WAIT_KEYS = {"duration"}  # a wait's own: how long it waits
 ACTION_FIELDS = frozenset(f for a in actions.ACTIONS.values() for f in a.step_fields)
 STEP_KEYS = COMMON_KEYS | WAIT_KEYS | ACTION_FIELDS
 MAX_DURATION_S = 3600.0
+# A scenario may name its hosts by role; the lab binds each role to one of its hosts (the controller's
+# ``roles``, from the inventory's ``tcplab_role``), by default the seed's.
+DEFAULT_ROLES = {"server": "thinkpad", "client": "raspberrypi"}
 COUNT_RE = re.compile(r"^(?P<rest>.*\S)\s+x(?P<count>[0-9]{1,6})$")
+# `` at T`` or `` at T±TOL`` (also ``+-``): when, in seconds after the step began
+AT_RE = re.compile(r"^(?P<rest>.*\S)\s+at\s+(?P<at>[0-9]+(?:\.[0-9]+)?)(?:\s*(?:±|\+-)\s*(?P<tol>[0-9]+(?:\.[0-9]+)?))?$")
+# the default tolerance of a time, packetdrill's rule: the larger of an absolute and a relative bound
+TOLERANCE_S = 0.05        # the absolute part, to which twice the scenario's largest jitter and the clocks' bound add
+TOLERANCE_REL = 0.05      # of the time expected
 MAX_DELAY_S = 60.0
 MAX_STEPS = 1000
 
@@ -129,6 +141,8 @@ class Expectation:
     count: int = 1             # at least this many connections (a state), lines, segments or kernel events
     packet: PacketMatch | None = None
     kernel: str | None = None  # a TCP tracepoint's event (controller.trace: retransmit_skb, send_reset, ...)
+    at: float | None = None    # when the count-th one happens, in seconds after the step began
+    tol: float | None = None   # how far from ``at`` it may be (None: the run's default, Run.tolerance)
 
     def __str__(self) -> str:
         if self.packet is not None:
@@ -137,7 +151,10 @@ class Expectation:
             what = f"{self.host} kernel {self.kernel}"
         else:
             what = f"{self.host} {self.state}" if self.state else f"{self.host} prints {self.text}"
-        return what if self.count == 1 else f"{what} x{self.count}"
+        what = what if self.count == 1 else f"{what} x{self.count}"
+        if self.at is not None:
+            what += f" at {self.at:g}" + (f"±{self.tol:g}" if self.tol is not None else "")
+        return what
 
 
 @dataclass(frozen=True)
@@ -191,6 +208,19 @@ class Scenario:
             raise ScenarioError(f"delay {delay} s is outside 0..{MAX_DELAY_S:g} s")
         _check_shapes(self.steps, delay, f"scenario {self.name}")
         return Scenario(self.name, self.steps, delay, self.port, self.description, self.hosts)
+
+    def bound(self, roles: Mapping[str, str] | None = None, hosts: tuple[str, ...] = ()) -> "Scenario":
+        """The scenario with each role it names (``server``, ``client``) replaced by the host the lab
+        binds it to: ``roles``, and for a role it does not bind, :data:`DEFAULT_ROLES`. A name that
+        is one of the lab's ``hosts`` is a host, never a role."""
+        table = {r: h for r, h in {**DEFAULT_ROLES, **(roles or {})}.items() if r not in hosts}
+
+        def h(name: str) -> str:
+            return table.get(name, name)
+        steps = tuple(replace(s, hosts=tuple(h(x) for x in s.hosts), to=h(s.to) if s.to else None,
+                              expect=tuple(replace(e, host=h(e.host)) for e in s.expect)) for s in self.steps)
+        return Scenario(self.name, steps, self.delay, self.port, self.description,
+                        tuple(dict.fromkeys(h(x) for x in self.hosts)))
 
     def timeout(self, step: Step) -> float:
         return step.timeout if step.timeout is not None else 10.0 + 5.0 * self.delay
@@ -291,6 +321,17 @@ def _expectation(text: object, where: str) -> Expectation:
     host, rest = text.split(None, 1)
     if not wire.HOST_RE.match(host):
         raise ScenarioError(f"{where}: bad host name {host!r} in expectation {text!r}")
+    at, tol, m = None, None, AT_RE.match(rest.strip())
+    if m:
+        rest, at = m.group("rest"), float(m.group("at"))
+        tol = float(m.group("tol")) if m.group("tol") else None
+        if at > MAX_DURATION_S:
+            raise ScenarioError(f"{where}: the time in expectation {text!r} is more than {MAX_DURATION_S:g} s")
+    e = _untimed(host, rest, text, where)
+    return e if at is None else Expectation(e.host, e.state, e.text, e.count, e.packet, e.kernel, at, tol)
+
+
+def _untimed(host: str, rest: str, text: str, where: str) -> Expectation:
     count, m = 1, COUNT_RE.match(rest.strip())
     if m:
         rest, count = m.group("rest"), int(m.group("count"))

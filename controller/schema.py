@@ -41,7 +41,7 @@ def expectation_pattern() -> str:
     segment = rf"(?:sends|receives)(?:\s+{word})+"
     kernel = rf"kernel\s+(?:{'|'.join(scenario.KERNEL_EVENTS)})"
     return (rf"^\s*{host}\s+(?:prints\s+.*?\S|{segment}|{kernel}|{state_pattern()})"
-            rf"(?:\s+x[1-9][0-9]{{0,5}})?\s*$")
+            rf"(?:\s+x[1-9][0-9]{{0,5}})?(?:\s+at\s+[0-9]+(?:\.[0-9]+)?(?:\s*(?:±|\+-)\s*[0-9]+(?:\.[0-9]+)?)?)?\s*$")
 
 
 def _shaping() -> dict:

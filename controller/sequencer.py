@@ -79,6 +79,7 @@ class Sequencer:
         self.port: int | None = scenario.port   # the lab port the run uses, once checked
         self.cancelled: str | None = None       # why the steps were cancelled (:meth:`cancel`), if they were
         self._steps: asyncio.Future | None = None
+        run.jitter_s = max((dict(s.shaping).get("jitter_ms", 0) / 1000 for s in scenario.steps), default=0.0)
 
     async def _report(self, **body) -> None:
         if self.progress is not None:
@@ -144,10 +145,14 @@ class Sequencer:
             if unmet:
                 self.unmet = [{"step": step.index, **self.run.explain(e, since)} for e in unmet]
                 hosts = list(dict.fromkeys(e.host for e in unmet))
-                raise StepFailed(
-                    f"step {step.index} ({step.action} on {step.target}): after {timeout:g} s still waiting "
-                    f"for {', '.join(str(e) for e in unmet)}; observed "
-                    + " | ".join(self.run.observed(h, since) for h in hosts))
+                missed = [e for e in unmet if self.run.verdict(e, since) is False]
+                waiting = [e for e in unmet if e not in missed]
+                what = ([f"{e} came at {self.run.hits(e, since)[e.count - 1] - since:.3f} s" for e in missed]
+                        + ([f"after {timeout:g} s still waiting for {', '.join(str(e) for e in waiting)}"]
+                           if waiting and not missed else
+                           [f"still waiting for {', '.join(str(e) for e in waiting)}"] if waiting else []))
+                raise StepFailed(f"step {step.index} ({step.action} on {step.target}): {'; '.join(what)}; observed "
+                                 + " | ".join(self.run.observed(h, since) for h in hosts))
         except StepFailed as e:
             self.failed_step = step.index
             log.warning("step_failed", error=str(e))

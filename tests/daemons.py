@@ -43,8 +43,11 @@ def storyline(name: str, delay: float, shape: bool = True) -> dict:
 
 
 class Lab:
-    def __init__(self, pair: NetnsPair, root: Path, port: int = 9090, clock_offsets: dict[str, int] | None = None):
-        """``clock_offsets``: seconds by which a host's CLOCK_MONOTONIC runs ahead (a time namespace)."""
+    def __init__(self, pair: NetnsPair, root: Path, port: int = 9090, clock_offsets: dict[str, int] | None = None,
+                 roles: dict[str, str] | None = None):
+        """``clock_offsets``: seconds by which a host's CLOCK_MONOTONIC runs ahead (a time namespace);
+        ``roles``: the controller's (role -> host), none by default (the seed's)."""
+        self.roles = roles
         self.pair = pair
         self.clock_offsets = dict(clock_offsets or {})
         self.root = root
@@ -66,7 +69,8 @@ class Lab:
         self.controller_cfg.write_text(yaml.safe_dump({
             "bind": endpoint, "home": str(self.controller_home), "runs_dir": str(self.runs),
             "hosts": {n: h.ip for n, h in self.hosts.items()},
-            "keys_dir": self.key_dir("controller", curve.CONTROLLER, list(HOSTS))}))
+            "keys_dir": self.key_dir("controller", curve.CONTROLLER, list(HOSTS)),
+            **({"roles": self.roles} if self.roles else {})}))
         subprocess.run([VENV_BIN / "tcplab-controller", "start", "--config", self.controller_cfg], check=True,
                        capture_output=True, timeout=30)
         for name, host in self.hosts.items():

@@ -204,7 +204,7 @@ class _Dealer:
 
 def test_a_gap_given_up_and_a_refused_event_are_loss_records_and_run_json_counts(tmp_path):
     where = address("ipc", tmp_path)
-    scn = scenario.parse(yaml.safe_load((REPO / "scenarios" / "seed.yml").read_text()))
+    scn = scenario.parse(yaml.safe_load((REPO / "scenarios" / "seed.yml").read_text())).bound()  # the seed's hosts
     t_ns = time.monotonic_ns
 
     async def main():

@@ -144,7 +144,7 @@ def test_summary_says_when_a_counter_is_not_zero(run_dir):
 
 def test_summary_tells_the_hosts_in_the_scenarios_order_not_run_jsons_sorted_keys(run_dir):
     from controller import report, scenario
-    scn = scenario.load(Path(__file__).resolve().parents[2] / "scenarios/seed.yml")
+    scn = scenario.load(Path(__file__).resolve().parents[2] / "scenarios/seed.yml").bound()
     assert scn.hosts == ("thinkpad", "raspberrypi")
     info = {"run_id": run_dir.name, "ok": True, "status": "ok", "error": None, "scenario": scn.to_dict(),
             "delay_s": 3.0, "hosts": {h: {"shaper_backend": b, "counters": {}} for h, b in

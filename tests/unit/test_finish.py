@@ -42,7 +42,7 @@ def _feed(run: Run, records: list[dict]) -> None:
 
 def test_finish_writes_the_trace_run_json_and_the_film_from_one_index_and_render_agrees(tmp_path):
     records = load(REPO / "tests" / "data" / "seed-0.3s.trace.jsonl")
-    scn = scenario.parse(yaml.safe_load((REPO / "scenarios" / "seed.yml").read_text()))
+    scn = scenario.parse(yaml.safe_load((REPO / "scenarios" / "seed.yml").read_text())).bound()  # the seed's hosts
     run = Run(tmp_path / "run", ("thinkpad", "raspberrypi"))
     _feed(run, records)
     seq = SimpleNamespace(error=None, failed_step=None, unmet=[], port=9090)  # what finish reads of the sequencer

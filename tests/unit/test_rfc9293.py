@@ -66,7 +66,7 @@ def test_a_run_holding_one_fails_naming_it(tmp_path):
     records = load(REPO / "tests" / "data" / "seed-0.3s.trace.jsonl")
     i = next(i for i, r in enumerate(records) if r["kind"] == "state" and r["to"] == "FIN_WAIT2")
     records[i] = {**records[i], "to": "LISTEN"}  # FIN_WAIT1 -> LISTEN: no such thing
-    scn = scenario.parse(yaml.safe_load((REPO / "scenarios" / "seed.yml").read_text()))
+    scn = scenario.parse(yaml.safe_load((REPO / "scenarios" / "seed.yml").read_text())).bound()  # the seed's hosts
     run = Run(tmp_path / "run", ("thinkpad", "raspberrypi"))
     _feed(run, records)
     seq = SimpleNamespace(error=None, failed_step=None, unmet=[], port=9090)

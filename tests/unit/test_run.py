@@ -244,3 +244,26 @@ def test_a_packet_expectation_counts_the_segments_and_their_analysis_as_they_arr
     assert run.explain(wrong_way, 0.0) == {"expected": "raspberrypi receives SYN",
                                            "observed": "0 of 1 among 0 segments received", "records": []}
     assert run.explain(HELLO, 0.0)["observed"] == "0 of 1 lines printed"
+
+
+def test_a_timed_expectation_holds_only_at_its_time_and_a_missed_one_fails_at_once(run):
+    from controller.scenario import _expectation
+    on_time = _expectation("thinkpad LISTEN at 0.3", "f")
+    loose = _expectation("thinkpad LISTEN at 0.5±0.25", "f")
+    early = _expectation("thinkpad LISTEN at 1.5", "f")
+
+    async def go():
+        probe = Probe(run)
+        await probe.state("thinkpad", 0.3, "LISTEN")
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        unmet = await run.wait_for((on_time, loose, early), since=0.0, timeout=5.0)
+        return unmet, loop.time() - t0
+    unmet, took = asyncio.run(go())
+    assert unmet == [early] and took < 1.0  # it came 1.2 s too early: no need to wait for the timeout
+    assert run.tolerance(on_time) == pytest.approx(0.05) and run.tolerance(early) == pytest.approx(0.075)
+    told = run.explain(early, 0.0)
+    assert told["observed"] == ("1 of 1 reached LISTEN; the first at 0.300 s after the step began, "
+                                "expected at 1.5 ± 0.075 s")
+    run.jitter_s = 0.1  # the scenario's jitter widens the default
+    assert run.tolerance(on_time) == pytest.approx(0.25)

@@ -1,11 +1,12 @@
 import pytest
+import yaml
 
 from controller import scenario
 from controller.scenario import ScenarioError
 
 
 def test_seed_scenario_loads_with_the_storyline():
-    s = scenario.load("scenarios/seed.yml")
+    s = scenario.load("scenarios/seed.yml").bound()  # its roles as the seed's hosts
     assert s.name == "seed" and s.delay == 3.0 and s.port == 9090
     assert s.hosts == ("thinkpad", "raspberrypi")
     assert [st.action for st in s.steps] == [
@@ -17,7 +18,7 @@ def test_seed_scenario_loads_with_the_storyline():
 
 
 def test_delay_override_changes_default_timeouts():
-    s = scenario.load("scenarios/seed.yml")
+    s = scenario.load("scenarios/seed.yml").bound()  # its roles as the seed's hosts
     fast = s.with_delay(0.3)
     assert fast.delay == 0.3
     assert fast.timeout(fast.steps[2]) == pytest.approx(11.5)
@@ -27,7 +28,7 @@ def test_delay_override_changes_default_timeouts():
 
 
 def test_round_trip_through_the_wire_dict():
-    s = scenario.load("scenarios/seed.yml")
+    s = scenario.load("scenarios/seed.yml").bound()  # its roles as the seed's hosts
     again = scenario.parse(s.to_dict())
     assert again == scenario.Scenario(s.name, s.steps, s.delay, s.port, s.description, s.hosts)
 
@@ -102,3 +103,35 @@ def test_the_lab_port_is_the_probes_unless_the_scenario_names_another():
     assert why.startswith("scenarios/x.yml has port 9090 but thinkpad listens, shapes and captures on port 9091")
     assert "disagree" in scenario.port_conflict(free, {"thinkpad": 9090, "raspberrypi": 9091})
     assert "did not report" in scenario.port_conflict(free, {"thinkpad": None})
+
+
+def test_roles_are_bound_to_the_labs_hosts_and_a_host_name_stays_one():
+    scn = scenario.parse({"name": "r", "steps": [
+        {"action": "listen", "host": "server", "expect": ["server LISTEN"]},
+        {"action": "connect", "host": "client", "to": "server", "expect": ["client ESTABLISHED at 1",
+                                                                            "thinkpad ESTABLISHED"]}]})
+    assert scn.hosts == ("server", "client", "thinkpad")
+    seed = scn.bound()  # the seed's roles by default
+    assert seed.hosts == ("thinkpad", "raspberrypi")
+    assert [s.hosts for s in seed.steps] == [("thinkpad",), ("raspberrypi",)] and seed.steps[1].to == "thinkpad"
+    assert [str(e) for e in seed.steps[1].expect] == ["raspberrypi ESTABLISHED at 1", "thinkpad ESTABLISHED"]
+    swapped = scn.bound({"server": "raspberrypi", "client": "thinkpad"})
+    assert swapped.steps[0].hosts == ("raspberrypi",) and swapped.steps[1].to == "raspberrypi"
+    assert swapped.hosts == ("raspberrypi", "thinkpad")
+    # a lab with a host called "server" keeps it a host
+    assert scn.bound({}, hosts=("server", "client")).hosts == ("server", "client", "thinkpad")
+
+
+def test_the_controllers_roles_name_its_hosts(tmp_path):
+    from controller import config
+    base = {"bind": "ipc:///tmp/x.sock", "home": str(tmp_path / "h"), "runs_dir": str(tmp_path / "r"),
+            "hosts": {"thinkpad": "10.90.0.1", "raspberrypi": "10.90.0.2"}}
+    path = tmp_path / "c.yml"
+    path.write_text(yaml.safe_dump({**base, "roles": {"server": "raspberrypi", "client": "thinkpad"}}))
+    assert config.load(path).roles == {"server": "raspberrypi", "client": "thinkpad"}
+    for roles, why in (({"server": "laptop"}, "role server is 'laptop', which is not one of the hosts"),
+                       ({"router": "thinkpad"}, "roles must map server and client"),
+                       ({"server": "thinkpad", "client": "thinkpad"}, "one host for two roles")):
+        path.write_text(yaml.safe_dump({**base, "roles": roles}))
+        with pytest.raises(config.ConfigError, match=why):
+            config.load(path)
