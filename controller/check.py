@@ -42,8 +42,11 @@ def inventory_lab(inventory: str) -> tuple[dict[str, int], dict[str, str]]:
     return ports, roles
 
 
-def against(scn: scenario.Scenario, source: str, ports: dict[str, int], inventory: str) -> None:
-    """ScenarioError when ``scn`` cannot run on the inventory's lab hosts (``ports``: host -> lab port)."""
+def against(scn: scenario.Scenario, source: str, ports: dict[str, int], inventory: str,
+            roles: dict[str, str] | None = None) -> scenario.Scenario:
+    """``scn`` as it would run on the inventory's lab hosts (``ports``: host -> lab port; ``roles``: role ->
+    host, the seed's for a role it leaves out), or ScenarioError when it cannot."""
+    scn = scn.bound(roles, tuple(ports))
     for step in scn.steps:
         named = (*step.hosts, *([step.to] if step.to else []), *(e.host for e in step.expect))
         missing = [h for h in dict.fromkeys(named) if h not in ports]
@@ -54,6 +57,7 @@ def against(scn: scenario.Scenario, source: str, ports: dict[str, int], inventor
     conflict = scenario.port_conflict(scn, {h: ports[h] for h in scn.hosts}, source)
     if conflict:
         raise scenario.ScenarioError(conflict)
+    return scn
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             scn = scenario.load(path)
             if ports is not None:
-                scn = scn.bound(roles, tuple(ports))  # its roles as the inventory's hosts
-                against(scn, path, ports, args.inventory)
+                scn = against(scn, path, ports, args.inventory, roles)
         except scenario.ScenarioError as e:
             print(str(e))
             bad += 1
