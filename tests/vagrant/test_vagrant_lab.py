@@ -182,6 +182,50 @@ def test_the_seed_layout_is_what_tc_reads_back(film):
     assert "prio" not in ssh("thinkpad", "tc qdisc show dev eth1").stdout
 
 
+IMPAIR = """
+import json
+from probe.shaper import Shaper, sweep
+from tcplab.impairment import Impairment
+s = Shaper('eth1', PORT)
+out = {}
+try:
+    out['backend'] = s.apply(Impairment(200, jitter_ms=50, loss_pct=5, duplicate_pct=1, reorder_pct=25,
+                                        corrupt_pct=0.5, rate_kbit=2000))
+    out['all'] = s.accepted()
+    import subprocess
+    out['tc_all'] = subprocess.run(['tc', 'qdisc', 'show', 'dev', 'eth1'], capture_output=True, text=True).stdout
+    s.apply(Impairment(100))  # changed in place: every other parameter off
+    out['plain'] = s.accepted()
+    out['tc_plain'] = subprocess.run(['tc', 'qdisc', 'show', 'dev', 'eth1'], capture_output=True, text=True).stdout
+finally:
+    sweep('eth1', PORT)
+print(json.dumps(out))
+"""
+
+
+def test_every_impairment_is_netems_own_and_a_change_turns_the_others_off(film):
+    """netem on a real kernel takes every parameter (tc shows them) and the probe reports what it
+    holds; a change in place to a plain delay leaves no corruption, rate or reorder behind (netem_change
+    keeps an attribute a request leaves out: the probe sends them at zero)."""
+    venv = f"{HOME}/hosts/thinkpad/venv/bin/python"
+    r = ssh("thinkpad", f"{venv} -c {shlex.quote(IMPAIR.replace('PORT', str(PORT)))}")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["backend"] == "netem"
+    got = out["all"]
+    assert (got["delay_ms"], got["jitter_ms"], got["rate_kbit"], got["gap"]) == (200, 50, 2000, 1), got
+    for key, pct in (("loss_pct", 5), ("duplicate_pct", 1), ("reorder_pct", 25), ("corrupt_pct", 0.5)):
+        assert abs(got[key] - pct) < 1e-3, (key, got)
+    tc = out["tc_all"]
+    assert re.search(r"netem 20: parent 1:2 limit \d+ delay 200ms\s+50ms", tc), tc
+    for words in ("loss 5%", "duplicate 1%", "reorder 25%", "corrupt 0.5%", "rate 2Mbit"):
+        assert words in tc, (words, tc)
+    plain = out["plain"]
+    assert plain["delay_ms"] == 100 and not any(plain[k] for k in ("jitter_ms", "loss_pct", "duplicate_pct",
+                                                                    "reorder_pct", "corrupt_pct", "rate_kbit"))
+    assert not any(w in out["tc_plain"] for w in ("corrupt", "rate", "reorder", "loss", "duplicate")), out["tc_plain"]
+
+
 def test_doctor_reports_both_vms_ready_for_netem(vms):
     """``tcplab doctor`` against the VMs' inventory: both can run the lab on netem, and it reads the
     6.1 kernel's own tracepoint formats (tcp_retransmit_skb has no ``err`` field there)."""
