@@ -291,9 +291,16 @@ def _delete_root(ipr: IPRoute, index: int) -> bool:
 
 
 def _new_netem(ipr: IPRoute, index: int, imp: Impairment, flags: int) -> None:
-    """RTM_NEWQDISC with :func:`netem_message`: ``flags`` CREATE|EXCL adds, 0 changes in place."""
-    tuple(ipr.nlm_request(netem_message(index, imp), msg_type=RTM_NEWQDISC,
-                          msg_flags=NLM_F_REQUEST | NLM_F_ACK | flags))
+    """RTM_NEWQDISC with :func:`netem_message`: ``flags`` CREATE|EXCL adds, 0 changes in place.
+
+    Sent through the socket's asyncore (the coroutine API every sync IPRoute call runs on): pyroute2
+    0.9's sync ``IPRoute.nlm_request`` reads a status key only its asyncore has (KeyError
+    'nlm_generator'), which make test-vagrant found on the VMs' netem."""
+    async def send() -> list:
+        answers = await ipr.asyncore.nlm_request(netem_message(index, imp), msg_type=RTM_NEWQDISC,
+                                                 msg_flags=NLM_F_REQUEST | NLM_F_ACK | flags)
+        return [m async for m in answers]  # the ACK, or the kernel's error raised as NetlinkError
+    ipr.asyncore.event_loop.run_until_complete(send())
 
 
 def _ipr() -> IPRoute:
