@@ -185,6 +185,8 @@ class Step:
             return "reads again" if self.reading else "stops reading"
         if self.action == "keepalive" and self.keepalive:
             return "idle {} s, interval {} s, {} probes".format(*self.keepalive)
+        if self.action in ("listen", "connect") and self.count > 1:
+            return f"{self.count} connections, the probe's own application"
         if self.action == "send" and self.bytes:
             return f"{self.bytes} bytes"
         return None

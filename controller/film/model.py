@@ -84,7 +84,7 @@ _BY_CALL = {
 # transitions only the application's call makes (no segment, no timer)
 _ONLY_BY_CALL = {("ESTABLISHED", "FIN_WAIT1"), ("CLOSE_WAIT", "LAST_ACK"), ("SYN_RECEIVED", "FIN_WAIT1"),
                  ("LISTEN", "CLOSED")}
-CALL_WORDS = {"listen": "the application listens (nc -l)", "connect": "the application connects (nc)",
+CALL_WORDS = {"listen": "the application listens (nc -l)", "connect": "the application connects (nc)",  # one connection
               "close": "the application closes its socket", "abort": "the application aborts (RST)",
               "shutdown": "the application shuts its sending side (a half-close: it still reads)"}
 TIME_WAIT_S = 60.0
@@ -148,9 +148,10 @@ class Transition:
     rfc: str | None = None      # the RFC figure's label of this transition, None when it is not in the figure
 
     def as_dict(self) -> dict:
+        from controller import rfc9293  # it reads this module's figure
         return {"host": self.host, "t": self.t, "from": self.frm, "to": self.to, "record": self.record,
                 "cause": self.cause, "because": self.because, "packet": self.packet, "step": self.step,
-                "rfc": self.rfc}
+                "rfc": self.rfc, "rule": None if self.rfc else rfc9293.TEXT.get((self.frm, self.to))}
 
 
 @dataclass
@@ -222,7 +223,7 @@ def _cause(ix: TraceIndex, i: int, frm: str, to: str, numbers: dict[int, int],
     if calls:  # the call of the host's latest step, if that step made it
         step = _latest_step(ix, i, host)
         if step is not None and step["action"] in calls:
-            return "call", f"step {step['index']}: {CALL_WORDS[step['action']]}", None, step["index"]
+            return "call", f"step {step['index']}: {call_words(step)}", None, step["index"]
         if (frm, to) in _ONLY_BY_CALL:  # nothing else makes it: the application did, unasked
             return "call", "the application closed its socket on its own (no scenario step asked it to)", \
                 None, None
@@ -244,8 +245,17 @@ def _cause(ix: TraceIndex, i: int, frm: str, to: str, numbers: dict[int, int],
         step = _latest_step(ix, i, host)
         if step is not None and (step["action"] == "abort"
                                  or (step["action"] == "close" and frm in ("LISTEN", "SYN_SENT", "SYN_RECEIVED"))):
-            return "call", f"step {step['index']}: {CALL_WORDS[step['action']]}", None, step["index"]
+            return "call", f"step {step['index']}: {call_words(step)}", None, step["index"]
     return "unknown", "not seen in the trace", None, None
+
+
+def call_words(step: dict) -> str:
+    """What a step's call is, in words: nc's, or for many connections the probe's own application's
+    (its record's ``detail``)."""
+    words = CALL_WORDS[step["action"]]
+    if step["action"] in ("listen", "connect") and step.get("detail"):
+        words = words.rsplit(" (", 1)[0] + f" ({step['detail']})"
+    return words
 
 
 def _transitions(ix: TraceIndex, hosts: list[str], numbers: dict[int, int]) -> list[Transition]:

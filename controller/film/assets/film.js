@@ -156,7 +156,8 @@
       line.appendChild(who);
       line.appendChild(document.createTextNode(
         `: ${tr.from} → ${tr.to} at ${fmt(tr.t)} s, because ${tr.because}` +
-        (tr.packet ? ` [#${tr.packet}]` : "") + (tr.rfc ? ` (RFC: ${tr.rfc})` : " (not an edge of RFC 9293's diagram)")));
+        (tr.packet ? ` [#${tr.packet}]` : "") + (tr.rfc ? ` (RFC: ${tr.rfc})` : " (not an edge of RFC 9293's diagram" +
+          (tr.rule ? `; its text: ${tr.rule})` : ")"))));
       if (line.classList.contains("now")) line.style.fontWeight = "bold";
       cause.appendChild(line);
     }
