@@ -183,15 +183,18 @@ class Cleanup:
             task.add_done_callback(self._tasks.discard)
 
     async def clean(self, host: str) -> None:
+        refused = False
         try:
             for action, args in (("abort", dict(abort.END)), ("shape", {"clear": True}),
-                                 ("sysctl", dict(sysctl.RESTORE))):
+                                 ("sysctl", dict(sysctl.RESTORE))):  # each tried, whatever the one before did
                 result = await self.bus.command(host, action, args, CLEANUP_TIMEOUT_S)
                 if not result.get("ok"):
                     log.error("leftover_cleanup_refused", probe=host, action=action, error=result.get("error"))
-                    return
+                    refused = True
         except (TimeoutError, ConnectionError) as e:
             log.error("leftover_cleanup_failed", probe=host, error=str(e))
+            return
+        if refused:  # still owed: tried again when it is reached again
             return
         self.owed.discard(host)
         log.info("leftover_cleanup_done", probe=host)

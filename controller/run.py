@@ -251,11 +251,11 @@ class Run:
                     first.setdefault((r["local"], r["remote"]), r["t"])
             return sorted(first.values())
         if e.packet is not None:
-            return [r["t"] for r in self.packets_since(e.host, since, e.packet.dir) if e.packet.matches(r)]
+            return sorted(r["t"] for r in self.packets_since(e.host, since, e.packet.dir) if e.packet.matches(r))
         if e.kernel is not None:
-            return [r["t"] for r in self.kernel_since(e.host, since) if r["event"] == e.kernel]
-        return [r["t"] for r in self._seen.get((Kind.CONSOLE, e.host), ())
-                if r["t"] >= since and r.get("stream") == Stream.STDOUT and r["text"].strip() == e.text]
+            return sorted(r["t"] for r in self.kernel_since(e.host, since) if r["event"] == e.kernel)
+        return sorted(r["t"] for r in self._seen.get((Kind.CONSOLE, e.host), ())
+                      if r["t"] >= since and r.get("stream") == Stream.STDOUT and r["text"].strip() == e.text)
 
     def tolerance(self, e: Expectation) -> float:
         """How far from its ``at`` an expectation's time may be: its own, or packetdrill's rule, the larger

@@ -216,6 +216,10 @@ class Scenario:
         binds it to: ``roles``, and for a role it does not bind, :data:`DEFAULT_ROLES`. A name that
         is one of the lab's ``hosts`` is a host, never a role."""
         table = {r: h for r, h in {**DEFAULT_ROLES, **(roles or {})}.items() if r not in hosts}
+        taken = [r for r in table if r in self.hosts]
+        if len({table[r] for r in taken}) < len(taken):
+            raise ScenarioError(f"scenario {self.name}: its roles {' and '.join(taken)} would all be "
+                                f"{table[taken[0]]}: the lab's roles give one host two of them")
 
         def h(name: str) -> str:
             return table.get(name, name)

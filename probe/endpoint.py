@@ -122,9 +122,7 @@ class Endpoint:
         one shorter); one console record says what was typed."""
         if not self.running or self._proc is None or self._proc.stdin is None:
             raise EndpointError("nc is not running")
-        full, rest = divmod(count, line)
-        data = (b"x" * (line - 1) + b"\n") * full + (b"x" * (rest - 1) + b"\n" if rest else b"")
-        self._proc.stdin.write(data)
+        self._proc.stdin.write(bulk(count, line))
         self.on_console(bulk_words(count, line), "stdin")
         try:
             await self._proc.stdin.drain()
@@ -265,6 +263,12 @@ class Endpoint:
         with contextlib.suppress(FileNotFoundError, ValueError, IndexError):
             if int(path.read_text().split()[0]) == pid:
                 path.unlink()
+
+
+def bulk(count: int, line: int) -> bytes:
+    """``count`` bytes as lines of ``x`` of ``line`` bytes with their newline (the last one shorter)."""
+    full, rest = divmod(count, line)
+    return (b"x" * (line - 1) + b"\n") * full + (b"x" * (rest - 1) + b"\n" if rest else b"")
 
 
 def bulk_words(count: int, line: int) -> str:

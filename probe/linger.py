@@ -63,7 +63,11 @@ def each_tcp_socket(pid: int, act: Callable[[socket.socket], bool]) -> int:
                 if e.errno == errno.EBADF:  # closed meanwhile
                     continue
                 raise
-            sock = socket.socket(fileno=mine)
+            try:
+                sock = socket.socket(fileno=mine)
+            except OSError:  # the number now holds something else
+                os.close(mine)
+                continue
             try:
                 if sock.type == socket.SOCK_STREAM and sock.family in (socket.AF_INET, socket.AF_INET6):
                     done += bool(act(sock))
@@ -80,10 +84,14 @@ def _linger_zero(sock: socket.socket) -> bool:
 
 
 def _shut_write(sock: socket.socket) -> bool:
+    """Half-close a connected socket; False for a listener or a connect still under way (on those
+    Linux's shutdown would not send a FIN: a SYN_SENT one is disconnected)."""
+    if not _connected(sock):
+        return False
     try:
         sock.shutdown(socket.SHUT_WR)
     except OSError as e:
-        if e.errno == errno.ENOTCONN:  # a listener (nc -l keeps it open while it serves)
+        if e.errno == errno.ENOTCONN:
             return False
         raise
     return True

@@ -37,7 +37,7 @@ from typing import Callable
 import structlog
 
 from probe import labnet, linger
-from probe.endpoint import bulk_words
+from probe.endpoint import bulk, bulk_words
 from probe.linger import LINGER_ZERO
 from tcplab.actions.listen import MAX_CONNECTIONS
 from tcplab.errors import TcplabError
@@ -77,6 +77,7 @@ class SocketApp:
         self._acceptor: asyncio.Task | None = None
         self._connecting: list[asyncio.Task] = []
         self.conns: list[Conn] = []
+        self._sending: set[asyncio.Task] = set()  # send_bytes' writes still under way
         self.reading = asyncio.Event()  # cleared: a slow reader, nothing is read (read off)
         self.reading.set()
         self.failed = 0   # connects that did not succeed (this application's)
@@ -143,10 +144,19 @@ class SocketApp:
         (self.reading.set if on else self.reading.clear)()
 
     async def send_bytes(self, count: int, line: int = 1000) -> int:
-        """``count`` bytes, as lines of ``x``, on every open connection (as Endpoint.send_bytes)."""
-        full, rest = divmod(count, line)
-        text = "\n".join(["x" * (line - 1)] * full + (["x" * (rest - 1)] if rest else []))
-        return await self.send(text, typed=bulk_words(count, line))
+        """``count`` bytes, as lines of ``x``, on every open connection (as Endpoint.send_bytes), handed
+        to the kernel in the background: a peer that does not read must not hold the probe's commands."""
+        open_ = [c for c in self.conns if c.sock.fileno() != -1]
+        if not open_:
+            raise AppError("the probe's application has no open connection")
+        data, loop = bulk(count, line), asyncio.get_running_loop()
+        for c in open_:
+            task = loop.create_task(loop.sock_sendall(c.sock, data))
+            task.add_done_callback(_logged)
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        self.on_console(bulk_words(count, line), "stdin")
+        return len(open_)
 
     async def keepalive(self, idle_s: int, interval_s: int, probes: int) -> int:
         """TCP keepalive on every open connection; how many."""
@@ -254,6 +264,8 @@ class SocketApp:
 
     async def _end(self, drain: bool, reset: bool = False) -> None:
         self.reading.set()  # the next application reads again
+        for task in list(self._sending):
+            task.cancel()
         tasks = [t for t in (self._acceptor, *self._connecting) if t is not None]
         for t in tasks:
             t.cancel()
@@ -285,3 +297,8 @@ class SocketApp:
                     return
                 for line in data.rstrip(b"\n").split(b"\n"):
                     self._print(conn, line)
+
+
+def _logged(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("app_send_bytes_failed", error=repr(task.exception()))

@@ -20,7 +20,7 @@ from pathlib import Path
 import structlog
 
 from tcplab.files import atomic_write
-from tcplab.tcpknobs import TRIPLES, SysctlError, check
+from tcplab.tcpknobs import ALLOWED, SysctlError, check
 
 log = structlog.get_logger(__name__)
 
@@ -76,13 +76,20 @@ class Sysctls:
 
     def restore(self) -> dict[str, dict]:
         """Every saved knob back to its value before the run; what was restored (as :meth:`set` says)."""
-        out = {}
-        for name, numbers in list(self.saved.items()):
-            now = read(name)
-            write(name, numbers)
-            out[name] = {"was": list(now), "now": list(read(name))}
+        out, failed = {}, None
+        for name, numbers in list(self.saved.items()):  # each on its own: one that fails does not keep the others
+            try:
+                now = read(name)
+                write(name, numbers)
+                out[name] = {"was": list(now), "now": list(read(name))}
+            except SysctlError as e:
+                log.error("sysctl_not_restored", name=name, error=str(e))
+                failed = failed or e
+                continue
             del self.saved[name]
             self._persist()
+        if failed is not None and not out:
+            raise failed
         if out:
             log.info("sysctls_restored", restored=out)
         return out
@@ -106,10 +113,15 @@ def sweep(home: Path) -> list[str]:
         return [f"an unreadable {SAVED} (removed)"]
     done = []
     for name, numbers in saved.items() if isinstance(saved, dict) else ():
+        # the host's own value, whatever it was (no range check), but only a knob a run may change
+        if name not in ALLOWED or not isinstance(numbers, list) or not numbers \
+                or not all(type(n) is int and 0 <= n < 2**31 for n in numbers):
+            log.error("sysctl_not_restored", name=name, error="not a saved knob")
+            continue
         try:
-            write(name, check(name, numbers if name in TRIPLES else (numbers[0] if numbers else None)))
+            write(name, tuple(numbers))
             done.append(f"net.ipv4.{name} back to {' '.join(map(str, numbers))}")
-        except (SysctlError, TypeError, IndexError) as e:
+        except SysctlError as e:
             log.error("sysctl_not_restored", name=name, error=str(e))
     path.unlink(missing_ok=True)
     return done

@@ -18,6 +18,7 @@ The parameters are netem's (tc-netem(8)), and both backends give them netem's me
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, fields
 
@@ -127,6 +128,8 @@ def rate_kbit(value: object) -> int:
     if isinstance(value, bool):
         raise ValueError(f"got {value!r}")
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"got {value!r}")
         kbit = float(value)
     else:
         m = RATE_RE.match(str(value))

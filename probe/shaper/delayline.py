@@ -28,6 +28,7 @@ before closing.
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import heapq
 import random
@@ -135,8 +136,11 @@ class DelayLine:
     def set(self, imp: Impairment | int, loss_pct: float = 0) -> None:
         imp = imp if isinstance(imp, Impairment) else Impairment(imp, loss_pct=loss_pct)
         with self._cond:
+            try:  # the copy mode first: an impairment that needs the bytes never runs without them
+                self._set_mode(imp)
+            except (OSError, fnfqueue.BufferOverflowException) as e:
+                raise ShaperError(f"nfqueue: cannot set the copy mode of queue {self.queue_num}: {e}") from e
             self._imp = imp
-            self._set_mode()
             self._tail = 0.0
             held = sorted(self._held, key=lambda h: (h.arrival, h.seq))
             for h in held:
@@ -164,9 +168,10 @@ class DelayLine:
             self._raw = None
         log.info("delayline_stopped", queue_num=self.queue_num, **dict(self.counts))
 
-    def _set_mode(self) -> None:
+    def _set_mode(self, imp: Impairment | None = None) -> None:
         if self._queue is not None:
-            self._queue.set_mode(0xFFFF, fnfqueue.COPY_PACKET if needs_bytes(self._imp) else fnfqueue.COPY_META)
+            wanted = needs_bytes(imp or self._imp)
+            self._queue.set_mode(0xFFFF, fnfqueue.COPY_PACKET if wanted else fnfqueue.COPY_META)
 
     def _due(self, arrival: float, draw: Optional[float], size: int) -> float:
         """When a packet that arrived at ``arrival`` leaves (under the lock: it moves the rate's tail)."""
@@ -209,7 +214,10 @@ class DelayLine:
             pass
         imp, rng = self._imp, self._rng
         self.counts["queued"] += 1
-        if imp.loss_pct and rng.random() * 100.0 < imp.loss_pct:
+        # netem_enqueue's order: a duplicate is decided first, and a loss takes one copy away
+        copies = 1 + bool(imp.duplicate_pct and rng.random() * 100.0 < imp.duplicate_pct) \
+            - bool(imp.loss_pct and rng.random() * 100.0 < imp.loss_pct)
+        if copies == 0:
             packet.drop()
             self.counts["dropped"] += 1
             return
@@ -219,7 +227,7 @@ class DelayLine:
                 data = packet.payload
             except fnfqueue.NoSuchAttributeException:  # queued before the mode changed
                 data = None
-        if data is not None and imp.duplicate_pct and rng.random() * 100.0 < imp.duplicate_pct:
+        if data is not None and copies == 2:
             self.counts["duplicated"] += 1
             if not (imp.loss_pct and rng.random() * 100.0 < imp.loss_pct):  # netem: the copy is enqueued anew
                 self._hold(now, bytes(data), len(data))
@@ -235,22 +243,32 @@ class DelayLine:
         while True:
             try:
                 for packet in conn:
-                    self._arrive(packet)
+                    try:
+                        self._arrive(packet)
+                    except Exception as e:  # one packet's trouble is not the line's: let it pass
+                        self.counts["arrival_errors"] += 1
+                        log.warning("delayline_arrival_failed", queue_num=self.queue_num, error=repr(e))
+                        self._verdict(packet)
                 return
             except fnfqueue.BufferOverflowException:
                 self.counts["overflows"] += 1
                 log.warning("delayline_overflow", queue_num=self.queue_num)
                 conn.reset()
-            except (OSError, fnfqueue.PacketInvalidException) as e:
-                log.error("delayline_reader_failed", queue_num=self.queue_num, error=str(e))
+            except Exception as e:  # the reader is gone: close the queue, so --queue-bypass lets the port through
+                log.error("delayline_reader_failed", queue_num=self.queue_num, error=repr(e))
+                if not self._stopping:
+                    self.counts["reader_failed"] += 1
+                    with contextlib.suppress(Exception):
+                        conn.close()
                 return
 
     def _release(self) -> None:
         while True:
+            final = False
             with self._cond:
                 while True:
-                    if self._stopping:
-                        due, self._held = sorted(self._held), []
+                    if self._stopping:  # decided under the lock: what is held now is the last of it
+                        due, self._held, final = sorted(self._held), [], True
                         break
                     if self._held:
                         late = time.monotonic() - self._held[0].due
@@ -262,7 +280,7 @@ class DelayLine:
                         self._cond.wait()
             for h in due:
                 self._verdict(h.packet, h.mangled)
-            if self._stopping:
+            if final:
                 return
 
     def _pop_due(self) -> list[Held]:

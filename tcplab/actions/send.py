@@ -1,6 +1,7 @@
 """send: one line of text into the probe's nc (its stdin), which the peer's nc prints; or ``bytes``:
 that many bytes at once, as lines of ``x`` (1,000 bytes each with its newline), enough to fill a
-window (the zero-window film)."""
+window (the zero-window film). At most 64 KiB, so that the probe hands them over at once even when
+the peer has stopped reading."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from tcplab.actions.action import Action, ActionError, Arg, ProbeHost, Step, Ste
 from tcplab.wire import ProtocolError
 
 MAX_TEXT = 4096
-MAX_BYTES = 16 << 20
+MAX_BYTES = 65536  # what nc's stdin pipe holds: the command never waits for a peer that does not read
 
 
 def one_line(text: object) -> bool:

@@ -20,6 +20,7 @@ the delay line's own.
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 from tcplab.actions.action import Action, ActionError, Arg, ProbeHost, Step, StepContext
@@ -57,7 +58,7 @@ def step_params(raw: Mapping) -> dict:
         try:
             if key == "rate":
                 value = rate_kbit(value)
-            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"got {value!r}")
             value = value * scale
             if whole:
