@@ -31,6 +31,7 @@ import structlog
 
 from controller.captures import Captures
 from controller.clock import ClockEstimate, causal_shift, write_exchanges
+from controller.film.words import shortened
 from controller.scenario import TOLERANCE_REL, TOLERANCE_S, Expectation, Step
 from controller.trace.index import TraceIndex
 from controller.trace.pcap import PcapFiles
@@ -305,7 +306,7 @@ class Run:
                       if r["t"] >= since and r.get("stream") == Stream.STDOUT]
             counted = [r["text"].strip() == e.text for r in looked]
             observed = f"{sum(counted)} of {e.count} lines printed"
-            lines = [f"t={r['t']:.3f} s prints {r['text'].strip()[:200]!r}" for r in looked]
+            lines = [f"t={r['t']:.3f} s prints {shortened(r['text'].strip())!r}" for r in looked]
         if e.at is not None:
             hits = self.hits(e, since)
             when = (f"the {_nth(e.count)} at {hits[e.count - 1] - since:.3f} s" if len(hits) >= e.count
@@ -328,7 +329,7 @@ class Run:
         lines = self.printed_since(host, since)
         parts = [f"states {', '.join(states)}" if states else "no connection state change"]
         if lines:
-            last = ", ".join(repr(x[:200]) for x in lines[-3:])
+            last = ", ".join(repr(shortened(x)) for x in lines[-3:])
             parts.append(f"printed {last}" if len(lines) <= 3 else f"printed {len(lines)} lines, the last {last}")
         return f"{host}: " + "; ".join(parts)
 

@@ -51,7 +51,7 @@ def paths(run_dir: Path) -> dict[str, list[str]]:
 
 def test_the_library_has_the_stories(library_runs):
     assert {"abort", "client-closes-first", "connection-refused", "simultaneous-close", "half-close",
-            "syn-lost", "syn-timeout", "keepalive", "zero-window"} <= set(LIBRARY)
+            "syn-lost", "syn-timeout", "keepalive", "zero-window", "data-loss"} <= set(LIBRARY)
 
 
 @pytest.mark.parametrize("name", LIBRARY)
@@ -191,6 +191,25 @@ def test_zero_window_closes_is_probed_and_opens_when_the_reader_reads(library_ru
     assert knob["host"] == "thinkpad" and knob["values"]["tcp_rmem"]["now"] == [4096, 4096, 4096]
     story = (run_dir / "story.md").read_text()
     assert "stops reading" in story and "Its window is zero" in story and "window update" in story
+
+
+def test_data_loss_is_repaired_by_a_fast_retransmission(library_runs):
+    _, run_dir = library_runs["data-loss"]
+    recs = load(run_dir / "trace.jsonl")
+    out = [r for r in recs if r["kind"] == "packet" and r["dir"] == "out"]
+    data = [r for r in out if r["host"] == "raspberrypi" and r["len"] > 0]
+    # the second segment never left the first time: it leaves after the three that followed it
+    assert [r["seq"] for r in data] == [1, 2897, 4345, 5793, 1449] and data[1]["analysis"] == [
+        "previous_segment_not_captured"]
+    dups = [r for r in out if r["host"] == "thinkpad" and "duplicate_ack" in r["analysis"]]
+    assert len(dups) == 3 and {r["ack"] for r in dups} == {1449}
+    again = next(r for r in recs if r["kind"] == "kernel" and r["event"] == "retransmit_skb")
+    # retransmitted once the first duplicate ACK came back (RACK), long before the timer would run out
+    assert again["t"] - dups[0]["t"] < 0.05 and data[-1]["t"] - data[1]["t"] < 1.0
+    assert "retransmission" in data[-1]["analysis"]
+    assert max(r["ack"] for r in out if r["host"] == "thinkpad") >= 7241  # every byte acknowledged
+    printed = [r["text"] for r in recs if r["kind"] == "console" and r["host"] == "thinkpad" and r["stream"] == "stdout"]
+    assert sum(len(t) + 1 for t in printed) == 1448 * 5 and set("".join(printed)) == {"x"}  # all of it, in order
 
 
 @pytest.mark.parametrize("name", ["connection-refused", "simultaneous-close", "abort", "half-close"])
