@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from controller import rfc9293
 from controller.film.model import RFC_TRANSITIONS
 from controller.trace import load
 
@@ -158,7 +159,9 @@ def step_through(browser, run_dir: Path, records: list[dict], moments: list[int]
                 else:
                     assert taken == [], (where, v["taken"])
                     assert f"{host} ({roles[host]}): {came_from} → {state}" in v["cause"] and \
-                        "(not an edge of RFC 9293's diagram)" in v["cause"], where
+                        "(not an edge of RFC 9293's diagram" in v["cause"], where
+                    if rfc9293.TEXT.get((came_from, state)):  # and where the RFC's text allows it
+                        assert f"its text: {rfc9293.TEXT[(came_from, state)]})" in v["cause"], where
                 assert f"{host} ({roles[host]}): {came_from} → {state}" in v["cause"], where
 
         # the packet list: every packet up to now, the newest one highlighted
