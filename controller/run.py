@@ -238,10 +238,6 @@ class Run:
     def kernel_since(self, host: str, since: float) -> list[dict]:
         return [r for r in self._seen.get((Kind.KERNEL, host), ()) if r["t"] >= since]
 
-    def _reached(self, e: Expectation, since: float) -> set:
-        return {(r["local"], r["remote"]) for r in self.states_since(e.host, since, e.state == "LISTEN")
-                if r["to"] == e.state}
-
     def hits(self, e: Expectation, since: float) -> list[float]:
         """The times of what ``e`` counts, in order: each connection's first arrival in the state, each
         matching segment, kernel event or printed line."""
@@ -285,7 +281,7 @@ class Run:
         if e.state is not None:
             looked = self.states_since(e.host, since, e.state == "LISTEN")
             counted = [r["to"] == e.state for r in looked]
-            observed = f"{len(self._reached(e, since))} of {e.count} reached {e.state}"
+            observed = f"{len(self.hits(e, since))} of {e.count} reached {e.state}"
             lines = [f"t={r['t']:.3f} s {r['local']} {r['remote']} {r['from']} -> {r['to']}" for r in looked]
         elif e.packet is not None:
             looked = self.packets_since(e.host, since, e.packet.dir)

@@ -147,10 +147,10 @@ class Sequencer:
                 hosts = list(dict.fromkeys(e.host for e in unmet))
                 missed = [e for e in unmet if self.run.verdict(e, since) is False]
                 waiting = [e for e in unmet if e not in missed]
-                what = ([f"{e} came at {self.run.hits(e, since)[e.count - 1] - since:.3f} s" for e in missed]
-                        + ([f"after {timeout:g} s still waiting for {', '.join(str(e) for e in waiting)}"]
-                           if waiting and not missed else
-                           [f"still waiting for {', '.join(str(e) for e in waiting)}"] if waiting else []))
+                what = [f"{e} came at {self.run.hits(e, since)[e.count - 1] - since:.3f} s" for e in missed]
+                if waiting:  # the timeout ran out only when no time was missed first
+                    what.append(("" if missed else f"after {timeout:g} s ")
+                                + f"still waiting for {', '.join(str(e) for e in waiting)}")
                 raise StepFailed(f"step {step.index} ({step.action} on {step.target}): {'; '.join(what)}; observed "
                                  + " | ".join(self.run.observed(h, since) for h in hosts))
         except StepFailed as e:

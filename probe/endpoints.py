@@ -43,25 +43,26 @@ class Endpoints:
         self._check_idle()
         await (self.nc.connect(ip, port, lab=lab) if count == 1 else self.app.connect(ip, port, count, lab=lab))
 
+    @property
+    def _running(self) -> Endpoint | SocketApp:
+        """Whichever application runs (nc when none does: its calls say that nothing runs)."""
+        return self.app if self.app.running else self.nc
+
     async def send(self, text: str) -> None:
-        if self.app.running:
-            await self.app.send(text)
-        else:
-            await self.nc.send(text)
+        await self._running.send(text)
 
     async def shutdown(self) -> int:
         """Half-close the application's connections; how many."""
-        return await (self.app.shutdown() if self.app.running else self.nc.shutdown())
+        return await self._running.shutdown()
 
     async def read(self, on: bool) -> None:
-        await (self.app.read(on) if self.app.running else self.nc.read(on))
+        await self._running.read(on)
 
     async def send_bytes(self, count: int) -> None:
-        await (self.app.send_bytes(count) if self.app.running else self.nc.send_bytes(count))
+        await self._running.send_bytes(count)
 
     async def keepalive(self, idle_s: int, interval_s: int, probes: int) -> int:
-        app = self.app if self.app.running else self.nc
-        return await app.keepalive(idle_s, interval_s, probes)
+        return await self._running.keepalive(idle_s, interval_s, probes)
 
     async def close(self) -> None:
         await self.app.close()
