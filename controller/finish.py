@@ -46,7 +46,7 @@ def finish_run(run: Run, scn: Scenario, seq: Sequencer, ok: bool, started_unix: 
     run.close()
     status = status or (RunStatus.OK if ok else RunStatus.FAILED)
     info = {"run_id": run.id, "ok": ok, "status": RunStatus(status).value, "error": seq.error,
-            "failed_step": seq.failed_step, "unmet": seq.unmet, "scenario": scn.to_dict(), "delay_s": scn.delay, "port": seq.port,
+            "failed_step": seq.failed_step, "unmet": seq.unmet, "connections": run.pairs, "scenario": scn.to_dict(), "delay_s": scn.delay, "port": seq.port,
             "started_unix": started_unix, "duration_s": round(time.time() - started_unix, 3),
             "hosts": {h: {"lab_ip": lab_ips.get(h), "shaper_backend": run.backends.get(h),
                           "shaper_counters": run.shaper_counters.get(h),

@@ -26,6 +26,7 @@ import asyncio
 import re
 import time
 from pathlib import Path
+from typing import Callable
 
 import structlog
 
@@ -107,6 +108,7 @@ class Run:
         self._seen: dict[tuple[str, str], list[dict]] = {}  # (kind, host) -> records, for the expectations
         self.clock_bound: dict[str, int] = {}  # host -> its clock estimate's uncertainty (ns), the latest
         self.jitter_s = 0.0  # the scenario's largest jitter (the sequencer's): a time's tolerance grows by it
+        self.pairs: dict[str, dict[str, tuple[str, str]]] = {}  # a named connection -> host -> (local, remote)
 
     def t(self, controller_ns: int) -> float:
         return round((controller_ns - self.start_ns) / 1e9, 9)
@@ -220,6 +222,27 @@ class Run:
         if self.silences.get(host):
             self.silences[host][-1]["back_t"] = self.now()
 
+    # --- named connections ------------------------------------------------------------------------
+    def note_pair(self, name: str, host: str, peer: str, local: str, remote: str) -> None:
+        """Connection ``name``, which ``host`` opened to ``peer``, is ``local`` -> ``remote`` (its connect's result)."""
+        self.pairs[name] = {host: (local, remote), peer: (remote, local)}
+
+    def pair(self, name: str, host: str) -> tuple[str, str] | None:
+        """Connection ``name`` as ``host`` sees it: (local, remote), once its connect reported it."""
+        return self.pairs.get(name, {}).get(host)
+
+    def _of(self, e: Expectation) -> Callable[[dict], bool]:
+        """Whether a record of ``e``'s host is of ``e``'s connection (every one, when it names none):
+        a state, kernel or console record by its local and remote address, a segment by its source
+        and destination."""
+        if e.conn is None:
+            return lambda r: True
+        pair = self.pair(e.conn, e.host)
+        if pair is None:
+            return lambda r: False
+        both = {pair, pair[::-1]}
+        return lambda r: (r.get("local"), r.get("remote")) == pair or (r.get("src"), r.get("dst")) in both
+
     # --- what has been seen --------------------------------------------------------------------
     def states_since(self, host: str, since: float, listener: bool | None = None) -> list[dict]:
         return [r for r in self._seen.get((Kind.STATE, host), ()) if r["t"] >= since
@@ -240,19 +263,20 @@ class Run:
 
     def hits(self, e: Expectation, since: float) -> list[float]:
         """The times of what ``e`` counts, in order: each connection's first arrival in the state, each
-        matching segment, kernel event or printed line."""
+        matching segment, kernel event or printed line (of its connection, when it names one)."""
+        of = self._of(e)
         if e.state is not None:
             first: dict = {}
             for r in self.states_since(e.host, since, e.state == "LISTEN"):
-                if r["to"] == e.state:
+                if r["to"] == e.state and of(r):
                     first.setdefault((r["local"], r["remote"]), r["t"])
             return sorted(first.values())
         if e.packet is not None:
-            return sorted(r["t"] for r in self.packets_since(e.host, since, e.packet.dir) if e.packet.matches(r))
+            return sorted(r["t"] for r in self.packets_since(e.host, since, e.packet.dir) if e.packet.matches(r) and of(r))
         if e.kernel is not None:
-            return sorted(r["t"] for r in self.kernel_since(e.host, since) if r["event"] == e.kernel)
-        return sorted(r["t"] for r in self._seen.get((Kind.CONSOLE, e.host), ())
-                      if r["t"] >= since and r.get("stream") == Stream.STDOUT and r["text"].strip() == e.text)
+            return sorted(r["t"] for r in self.kernel_since(e.host, since) if r["event"] == e.kernel and of(r))
+        return sorted(r["t"] for r in self._seen.get((Kind.CONSOLE, e.host), ()) if r["t"] >= since
+                      and r.get("stream") == Stream.STDOUT and r["text"].strip() == e.text and of(r))
 
     def tolerance(self, e: Expectation) -> float:
         """How far from its ``at`` an expectation's time may be: its own, or packetdrill's rule, the larger
@@ -277,14 +301,16 @@ class Run:
     def explain(self, e: Expectation, since: float, most: int = 10) -> dict:
         """An expectation against what was observed, for a failed step: ``expected``, ``observed``
         (how many of what it counts) and ``records``, the last ``most`` of those it looked at, in
-        words (time since the run's start; a ``*`` marks one that counted)."""
+        words (time since the run's start; a ``*`` marks one that counted). For an expectation on a
+        named connection, only that connection's records."""
+        of = self._of(e)
         if e.state is not None:
-            looked = self.states_since(e.host, since, e.state == "LISTEN")
+            looked = [r for r in self.states_since(e.host, since, e.state == "LISTEN") if of(r)]
             counted = [r["to"] == e.state for r in looked]
             observed = f"{len(self.hits(e, since))} of {e.count} reached {e.state}"
             lines = [f"t={r['t']:.3f} s {r['local']} {r['remote']} {r['from']} -> {r['to']}" for r in looked]
         elif e.packet is not None:
-            looked = self.packets_since(e.host, since, e.packet.dir)
+            looked = [r for r in self.packets_since(e.host, since, e.packet.dir) if of(r)]
             counted = [e.packet.matches(r) for r in looked]
             verb = "sent" if e.packet.dir == "out" else "received"
             observed = f"{sum(counted)} of {e.count} among {len(looked)} segments {verb}"
@@ -292,14 +318,14 @@ class Run:
                      f"seq={r.get('seq')} len={r.get('len')}"
                      + (f" ({', '.join(r['analysis'])})" if r.get("analysis") else "") for r in looked]
         elif e.kernel is not None:
-            looked = self.kernel_since(e.host, since)
+            looked = [r for r in self.kernel_since(e.host, since) if of(r)]
             counted = [r["event"] == e.kernel for r in looked]
             observed = f"{sum(counted)} of {e.count} among {len(looked)} kernel events"
             lines = [f"t={r['t']:.3f} s {r['event']} {r['local']} {r['remote']} in {r.get('state') or '?'}"
                      for r in looked]
         else:
             looked = [r for r in self._seen.get((Kind.CONSOLE, e.host), ())
-                      if r["t"] >= since and r.get("stream") == Stream.STDOUT]
+                      if r["t"] >= since and r.get("stream") == Stream.STDOUT and of(r)]
             counted = [r["text"].strip() == e.text for r in looked]
             observed = f"{sum(counted)} of {e.count} lines printed"
             lines = [f"t={r['t']:.3f} s prints {shortened(r['text'].strip())!r}" for r in looked]

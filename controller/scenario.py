@@ -32,6 +32,16 @@ read (a ``to`` on a send, a ``count`` on a close) is an error, not ignored.
 runs nc, as the seed does; more run the probe's own application (probe/sockapp.py), which serves
 them all at once and prints what each receives as nc would.
 
+``connection: NAME`` on a connect opens one connection and names it (tcplab.actions.conn); a host
+may open several, each with its own connect step. A later send, read, shutdown, keepalive, close or
+abort with ``connection: NAME`` acts on that connection alone, at either end (the connecting host's
+or the one it connected to); a close or an abort of one leaves the host's other connections and its
+listener as they are. Named connections run the probe's own application at both ends: a listen that
+a named connection connects to is marked so (``app``) and accepts every connection made to it. An
+expectation ending in `` on NAME`` counts only that connection's records (``server ESTABLISHED on
+b``, ``client sends RST on b``, ``server prints Hi on a``: for ``prints``, `` on NAME`` is the
+connection's only when NAME is one the scenario names).
+
 An expectation is ``HOST STATE`` (HOST's connection reaches STATE after the step began; LISTEN
 refers to the listening socket, every other state to a connection socket) or
 ``HOST prints TEXT`` (a line TEXT appears on HOST's console) or ``HOST sends SEGMENT`` /
@@ -84,6 +94,7 @@ MAX_DURATION_S = 3600.0
 # ``roles``, from the inventory's ``tcplab_role``), by default the seed's.
 DEFAULT_ROLES = {"server": "thinkpad", "client": "raspberrypi"}
 COUNT_RE = re.compile(r"^(?P<rest>.*\S)\s+x(?P<count>[0-9]{1,6})$")
+ON_RE = re.compile(r"^(?P<rest>.*\S)\s+on\s+(?P<conn>[A-Za-z0-9][A-Za-z0-9_.-]{0,62})$")  # `` on NAME``
 # `` at T`` or `` at T±TOL`` (also ``+-``): when, in seconds after the step began
 AT_RE = re.compile(r"^(?P<rest>.*\S)\s+at\s+(?P<at>[0-9]+(?:\.[0-9]+)?)(?:\s*(?:±|\+-)\s*(?P<tol>[0-9]+(?:\.[0-9]+)?))?$")
 # the default tolerance of a time, packetdrill's rule: the larger of an absolute and a relative bound
@@ -143,6 +154,7 @@ class Expectation:
     kernel: str | None = None  # a TCP tracepoint's event (controller.trace: retransmit_skb, send_reset, ...)
     at: float | None = None    # when the count-th one happens, in seconds after the step began
     tol: float | None = None   # how far from ``at`` it may be (None: the run's default, Run.tolerance)
+    conn: str | None = None    # only this named connection's records (tcplab.actions.conn)
 
     def __str__(self) -> str:
         if self.packet is not None:
@@ -151,6 +163,7 @@ class Expectation:
             what = f"{self.host} kernel {self.kernel}"
         else:
             what = f"{self.host} {self.state}" if self.state else f"{self.host} prints {self.text}"
+        what = what if self.conn is None else f"{what} on {self.conn}"
         what = what if self.count == 1 else f"{what} x{self.count}"
         if self.at is not None:
             what += f" at {self.at:g}" + (f"±{self.tol:g}" if self.tol is not None else "")
@@ -177,16 +190,26 @@ class Step:
     keepalive: tuple[int, int, int] | None = None  # keepalive: idle, interval (s) and probes
     bytes: int | None = None       # send: that many bytes (lines of x) instead of a text
     reading: bool | None = None    # read: go on reading (True) or stop (False)
+    connection: str | None = None  # connect: the name of the one it opens; others: the one they act on
+    app: bool = False              # listen/connect: the probe's own application, also for one (named ones)
 
     @property
     def detail(self) -> str | None:
         """What the step's record says of its arguments, where the action alone does not tell."""
+        parts = [self._what()] if self._what() else []
+        if self.connection is not None:
+            parts.append(f"connection {self.connection}" if self.action == "connect" else f"on connection {self.connection}")
+        if self.action in ("listen", "connect") and (self.app or self.count > 1):
+            parts.append("the probe's own application")
+        return ", ".join(parts) or None
+
+    def _what(self) -> str | None:
         if self.action == "read" and self.reading is not None:
             return "reads again" if self.reading else "stops reading"
         if self.action == "keepalive" and self.keepalive:
             return "idle {} s, interval {} s, {} probes".format(*self.keepalive)
         if self.action in ("listen", "connect") and self.count > 1:
-            return f"{self.count} connections, the probe's own application"
+            return f"{self.count} connections"
         if self.action == "send" and self.bytes:
             return f"{self.bytes} bytes"
         return None
@@ -242,7 +265,7 @@ def _step_dict(s: Step) -> dict:
         d["host"] = list(s.hosts)
     if s.count != 1:
         d["count"] = s.count
-    for key in ("to", "text", "timeout", "delay", "note", "duration", "bytes", "reading"):
+    for key in ("to", "text", "timeout", "delay", "note", "duration", "bytes", "reading", "connection"):
         if getattr(s, key) is not None:
             d[key] = getattr(s, key)
     shaping = dict(s.shaping)
@@ -319,7 +342,7 @@ def _hosts(value: object, where: str) -> tuple[str, ...]:
     return tuple(items)
 
 
-def _expectation(text: object, where: str) -> Expectation:
+def _expectation(text: object, where: str, names: frozenset[str] = frozenset()) -> Expectation:
     if not isinstance(text, str) or len(text.split()) < 2:
         raise ScenarioError(f"{where}: expectation must read 'HOST STATE', 'HOST prints TEXT' or "
                             f"'HOST sends|receives SEGMENT' (and ' xN' for N connections, lines or segments), "
@@ -333,16 +356,34 @@ def _expectation(text: object, where: str) -> Expectation:
         tol = float(m.group("tol")) if m.group("tol") else None
         if at > MAX_DURATION_S:
             raise ScenarioError(f"{where}: the time in expectation {text!r} is more than {MAX_DURATION_S:g} s")
-    e = _untimed(host, rest, text, where)
-    return e if at is None else Expectation(e.host, e.state, e.text, e.count, e.packet, e.kernel, at, tol)
+    e = _untimed(host, rest, text, where, names)
+    return e if at is None else replace(e, at=at, tol=tol)
 
 
-def _untimed(host: str, rest: str, text: str, where: str) -> Expectation:
-    count, m = 1, COUNT_RE.match(rest.strip())
-    if m:
-        rest, count = m.group("rest"), int(m.group("count"))
-        if count < 1:
-            raise ScenarioError(f"{where}: the count in expectation {text!r} must be at least 1")
+def _untimed(host: str, rest: str, text: str, where: str, names: frozenset[str]) -> Expectation:
+    count, conn = 1, None
+    for _ in range(2):  # `` xN`` and `` on NAME``, in either order
+        m, o = COUNT_RE.match(rest.strip()), ON_RE.match(rest.strip())
+        if m and count == 1:
+            rest, count = m.group("rest"), int(m.group("count"))
+            if count < 1:
+                raise ScenarioError(f"{where}: the count in expectation {text!r} must be at least 1")
+        elif o and conn is None and (o.group("conn") in names or not rest.startswith("prints ")):
+            rest, conn = o.group("rest"), o.group("conn")
+    e = _what(host, rest, text, where, count)
+    if conn is None:
+        return e
+    if conn not in names:
+        raise ScenarioError(f"{where}: expectation {text!r} names connection {conn!r}, which no connect names "
+                            f"({'the scenario names ' + ', '.join(sorted(names)) if names else 'a connect with connection: ' + conn + ' comes first'})")
+    if e.state == "LISTEN":
+        raise ScenarioError(f"{where}: expectation {text!r}: LISTEN is the listener's, not a connection's")
+    if e.state is not None and e.count != 1:
+        raise ScenarioError(f"{where}: expectation {text!r}: one connection reaches a state once (no ' xN' with 'on')")
+    return replace(e, conn=conn)
+
+
+def _what(host: str, rest: str, text: str, where: str, count: int) -> Expectation:
     if rest.startswith("prints "):
         return Expectation(host, text=rest[len("prints "):].strip(), count=count)
     verb = rest.split(None, 1)[0]
@@ -408,7 +449,7 @@ def _action_fields(raw: dict, on: tuple[str, ...], at, where: str) -> tuple[str,
     return act.step_fields
 
 
-def _step(index: int, raw: object, source: str, steps: object = None) -> Step:
+def _step(index: int, raw: object, source: str, steps: object = None, names: frozenset[str] = frozenset()) -> Step:
     label = f"step {index}"
 
     step_line = strictyaml.line_of(steps, index - 1)
@@ -448,14 +489,15 @@ def _step(index: int, raw: object, source: str, steps: object = None) -> Step:
     items = raw.get("expect")
     return Step(index, action, on, raw.get("to") if "to" in fields else None,
                 raw.get("text") if "text" in fields else None, raw.get("count", 1) if "count" in fields else 1,
-                tuple(_expectation(e, at(i, items) if isinstance(items, list) else at("expect"))
+                tuple(_expectation(e, at(i, items) if isinstance(items, list) else at("expect"), names)
                       for i, e in enumerate(expect)), timeout, None if delay_ms is None else delay_ms / 1000,
                 tuple(sorted(shaping.items())), raw.get("clear", False) is True,
                 str(note) if note is not None else None, step_line, duration,
                 tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in raw["set"].items()))
                 if "set" in fields else (),
                 tuple(raw[k] for k in ("idle", "interval", "probes")) if "idle" in fields else None,
-                raw.get("bytes") if "bytes" in fields else None, raw.get("reading") if "reading" in fields else None)
+                raw.get("bytes") if "bytes" in fields else None, raw.get("reading") if "reading" in fields else None,
+                raw.get("connection") if "connection" in fields else None, action == "connect" and "connection" in raw)
 
 
 TOP_KEYS = ("name", "description", "port", "delay", "steps")
@@ -477,31 +519,83 @@ def _check_shapes(steps: tuple[Step, ...], delay: float, source: str) -> None:
 ON = {"send": "send on", "shutdown": "shut down", "keepalive": "keep alive", "read": "read"}  # actions that need a connection
 
 
-def _check_order(steps: tuple[Step, ...], source: str) -> None:
+def _check_order(steps: tuple[Step, ...], source: str) -> tuple[Step, ...]:
     """The steps in an order that can run: an application before what acts on it. A host's
     application starts with its listen or connect and ends with its close or abort; a send needs a
-    connection on that host (its connect, or a connect to its listen); one application at a time."""
-    app: dict[str, str] = {}  # host -> "listening" | "connected"
+    connection on that host (its connect, or a connect to its listen); one application at a time,
+    but for named connections, which a host may open one step after another. A named connection's
+    steps and expectations come after its connect, on one of its two hosts, while that end is open.
+    Returns the steps, with each listen that a named connection connects to marked ``app`` and
+    accepting every connection made to it."""
+    app: dict[str, str] = {}          # host -> "listening" | "connected" | "named" (its named connections)
+    since: dict[str, str] = {}        # host -> the action that started its application (listen, connect)
+    listens: dict[str, int] = {}      # host -> the index of its listen, while it listens
+    made: dict[int, list[int]] = {}   # a listen's index -> [connections made to it, of which named]
+    ends: dict[str, tuple[str, str]] = {}   # a connection's name -> its two hosts (connecting, connected to)
+    named_at: dict[str, int] = {}
+    open_: set[tuple[str, str]] = set()     # (name, host): that end of the connection is open
     for s in steps:
         where = f"{source}:{s.line}: step {s.index} ({s.action})" if s.line else f"{source}: step {s.index} ({s.action})"
         host = s.hosts[0] if s.hosts else ""
-        if s.action in ("listen", "connect") and host in app:
-            raise ScenarioError(f"{where}: {host}'s application already runs (since its {app[host][:-3]}); "
+        if s.connection is not None and s.action != "connect":
+            _check_end(s.connection, host, ends, open_, where)
+        if s.action == "connect" and s.connection is not None:
+            if s.connection in ends:
+                raise ScenarioError(f"{where}: connection {s.connection} is named already (step "
+                                    f"{named_at[s.connection]}): one name, one connection")
+            if app.get(host, "named") != "named":
+                raise ScenarioError(f"{where}: {host}'s application already runs (since its {since[host]}); "
+                                    "a named connection starts on a host whose other connections are named too")
+            app[host] = "named"
+            since.setdefault(host, "connect")
+            ends[s.connection], named_at[s.connection] = (host, s.to or ""), s.index
+            open_ |= {(s.connection, host), (s.connection, s.to or "")}
+        elif s.action in ("listen", "connect") and host in app:
+            raise ScenarioError(f"{where}: {host}'s application already runs (since its {since[host]}); "
                                 "close or abort it first: one application at a time on a host")
-        if s.action == "listen":
-            app[host] = "listening"
+        elif s.action == "listen":
+            app[host], listens[host], since[host] = "listening", s.index, "listen"
+            made[s.index] = [0, 0]
         elif s.action == "connect":
-            app[host] = "connected"
-            if app.get(s.to or "") == "listening":
-                app[s.to or ""] = "connected"
-        elif s.action in ON and app.get(host) != "connected":
+            app[host], since[host] = "connected", "connect"
+        elif s.action in ON and app.get(host) not in ("connected", "named"):
             raise ScenarioError(f"{where}: {host} has no connection to {ON[s.action]} yet (a connect on {host}, "
                                 f"or a connect to its listen, comes first)")
+        elif s.action in ("close", "abort") and s.connection is not None:
+            open_.discard((s.connection, host))
+            if app.get(host) == "named" and not any(h == host for _, h in open_):
+                del app[host], since[host]  # its last connection: the application ends
         elif s.action in ("close", "abort"):
             if host not in app:
                 raise ScenarioError(f"{where}: no application runs on {host} to {s.action} "
                                     "(a listen or a connect on it comes first)")
-            del app[host]
+            del app[host], since[host]
+            listens.pop(host, None)
+            open_ = {(n, h) for n, h in open_ if h != host}
+        if s.action == "connect" and s.to in listens:
+            made[listens[s.to]][0] += s.count
+            made[listens[s.to]][1] += s.connection is not None
+            app[s.to or ""] = "connected"
+        for e in s.expect:
+            if e.conn is not None and e.host not in ends.get(e.conn, (e.host,)):
+                raise ScenarioError(f"{where}: expectation {str(e)!r}: connection {e.conn} is between "
+                                    f"{' and '.join(ends[e.conn])}, not on {e.host}")
+            if e.conn is not None and e.conn not in ends:
+                raise ScenarioError(f"{where}: expectation {str(e)!r}: connection {e.conn} is opened by a later "
+                                    "step (its connect comes first)")
+    return tuple(replace(s, app=True, count=max(s.count, made[s.index][0]))
+                 if s.action == "listen" and made.get(s.index, [0, 0])[1] else s for s in steps)
+
+
+def _check_end(name: str, host: str, ends: dict[str, tuple[str, str]], open_: set, where: str) -> None:
+    """A step acting on connection ``name`` on ``host``: one of its ends, still open."""
+    if name not in ends:
+        raise ScenarioError(f"{where}: no connection is named {name} yet (a connect with connection: {name} "
+                            "comes first)")
+    if host not in ends[name]:
+        raise ScenarioError(f"{where}: connection {name} is between {' and '.join(ends[name])}, not on {host}")
+    if (name, host) not in open_:
+        raise ScenarioError(f"{where}: {host}'s end of connection {name} is already closed")
 
 
 def parse(data: object, source: str = "scenario") -> Scenario:
@@ -524,8 +618,10 @@ def parse(data: object, source: str = "scenario") -> Scenario:
         raise ScenarioError(f"{_at(source, data, 'steps')}: 'steps' must be a non-empty list")
     if len(steps_raw) > MAX_STEPS:
         raise ScenarioError(f"{_at(source, data, 'steps')}: {len(steps_raw)} steps; at most {MAX_STEPS}")
-    steps = tuple(_step(i, raw, source, steps_raw) for i, raw in enumerate(steps_raw, start=1))
-    _check_order(steps, source)
+    names = frozenset(raw["connection"] for raw in steps_raw if isinstance(raw, dict)
+                      and raw.get("action") == "connect" and isinstance(raw.get("connection"), str))
+    steps = tuple(_step(i, raw, source, steps_raw, names) for i, raw in enumerate(steps_raw, start=1))
+    steps = _check_order(steps, source)
     _check_shapes(steps, delay, source)
     hosts: list[str] = []
     for s in steps:

@@ -40,8 +40,9 @@ def expectation_pattern() -> str:
     word = rf'(?:"[^"]*"|{flag}(?:\+{flag})*|{"|".join(analysis.FLAGS)}|data|segment)'
     segment = rf"(?:sends|receives)(?:\s+{word})+"
     kernel = rf"kernel\s+(?:{'|'.join(scenario.KERNEL_EVENTS)})"
-    return (rf"^\s*{host}\s+(?:prints\s+.*?\S|{segment}|{kernel}|{state_pattern()})"
-            rf"(?:\s+x[1-9][0-9]{{0,5}})?(?:\s+at\s+[0-9]+(?:\.[0-9]+)?(?:\s*(?:±|\+-)\s*[0-9]+(?:\.[0-9]+)?)?)?\s*$")
+    on = rf"(?:\s+on\s+{host})?"  # a named connection's (after ``prints``, the text may end so too)
+    return (rf"^\s*{host}\s+(?:prints\s+.*?\S|{segment}|{kernel}|{state_pattern()}){on}"
+            rf"(?:\s+x[1-9][0-9]{{0,5}})?{on}(?:\s+at\s+[0-9]+(?:\.[0-9]+)?(?:\s*(?:±|\+-)\s*[0-9]+(?:\.[0-9]+)?)?)?\s*$")
 
 
 def _shaping() -> dict:
@@ -74,6 +75,7 @@ def _step() -> dict:
         "bytes": {"type": "integer", "minimum": 1, "maximum": MAX_BYTES},
         "reading": {"type": "boolean"},
         "count": {"type": "integer", "minimum": 1, "maximum": MAX_CONNECTIONS},
+        "connection": host_name,
         "expect": {"oneOf": [{"type": "string", "pattern": expectation_pattern()},
                              {"type": "array", "items": {"type": "string", "pattern": expectation_pattern()}}]},
         "timeout": {"type": "number", "minimum": 0.1, "maximum": 3600},

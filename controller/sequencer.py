@@ -179,7 +179,7 @@ class Sequencer:
                 await asyncio.sleep(step.duration)
                 self._check_silent(step)
             return
-        ctx = actions.StepContext(lab_ip=self.bus.lab_ip, port=self.port, delay=self.scenario.delay)
+        ctx = actions.StepContext(lab_ip=self.bus.lab_ip, port=self.port, delay=self.scenario.delay, pair=self.run.pair)
         try:
             args = action.from_step(step, ctx)
         except actions.ActionError as e:
@@ -193,6 +193,16 @@ class Sequencer:
             if not result.get("ok"):
                 raise StepFailed(f"step {step.index} ({step.action} on {step.target}): {host} refused: "
                                  f"{result.get('error')}")
+            if step.action == "connect" and step.connection is not None:
+                self._name(step, host, result.get("data") or {})
+
+    def _name(self, step: Step, host: str, data: dict) -> None:
+        """A named connect's result: the connection's address pair, kept for both of its ends."""
+        if not (data.get("local") and data.get("remote")):
+            raise StepFailed(f"step {step.index} ({step.action} on {step.target}): {host} did not report "
+                             f"connection {step.connection}'s addresses")
+        self.run.note_pair(step.connection or "", host, step.to or "", data["local"], data["remote"])
+        log.info("connection_named", connection=step.connection, host=host, local=data["local"], remote=data["remote"])
 
     async def _cleanup(self) -> None:
         """Every connected host at once: its nc ended, its shaping cleared, its TCP knobs restored,

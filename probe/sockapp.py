@@ -19,6 +19,11 @@ behaviour as probe/endpoint.py records it:
 - ``close()``: the listener and every connection closed in order (FINs), what nc's Ctrl-C does;
   ``abort()`` at once, every connection reset (SO_LINGER 0: an RST), as the abort step asks
   (``abort(reset=False)``: at once, with FINs, as killing nc would).
+- Named connections (tcplab.actions.conn): ``connect_one(ip, port)`` adds one connection to those a
+  client application already has, and returns its address pair (the kernel picks the local port at
+  ``connect()``). ``send``, ``send_bytes``, ``read``, ``shutdown``, ``keepalive``, ``close`` and
+  ``abort`` with ``conn=(local, remote)`` act on that connection alone; closing or aborting one
+  leaves the others and the listener as they are.
 
 The sockets live in the probe's process: a killed probe's kernel closes them, so nothing of this
 outlives it and the start-up sweep has nothing to look for. The listener's state changes are made by
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import socket
 from typing import Callable
@@ -53,6 +59,7 @@ class AppError(TcplabError, RuntimeError):
 
 
 Console = Callable[..., None]  # (text, stream, local=None, remote=None)
+Pair = tuple[str, str]         # a connection as this host sees it: ("IP:PORT" local, "IP:PORT" remote)
 
 
 def _addr(sa: tuple) -> str:
@@ -62,12 +69,15 @@ def _addr(sa: tuple) -> str:
 class Conn:
     """One connection of the application, with the task reading it."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, reading: bool = True):
         self.sock = sock
         self.local = _addr(sock.getsockname())
         self.remote = _addr(sock.getpeername())
         self.reader: asyncio.Task | None = None
         self.eof = False
+        self.reading = asyncio.Event()  # cleared: a slow reader, nothing is read from it (read off)
+        if reading:
+            self.reading.set()
 
 
 class SocketApp:
@@ -78,8 +88,7 @@ class SocketApp:
         self._connecting: list[asyncio.Task] = []
         self.conns: list[Conn] = []
         self._sending: set[asyncio.Task] = set()  # send_bytes' writes still under way
-        self.reading = asyncio.Event()  # cleared: a slow reader, nothing is read (read off)
-        self.reading.set()
+        self.reading = True  # a new connection is read from (False: the application stopped reading)
         self.failed = 0   # connects that did not succeed (this application's)
 
     @property
@@ -116,16 +125,40 @@ class SocketApp:
         ip = labnet.check_peer(ip, *lab) if lab is not None else str(labnet.plain_ipv4(ip))
         self._check_idle(count)
         self.failed = 0
-        self._connecting = [asyncio.ensure_future(self._connect(ip, port)) for _ in range(count)]
-        await asyncio.sleep(0)  # each task's connect() is issued at its first step
+        socks = [s for s in (self._dial(ip, port) for _ in range(count)) if s is not None]
+        self._connecting = [asyncio.ensure_future(self._connect(sock, ip, port)) for sock in socks]
         log.info("app_connecting", ip=ip, port=port, count=count)
 
-    async def send(self, text: str, typed: str | None = None) -> int:
-        """Write ``text`` as one line on every open connection; how many took it. ``typed``: the console
-        record's words for it (default: the text)."""
-        open_ = [c for c in self.conns if c.sock.fileno() != -1]
+    async def connect_one(self, ip: str, port: int, lab: tuple[str, str] | None = None) -> Pair:
+        """One more connection (a named one) beside those this client application has; its pair."""
+        ip = labnet.check_peer(ip, *lab) if lab is not None else str(labnet.plain_ipv4(ip))
+        if self._listener is not None:
+            raise AppError("the probe's application listens here: a named connection starts on a host that does not")
+        if len(self.conns) + len(self._connecting) >= MAX_CONNECTIONS:
+            raise AppError(f"the probe's application has {MAX_CONNECTIONS} connections already")
+        self._connecting = [t for t in self._connecting if not t.done()]
+        if not self.running:
+            self.failed = 0
+        sock = self._dial(ip, port)
+        if sock is None:
+            raise AppError(f"cannot connect to {ip}:{port}")
+        pair = (_addr(sock.getsockname()), f"{ip}:{port}")
+        self._connecting.append(asyncio.ensure_future(self._connect(sock, ip, port)))
+        log.info("app_connecting", ip=ip, port=port, local=pair[0])
+        return pair
+
+    def _open(self, conn: Pair | None) -> list[Conn]:
+        """The open connections a call acts on: every one, or the one ``conn`` names."""
+        open_ = [c for c in self.conns if c.sock.fileno() != -1 and (conn is None or (c.local, c.remote) == conn)]
         if not open_:
-            raise AppError("the probe's application has no open connection")
+            raise AppError("the probe's application has no open connection" +
+                           (f" {conn[0]} -> {conn[1]}" if conn is not None else ""))
+        return open_
+
+    async def send(self, text: str, typed: str | None = None, conn: Pair | None = None) -> int:
+        """Write ``text`` as one line on every open connection (or the one); how many took it. ``typed``:
+        the console record's words for it (default: the text)."""
+        open_ = self._open(conn)
         data = (text.rstrip("\n") + "\n").encode()
         loop = asyncio.get_running_loop()
         results = await asyncio.gather(*(loop.sock_sendall(c.sock, data) for c in open_), return_exceptions=True)
@@ -134,43 +167,50 @@ class SocketApp:
             raise AppError(f"no connection took the line: {errors[0]!r}")
         if errors:
             log.warning("app_send_failed", connections=len(errors), error=repr(errors[0]))
-        self.on_console(typed if typed is not None else text.rstrip("\n"), "stdin")
+        self._typed(typed if typed is not None else text.rstrip("\n"), open_, conn)
         return len(open_) - len(errors)
 
-    async def read(self, on: bool) -> None:
-        """Stop reading every connection (``on=False``: the windows fill), or go on."""
+    def _typed(self, text: str, open_: list[Conn], conn: Pair | None) -> None:
+        """The console record of a typed line: on its connection when the line went to one."""
+        if conn is None:
+            self.on_console(text, "stdin")
+        else:
+            self.on_console(text, "stdin", open_[0].local, open_[0].remote)
+
+    async def read(self, on: bool, conn: Pair | None = None) -> None:
+        """Stop reading every connection, and those to come (``on=False``: the windows fill), or go on;
+        with ``conn``, that connection alone."""
         if not self.running:
             raise AppError("the probe's application is not running")
-        (self.reading.set if on else self.reading.clear)()
+        if conn is None:
+            self.reading = on
+        for c in self._open(conn) if conn is not None else self.conns:
+            (c.reading.set if on else c.reading.clear)()
 
-    async def send_bytes(self, count: int, line: int = 1000) -> int:
-        """``count`` bytes, as lines of ``x``, on every open connection (as Endpoint.send_bytes), handed
-        to the kernel in the background: a peer that does not read must not hold the probe's commands."""
-        open_ = [c for c in self.conns if c.sock.fileno() != -1]
-        if not open_:
-            raise AppError("the probe's application has no open connection")
+    async def send_bytes(self, count: int, line: int = 1000, conn: Pair | None = None) -> int:
+        """``count`` bytes, as lines of ``x``, on every open connection (or the one, as Endpoint.send_bytes),
+        handed to the kernel in the background: a peer that does not read must not hold the probe's commands."""
+        open_ = self._open(conn)
         data, loop = bulk(count, line), asyncio.get_running_loop()
         for c in open_:
             task = loop.create_task(loop.sock_sendall(c.sock, data))
             task.add_done_callback(_logged)
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
-        self.on_console(bulk_words(count, line), "stdin")
+        self._typed(bulk_words(count, line), open_, conn)
         return len(open_)
 
-    async def keepalive(self, idle_s: int, interval_s: int, probes: int) -> int:
-        """TCP keepalive on every open connection; how many."""
-        done = sum(linger.keepalive(c.sock, idle_s, interval_s, probes) for c in self.conns if c.sock.fileno() != -1)
+    async def keepalive(self, idle_s: int, interval_s: int, probes: int, conn: Pair | None = None) -> int:
+        """TCP keepalive on every open connection (or the one); how many."""
+        done = sum(linger.keepalive(c.sock, idle_s, interval_s, probes) for c in self._open(conn))
         if not done:
             raise AppError("the probe's application has no open connection")
         return done
 
-    async def shutdown(self) -> int:
-        """Half-close every open connection (shutdown SHUT_WR: a FIN; reading goes on); how many."""
+    async def shutdown(self, conn: Pair | None = None) -> int:
+        """Half-close every open connection, or the one (shutdown SHUT_WR: a FIN; reading goes on); how many."""
         done = 0
-        for c in self.conns:
-            if c.sock.fileno() == -1:
-                continue
+        for c in self._open(conn):
             try:
                 c.sock.shutdown(socket.SHUT_WR)
                 done += 1
@@ -180,14 +220,27 @@ class SocketApp:
             raise AppError("the probe's application has no open connection")
         return done
 
-    async def close(self) -> None:
-        """End the application: the listener and every connection, each after what it had to read."""
+    async def close(self, conn: Pair | None = None) -> None:
+        """End the application: the listener and every connection, each after what it had to read;
+        with ``conn``, that connection alone."""
+        if conn is not None:
+            await self._finish(self._take(conn), drain=True, reset=False)
+            return
         await self._end(drain=True)
 
-    async def abort(self, reset: bool = True) -> None:
+    async def abort(self, reset: bool = True, conn: Pair | None = None) -> None:
         """End at once: every connection reset (SO_LINGER 0: an RST), or with ``reset=False`` closed
-        as a killed process's are (a FIN); the listener closed."""
+        as a killed process's are (a FIN); the listener closed. With ``conn``, that connection alone."""
+        if conn is not None:
+            await self._finish(self._take(conn), drain=False, reset=reset)
+            return
         await self._end(drain=False, reset=reset)
+
+    def _take(self, conn: Pair) -> list[Conn]:
+        """The connection ``conn`` names, no longer the application's."""
+        taken = self._open(conn)
+        self.conns = [c for c in self.conns if c not in taken]
+        return taken
 
     # -- internals ------------------------------------------------------------------------------------
 
@@ -199,34 +252,50 @@ class SocketApp:
 
     async def _accept(self, sock: socket.socket, count: int) -> None:
         loop = asyncio.get_running_loop()
-        while len(self.conns) < count:
+        accepted = 0
+        while accepted < count:
             try:
                 csock, _ = await loop.sock_accept(sock)
             except OSError as e:
                 log.warning("app_accept_failed", error=str(e))
                 return
             self._serve(csock)
+            accepted += 1
         log.info("app_accepted_all", count=count)
 
-    async def _connect(self, ip: str, port: int) -> None:
+    def _dial(self, ip: str, port: int) -> socket.socket | None:
+        """A socket whose ``connect()`` is under way (the SYN is out), or None when it failed at once."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
+        err = sock.connect_ex((ip, port))
+        if err in (0, errno.EINPROGRESS):
+            return sock
+        sock.close()
+        self._connect_failed(ip, port, os.strerror(err))
+        return None
+
+    def _connect_failed(self, ip: str, port: int, why: str) -> None:
+        self.failed += 1
+        if self.failed in (1, 10, 100):  # one line for a refused storm, with the count so far
+            log.warning("app_connect_failed", ip=ip, port=port, error=why, failed=self.failed)
+
+    async def _connect(self, sock: socket.socket, ip: str, port: int) -> None:
+        """Wait for the handshake of a dialled socket (writable once it is made or has failed)."""
         try:
-            await asyncio.get_running_loop().sock_connect(sock, (ip, port))
-        except OSError as e:
-            sock.close()
-            self.failed += 1
-            if self.failed in (1, 10, 100):  # one line for a refused storm, with the count so far
-                log.warning("app_connect_failed", ip=ip, port=port, error=e.strerror or str(e), failed=self.failed)
-            return
+            await _ready(sock, write=True)
         except asyncio.CancelledError:
             sock.close()
             raise
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            sock.close()
+            self._connect_failed(ip, port, os.strerror(err))
+            return
         self._serve(sock)
 
     def _serve(self, sock: socket.socket) -> None:
         try:
-            conn = Conn(sock)
+            conn = Conn(sock, self.reading)
         except OSError:  # reset before we looked: nothing to serve
             sock.close()
             return
@@ -234,12 +303,19 @@ class SocketApp:
         self.conns.append(conn)
 
     async def _read(self, conn: Conn) -> None:
-        loop = asyncio.get_running_loop()
+        """Print what ``conn`` receives, line by line, while it reads. It waits for data without
+        taking it (readable), then takes it only if it still reads: a reader stopped while it waits
+        leaves what comes in the kernel's buffer, where it closes the window."""
         pending = b""
         while True:
-            await self.reading.wait()
+            await conn.reading.wait()
+            await _ready(conn.sock, write=False)
+            if not conn.reading.is_set():
+                continue
             try:
-                data = await loop.sock_recv(conn.sock, READ)
+                data = conn.sock.recv(READ)
+            except BlockingIOError:
+                continue
             except OSError as e:
                 log.info("app_connection_error", local=conn.local, remote=conn.remote, error=e.strerror or str(e))
                 data = b""
@@ -263,7 +339,7 @@ class SocketApp:
             log.error("console_callback_failed", error=repr(e))
 
     async def _end(self, drain: bool, reset: bool = False) -> None:
-        self.reading.set()  # the next application reads again
+        self.reading = True  # the next application reads again
         for task in list(self._sending):
             task.cancel()
         tasks = [t for t in (self._acceptor, *self._connecting) if t is not None]
@@ -275,6 +351,10 @@ class SocketApp:
             self._listener.close()
             self._listener = None
         conns, self.conns = self.conns, []
+        await self._finish(conns, drain, reset)
+
+    async def _finish(self, conns: list[Conn], drain: bool, reset: bool) -> None:
+        """End these connections: each after what it had to read (``drain``), reset or with a FIN."""
         for c in conns:
             if drain and not c.eof:  # what already arrived is read (and printed) first: a FIN, not a reset
                 self._drain(c)
@@ -297,6 +377,20 @@ class SocketApp:
                     return
                 for line in data.rstrip(b"\n").split(b"\n"):
                     self._print(conn, line)
+
+
+async def _ready(sock: socket.socket, write: bool) -> None:
+    """Until ``sock`` is writable (a connect made or failed) or readable (data, a FIN, a reset);
+    nothing is read or written, so a cancel here loses nothing."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    fd = sock.fileno()
+    add, remove = (loop.add_writer, loop.remove_writer) if write else (loop.add_reader, loop.remove_reader)
+    add(fd, lambda: done.done() or done.set_result(None))
+    try:
+        await done
+    finally:
+        remove(fd)
 
 
 def _logged(task: asyncio.Task) -> None:

@@ -235,11 +235,13 @@ class _Story:
 
     def console(self, r: dict) -> str:
         text = code(shortened(r.get("text", "")))
+        # a record with its connection is the probe's own application's (many, or named, connections)
+        app, on = ("the application", f" on {r['local']} ↔ {r['remote']}") if r.get("local") else ("nc", "")
         if r.get("stream") == Stream.STDIN:
-            return f"{stamp(r['t'])} — {r['host']}: {text} is typed into nc, which hands it to TCP to send."
+            return f"{stamp(r['t'])} — {r['host']}: {text} is typed into {app}{on}, which hands it to TCP to send."
         if r.get("stream") == Stream.STDERR:
-            return f"{stamp(r['t'])} — {r['host']}: nc reports {text} on stderr."
-        return f"{stamp(r['t'])} — {r['host']}: nc prints {text}: the data has reached the application."
+            return f"{stamp(r['t'])} — {r['host']}: {app} reports {text} on stderr."
+        return f"{stamp(r['t'])} — {r['host']}: {app} prints {text}{on}: the data has reached the application."
 
     def shaper(self, r: dict) -> str | None:
         imp = of_record(r)

@@ -53,6 +53,8 @@ class StepContext:
     lab_ip: Callable[[str], str | None]   # a host's lab address (the controller's config: the inventory's)
     port: int | None                      # the run's lab port: the probes' (their hello), never the scenario's
     delay: float                          # the scenario's delay in seconds
+    # a named connection's address pair as a host sees it (local, remote), once its connect reported it
+    pair: Callable[[str, str], tuple[str, str] | None] = lambda name, host: None
 
 
 class Step(Protocol):  # controller.scenario.Step, as far as from_step reads it
@@ -67,6 +69,8 @@ class Step(Protocol):  # controller.scenario.Step, as far as from_step reads it
     keepalive: tuple[int, int, int] | None                   # keepalive: idle, interval (s), probes
     bytes: int | None                                        # send: that many bytes instead of a text
     reading: bool | None                                     # read: go on (True) or stop (False)
+    connection: str | None                                   # the named connection it acts on (conn.py)
+    app: bool                                                # listen/connect: the probe's own application
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from tcplab.actions import conn
 from tcplab.actions.action import Action, ActionError, Arg, ProbeHost, Step, StepContext
 
 # the field -> (the wire argument, low, high): the kernel's own bounds (MAX_TCP_KEEPIDLE etc.)
@@ -24,6 +25,7 @@ FIELDS = {"idle": ("idle_s", 1, 32767), "interval": ("interval_s", 1, 32767), "p
 
 
 def check_step(raw: Mapping) -> None:
+    conn.check_name(raw)
     for key, (_, lo, hi) in FIELDS.items():
         value = raw.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
@@ -34,14 +36,15 @@ def check_step(raw: Mapping) -> None:
 
 def from_step(step: Step, ctx: StepContext) -> dict:
     assert step.keepalive is not None
-    return {arg: v for (arg, _, _), v in zip(FIELDS.values(), step.keepalive)}
+    return {**{arg: v for (arg, _, _), v in zip(FIELDS.values(), step.keepalive)}, **conn.conn_arg(step, ctx)}
 
 
 async def handle(host: ProbeHost, args: dict) -> dict:
-    await host.endpoint.keepalive(args["idle_s"], args["interval_s"], args["probes"])
+    await host.endpoint.keepalive(args["idle_s"], args["interval_s"], args["probes"], conn=conn.pair_of(args))
     return {}
 
 
 ACTION = Action("keepalive", handle,
-                args={arg: Arg(int, required=True, bounds=(lo, hi)) for arg, lo, hi in FIELDS.values()},
-                from_step=from_step, step_fields=tuple(FIELDS), check_step=check_step)
+                args={**{arg: Arg(int, required=True, bounds=(lo, hi)) for arg, lo, hi in FIELDS.values()},
+                      conn.ARG: conn.CONN},
+                check=conn.check_arg, from_step=from_step, step_fields=(*FIELDS, conn.FIELD), check_step=check_step)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from tcplab.actions import conn
 from tcplab.actions.action import Action, ActionError, Arg, ProbeHost, Step, StepContext
 from tcplab.wire import ProtocolError
 
@@ -23,9 +24,11 @@ def check(args: dict) -> None:
         raise ProtocolError("send takes 'text' or 'bytes', one of them")
     if "text" in args and (len(args["text"]) > MAX_TEXT or "\n" in args["text"]):
         raise ProtocolError(f"send text must be one line of at most {MAX_TEXT} characters")
+    conn.check_arg(args)
 
 
 def check_step(raw: Mapping) -> None:
+    conn.check_name(raw)
     if "bytes" in raw:
         if "text" in raw:
             raise ActionError("takes 'text' or 'bytes', not both", field="bytes")
@@ -39,16 +42,16 @@ def check_step(raw: Mapping) -> None:
 
 
 def from_step(step: Step, ctx: StepContext) -> dict:
-    return {"bytes": step.bytes} if step.bytes else {"text": step.text}
+    return {**({"bytes": step.bytes} if step.bytes else {"text": step.text}), **conn.conn_arg(step, ctx)}
 
 
 async def handle(host: ProbeHost, args: dict) -> dict:
     if "bytes" in args:
-        await host.endpoint.send_bytes(args["bytes"])
+        await host.endpoint.send_bytes(args["bytes"], conn=conn.pair_of(args))
     else:
-        await host.endpoint.send(args["text"])
+        await host.endpoint.send(args["text"], conn=conn.pair_of(args))
     return {}
 
 
-ACTION = Action("send", handle, args={"text": Arg(str), "bytes": Arg(int, bounds=(1, MAX_BYTES))}, check=check,
-                from_step=from_step, step_fields=("text", "bytes"), check_step=check_step)
+ACTION = Action("send", handle, args={"text": Arg(str), "bytes": Arg(int, bounds=(1, MAX_BYTES)), conn.ARG: conn.CONN},
+                check=check, from_step=from_step, step_fields=("text", "bytes", conn.FIELD), check_step=check_step)

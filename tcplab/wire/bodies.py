@@ -100,7 +100,8 @@ BODIES: dict[str, Fields] = {
                                        required=("backend", "reason")).as_check(),
                      "session": Str(32, r"[0-9a-fA-F]{32}"), "acked": NS}),
     "events": Fields({"events": List(ANY_MAP, MAX_BATCH, min_items=1)}, required=("events",)),
-    "result": Fields({"id": Int(-1, I64), "ok": BOOL, "data": Fields({"backend": Opt(Str(16)), "reset": BOOL}).as_check(),
+    "result": Fields({"id": Int(-1, I64), "ok": BOOL, "data": Fields({"backend": Opt(Str(16)), "reset": BOOL,
+                                                                         "local": ADDR, "remote": ADDR}).as_check(),
                       "error": Str(TEXT)}, required=("id", "ok")),
     # both ways: the probe's says what it holds; the controller's (liveness) {} or the run in progress
     "heartbeat": Fields({"unacked": NS, "oldest": NS, "dropped": NS, "spilled": NS, "spill_bytes": NS,

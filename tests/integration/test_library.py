@@ -51,7 +51,7 @@ def paths(run_dir: Path) -> dict[str, list[str]]:
 
 def test_the_library_has_the_stories(library_runs):
     assert {"abort", "client-closes-first", "connection-refused", "simultaneous-close", "half-close",
-            "syn-lost", "syn-timeout", "keepalive", "zero-window", "data-loss"} <= set(LIBRARY)
+            "syn-lost", "syn-timeout", "keepalive", "zero-window", "data-loss", "two-connections"} <= set(LIBRARY)
 
 
 @pytest.mark.parametrize("name", LIBRARY)
@@ -212,6 +212,37 @@ def test_data_loss_is_repaired_by_a_fast_retransmission(library_runs):
     assert max(r["ack"] for r in out if r["host"] == "thinkpad") >= 7241  # every byte acknowledged
     printed = [r["text"] for r in recs if r["kind"] == "console" and r["host"] == "thinkpad" and r["stream"] == "stdout"]
     assert sum(len(t) + 1 for t in printed) == 1448 * 5 and set("".join(printed)) == {"x"}  # all of it, in order
+
+
+def test_two_named_connections_are_each_their_own(library_runs):
+    _, run_dir = library_runs["two-connections"]
+    pairs = json.loads((run_dir / "run.json").read_text())["connections"]
+    a, b = (tuple(pairs[n]["raspberrypi"]) for n in ("a", "b"))
+    assert a[1] == b[1] and a[0] != b[0]  # one server port, two client ports
+    assert all(pairs[n]["thinkpad"] == pairs[n]["raspberrypi"][::-1] for n in ("a", "b"))
+    recs = load(run_dir / "trace.jsonl")
+
+    def path(host, pair):
+        return [r["to"] for r in recs if r["kind"] == "state" and r["host"] == host
+                and (r["local"], r["remote"]) == pair]
+    assert path("raspberrypi", a) == ["SYN_SENT", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]
+    assert path("raspberrypi", b) == ["SYN_SENT", "ESTABLISHED", "CLOSED"]
+    assert path("thinkpad", a[::-1]) == ["SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT"]
+    assert path("thinkpad", b[::-1]) == ["SYN_RECEIVED", "ESTABLISHED", "CLOSED"]
+    listener = [r["to"] for r in recs if r["kind"] == "state" and r["host"] == "thinkpad" and r["remote"] == "0.0.0.0:*"]
+    assert listener == ["LISTEN", "CLOSED"]  # one listener for both, closed last
+    printed = [(r["text"].strip(), r["remote"]) for r in recs
+               if r["kind"] == "console" and r["host"] == "thinkpad" and r["stream"] == "stdout"]
+    assert printed == [("one for a", a[0]), ("one for b", b[0])]  # each line on its own connection
+    resets = [(r["src"], "+".join(r["flags"])) for r in recs if r["kind"] == "packet" and r["dir"] == "out"
+              and "RST" in r["flags"]]
+    assert resets == [(b[0], "RST+ACK"), (b[0], "RST")]  # the abort's, then the answer to the late ACK: b only
+    last_b = max(r["t"] for r in recs if r["kind"] == "state" and (r["local"], r["remote"]) in (b, b[::-1])
+                 and r["to"] == "CLOSED")
+    still = [r for r in recs if r["kind"] == "packet" and r["dir"] == "out" and r["src"] == a[1] and r["len"] > 0]
+    assert still and still[0]["payload"] == "Still here\n" and still[0]["t"] > last_b  # a carries on after b
+    story = (run_dir / "story.md").read_text()
+    assert f"the application prints `\"one for b\"` on {b[1]} ↔ {b[0]}" in story
 
 
 @pytest.mark.parametrize("name", ["connection-refused", "simultaneous-close", "abort", "half-close"])

@@ -159,3 +159,55 @@ def test_nc_is_reset_through_its_borrowed_socket(netns_pair):
         finally:
             ta.run(server.abort())
             tb.run(client.abort())
+
+
+def test_named_connections_are_acted_on_one_at_a_time(netns_pair):
+    """Two named connections from one client (tcplab.actions.conn): each step on one leaves the other."""
+    a, b = netns_pair.a, netns_pair.b
+    ca, cb = Console(), Console()
+    with NetnsThread(a.ns) as ta, NetnsThread(b.ns) as tb:
+        server, client = Endpoints(Endpoint(ca), SocketApp(ca)), Endpoints(Endpoint(cb), SocketApp(cb))
+        ta.run(server.listen(PORT, count=2, app=True))
+        try:
+            assert server.app.running and not server.nc.running
+            pa = tb.run(client.connect(a.ip, PORT, lab=(b.ifname, b.ip), app=True))
+            pb = tb.run(client.connect(a.ip, PORT, lab=(b.ifname, b.ip), app=True))
+            assert pa[1] == pb[1] == f"{a.ip}:{PORT}" and pa[0] != pb[0] and pa[0].startswith(f"{b.ip}:")
+            wait(lambda: states(a)["ESTAB"] == 2 and len(server.app.conns) == 2 and len(client.app.conns) == 2)
+            sa, sb = pa[::-1], pb[::-1]  # as the server sees them
+            with pytest.raises(AppError, match="listens here"):
+                ta.run(server.connect(b.ip, PORT, app=True))
+
+            tb.run(client.send("to a", conn=pa))
+            wait(lambda: ca.lines("stdout"))
+            assert ca.lines("stdout") == [("stdout", "to a", *sa)] and cb.lines("stdin") == [("stdin", "to a", *pa)]
+            ta.run(server.read(False, conn=sb))  # b's reader stops; a's goes on
+            tb.run(client.send("to b", conn=pb))
+            tb.run(client.send("to a again", conn=pa))
+            wait(lambda: len(ca.lines("stdout")) == 2)
+            time.sleep(0.2)
+            assert [c[1] for c in ca.lines("stdout")] == ["to a", "to a again"]
+            ta.run(server.read(True, conn=sb))
+            wait(lambda: len(ca.lines("stdout")) == 3)
+            assert ca.lines("stdout")[2] == ("stdout", "to b", *sb)
+
+            before = out_rsts(b)
+            assert tb.run(client.abort(conn=pb)) is True
+            assert out_rsts(b) - before == 1
+            wait(lambda: states(a)["ESTAB"] == 1 and len(server.app.conns) == 2)  # b is gone on the server's kernel
+            assert states(b) == {"ESTAB": 1} and client.running and states(a)["LISTEN"] == 1
+            with pytest.raises(AppError, match=f"no open connection {pb[0]} -> {pb[1]}"):
+                tb.run(client.send("x", conn=pb))
+            with pytest.raises(EndpointError, match="the probe's application does not run"):
+                tb.run(Endpoints(Endpoint(cb), SocketApp(cb)).shutdown(conn=pb))
+
+            ta.run(server.close(conn=sa))  # a, in order: the server first; its listener stays
+            wait(lambda: states(a)["FIN-WAIT-2"] == 1 and states(b)["CLOSE-WAIT"] == 1)
+            assert states(a)["LISTEN"] == 1 and server.running
+            tb.run(client.close(conn=pa))  # the client's last connection: its application ends
+            wait(lambda: states(a)["TIME-WAIT"] == 1 and not states(b))
+            assert not client.running
+        finally:
+            ta.run(server.abort())
+            tb.run(client.abort())
+        assert not server.running and not states(b)
