@@ -40,7 +40,8 @@ listener as they are. Named connections run the probe's own application at both 
 a named connection connects to is marked so (``app``) and accepts every connection made to it. An
 expectation ending in `` on NAME`` counts only that connection's records (``server ESTABLISHED on
 b``, ``client sends RST on b``, ``server prints Hi on a``: for ``prints``, `` on NAME`` is the
-connection's only when NAME is one the scenario names).
+connection's only when NAME is one the scenario names). A printed line in double quotes is taken as
+it is: ``prints "meet at 5"`` expects that line, where ``prints meet at 5`` reads `` at 5`` as a time.
 
 An expectation is ``HOST STATE`` (HOST's connection reaches STATE after the step began; LISTEN
 refers to the listening socket, every other state to a connection socket) or
@@ -162,12 +163,21 @@ class Expectation:
         elif self.kernel is not None:
             what = f"{self.host} kernel {self.kernel}"
         else:
-            what = f"{self.host} {self.state}" if self.state else f"{self.host} prints {self.text}"
+            what = f"{self.host} {self.state}" if self.state else f"{self.host} prints {_printed(self.text)}"
         what = what if self.conn is None else f"{what} on {self.conn}"
         what = what if self.count == 1 else f"{what} x{self.count}"
         if self.at is not None:
             what += f" at {self.at:g}" + (f"±{self.tol:g}" if self.tol is not None else "")
         return what
+
+
+def _printed(text: str | None) -> str:
+    """A printed line as an expectation writes it: in double quotes when its words would read otherwise
+    (a trailing `` at 5``, `` x2`` or `` on a``, quotes of its own, nothing)."""
+    text = text or ""
+    plain = text.strip() == text and text and not (text[0] == text[-1] == '"' and len(text) >= 2) and not any(
+        p.match(f"prints {text}") for p in (AT_RE, COUNT_RE, ON_RE))
+    return text if plain else f'"{text}"'
 
 
 @dataclass(frozen=True)
@@ -385,7 +395,9 @@ def _untimed(host: str, rest: str, text: str, where: str, names: frozenset[str])
 
 def _what(host: str, rest: str, text: str, where: str, count: int) -> Expectation:
     if rest.startswith("prints "):
-        return Expectation(host, text=rest[len("prints "):].strip(), count=count)
+        line = rest[len("prints "):].strip()
+        quoted = len(line) >= 2 and line[0] == line[-1] == '"'
+        return Expectation(host, text=line[1:-1] if quoted else line, count=count)
     verb = rest.split(None, 1)[0]
     if verb == "kernel":
         event = rest[len(verb):].strip()

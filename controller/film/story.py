@@ -6,8 +6,10 @@ moments: who sent which segment and when it arrived (a segment is captured twice
 arriving at the other; it is told once), every state record of both hosts as ``host: FROM → TO`` with
 what it means (controller.report.WHY) and its cause (the packet, the application's call or the timer,
 from controller.film.model), retransmissions and why they happened, the kernel's retransmit and reset
-events, what was typed and printed, shaping, and a failed step's error. Nothing but the trace is read,
-so rendering twice gives the same text.
+events, what was typed and printed, shaping, and a failed step's error. In one step, what more than
+eight connections do alike (the same change, segment or line) is told for the first and then counted
+in one line (:data:`MANY`): the story of 200 clients stays one to read. Nothing but the trace is
+read, so rendering twice gives the same text.
 
 :func:`render` and :func:`write` take the trace's index (:class:`~controller.trace.TraceIndex`) or its
 records in trace order (indexed first); every fact is read through the index's views (records by kind
@@ -17,7 +19,7 @@ and host, segment pairs, hosts by address, the delay at a time) and the film mod
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -30,6 +32,16 @@ from controller.report import WHY
 from controller.trace import Direction, Kind, StepStatus, Stream, TraceIndex
 from tcplab.files import atomic_write
 from tcplab.impairment import of_record
+
+
+# In one step, what more than this many connections do alike (the same change, segment, line) is told
+# for the first and then counted in one line: a story of 200 clients tells each kind of thing twice.
+MANY = 8
+
+
+def _connection(r: dict) -> frozenset:
+    """The connection a record is of (its two addresses, either way round)."""
+    return frozenset((r.get("local"), r.get("remote")) if "local" in r else (r.get("src"), r.get("dst")))
 
 
 class _Story:
@@ -336,7 +348,54 @@ class _Story:
                    (Kind.STATE, self.state), (Kind.CONSOLE, lambda i, r: self.console(r)),
                    (Kind.SYSCTL, lambda i, r: self.sysctl(r)))
         said = sorted((self.ix.position(r), tell) for kind, tell in tellers for r in self.ix.span(kind, lo, hi))
-        return [f"- {line}" for line in (tell(i, self.ix[i]) for i, tell in said) if line]
+        lines = [(self.ix[i], line) for i, tell in said if (line := tell(i, self.ix[i]))]
+        keys = [self._alike(r) for r, _ in lines]
+        spread: dict[tuple, set] = defaultdict(set)
+        for (r, _), key in zip(lines, keys):
+            if key is not None:
+                spread[key].add(_connection(r))
+        many = {key for key, conns in spread.items() if len(conns) > MANY}
+        total = Counter(key for key in keys if key in many)
+        out, seen, first = [], Counter(), {}
+        for (r, line), key in zip(lines, keys):
+            if key not in many:
+                out.append(line)
+                continue
+            seen[key] += 1
+            if seen[key] == 1:
+                first[key] = r
+                out.append(line)
+            elif seen[key] == total[key]:
+                out.append(self._more(key, first[key], r, total[key] - 1, len(spread[key])))
+        return [f"- {line}" for line in out]
+
+    def _alike(self, r: dict) -> tuple | None:
+        """What makes a record alike another's for :meth:`told` (None: told each time): a socket's change
+        (but the diagram's own), a segment's flags, a kernel event, a console line."""
+        kind, host = r["kind"], r["host"]
+        if kind == Kind.STATE and self.ix.position(r) not in self.by_record:
+            return kind, host, r["from"], r["to"]
+        if kind == Kind.PACKET:
+            return kind, host, r["dir"], tuple(r.get("flags", ())), bool(r.get("len")), tuple(sorted(self._analysis(r)))
+        if kind == Kind.KERNEL:
+            return kind, host, r["event"]
+        if kind == Kind.CONSOLE:
+            return kind, host, r.get("stream"), r.get("text")
+        return None
+
+    def _more(self, key: tuple, first: dict, last: dict, more: int, conns: int) -> str:
+        kind, host = key[0], key[1]
+        if kind == Kind.STATE:
+            what = f"**{host}: {key[2]} → {key[3]}**"
+        elif kind == Kind.PACKET:
+            what = f"{host} {'sends' if key[2] == Direction.OUT else 'receives'} [{', '.join(key[3])}]" + \
+                   (" with data" if key[4] else "") + (f" ({', '.join(key[5])})" if key[5] else "")
+        elif kind == Kind.KERNEL:
+            what = f"{host}'s kernel reports `{key[2]}`"
+        else:
+            what = f"{host} {'prints' if key[2] == Stream.STDOUT else 'has typed'} {code(shortened(key[3] or ''))}"
+        return (f"{stamp(last['t'])} — and {more} more like it since {first['t']:.3f} s, on {conns} connections "
+                f"in all: {what} (summary.txt and trace.jsonl list each).")
 
     def markdown(self) -> str:
         # one section per step start: the records after it, up to the next start

@@ -89,3 +89,6 @@ def test_the_film_files_are_made(load_run):
         assert (load_run / name).stat().st_size > 0, name
     story = (load_run / "story.md").read_text()
     assert "SYN_RECEIVED" in story and "TIME_WAIT" in story
+    # what the 200 connections do alike is told once and counted (story.MANY): a story to read, not 1 MB
+    assert "more like it since" in story and "on 199 connections in all: **thinkpad: LISTEN → SYN_RECEIVED**" in story
+    assert len(story) < 100_000, len(story)

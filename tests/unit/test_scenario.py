@@ -135,3 +135,16 @@ def test_the_controllers_roles_name_its_hosts(tmp_path):
         path.write_text(yaml.safe_dump({**base, "roles": roles}))
         with pytest.raises(config.ConfigError, match=why):
             config.load(path)
+
+
+def test_a_printed_line_in_quotes_is_taken_as_it_is():
+    names = frozenset({"a"})
+    quoted = scenario._expectation('server prints "meet at 5" on a', "w", names)
+    assert (quoted.text, quoted.at, quoted.conn) == ("meet at 5", None, "a")
+    timed = scenario._expectation("server prints meet at 5", "w", names)
+    assert (timed.text, timed.at) == ("meet", 5.0)  # unquoted, a trailing " at 5" is a time
+    for text in ("meet at 5", "Bye x2", "Hi on a", "Hello", "two  spaces", " lead"):
+        e = scenario.Expectation("server", text=text)
+        assert scenario._expectation(str(e), "w", names) == e, str(e)  # what str() writes reads back the same
+    assert str(scenario.Expectation("server", text="Hello")) == "server prints Hello"
+    assert str(scenario.Expectation("server", text="meet at 5")) == 'server prints "meet at 5"'

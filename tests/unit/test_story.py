@@ -213,3 +213,25 @@ def test_a_host_whose_capture_saw_nothing_is_still_named_by_its_sockets(seed):
 
 def test_backticks_in_a_payload_stay_inside_their_code_span():
     assert words.code("a``b") == '``` "a``b" ```'
+
+
+def many_connections(n: int) -> list[dict]:
+    """A listen, then ``n`` clients' SYNs: each connection's first changes on both hosts."""
+    recs = [step(0.0, 1, "listen", "thinkpad"), state(0.01, "thinkpad", "CLOSED", "LISTEN", SERVER, "0.0.0.0:*"),
+            step(0.1, 2, "connect", "raspberrypi", detail=f"{n} connections, the probe's own application")]
+    for k in range(n):
+        client = f"10.90.0.2:{40000 + k}"
+        t = 0.2 + k * 0.01
+        recs += [state(t, "raspberrypi", "CLOSED", "SYN_SENT", client, SERVER),
+                 state(t + 0.001, "thinkpad", "LISTEN", "SYN_RECEIVED", SERVER, client)]
+    return recs
+
+
+def test_what_many_connections_do_alike_is_told_once_and_counted():
+    text = story.render(many_connections(200))
+    assert text.count("LISTEN → SYN_RECEIVED**") == 3  # the diagram's, the first of the others, their count
+    assert "and 198 more like it since 0.211 s, on 199 connections in all: **thinkpad: LISTEN → SYN_RECEIVED**" in text
+    assert "and 198 more like it since 0.210 s, on 199 connections in all: **raspberrypi: CLOSED → SYN_SENT**" in text
+    assert len(text) < 6000
+    few = story.render(many_connections(8))  # as many as MANY: each is told
+    assert few.count("LISTEN → SYN_RECEIVED**") == 8 and "more like it" not in few
