@@ -108,6 +108,7 @@ class Run:
         self._seen: dict[tuple[str, str], list[dict]] = {}  # (kind, host) -> records, for the expectations
         self.clock_bound: dict[str, int] = {}  # host -> its clock estimate's uncertainty (ns), the latest
         self.jitter_s = 0.0  # the scenario's largest jitter (the sequencer's): a time's tolerance grows by it
+        self.delay_s = 0.0   # the scenario's delay (the sequencer's): a time written in delays (``at 2d``) is of it
         self.pairs: dict[str, dict[str, tuple[str, str]]] = {}  # a named connection -> host -> (local, remote)
 
     def t(self, controller_ns: int) -> float:
@@ -285,7 +286,7 @@ class Run:
         if e.tol is not None:
             return e.tol
         bound = max(self.clock_bound.values(), default=0) / 1e9
-        return max(TOLERANCE_S + 2 * self.jitter_s + bound, TOLERANCE_REL * (e.at or 0.0))
+        return max(TOLERANCE_S + 2 * self.jitter_s + bound, TOLERANCE_REL * (e.when(self.delay_s) or 0.0))
 
     def verdict(self, e: Expectation, since: float) -> bool | None:
         """True once ``e`` is met (at its time, if it has one), False once its time was missed, None
@@ -293,7 +294,7 @@ class Run:
         hits = self.hits(e, since)
         if len(hits) < e.count:
             return None
-        return e.at is None or abs(hits[e.count - 1] - since - e.at) <= self.tolerance(e)
+        return e.at is None or abs(hits[e.count - 1] - since - e.when(self.delay_s)) <= self.tolerance(e)
 
     def met(self, e: Expectation, since: float) -> bool:
         return self.verdict(e, since) is True
@@ -333,7 +334,9 @@ class Run:
             hits = self.hits(e, since)
             when = (f"the {_nth(e.count)} at {hits[e.count - 1] - since:.3f} s" if len(hits) >= e.count
                     else f"the {_nth(e.count)} not yet")
-            observed += f"; {when} after the step began, expected at {e.at:g} ± {self.tolerance(e):.3g} s"
+            expected = f"{e.when(self.delay_s):g}" + (f" ({e.delays:g} x the delay of {self.delay_s:g} s"
+                                                     + (f" + {e.at:g} s)" if e.at else ")") if e.delays else "")
+            observed += f"; {when} after the step began, expected at {expected} ± {self.tolerance(e):.3g} s"
         shown = [("* " if c else "  ") + line for c, line in zip(counted, lines)][-most:]
         if len(lines) > most:
             shown.insert(0, f"  ({len(lines) - most} earlier not shown)")

@@ -57,7 +57,8 @@ trailing `` xN`` asks for N:
 pair) reached ESTABLISHED, ``thinkpad prints Bye x200`` once 200 such lines were printed, ``raspberrypi sends SYN
 retransmission x2`` once its capture saw two such segments leave. A trailing `` at T`` (or
 `` at T±TOL``) asks for the time too: the one that meets it (the N-th) must come T seconds after
-the step began, within TOL, by default packetdrill's rule: the larger of an absolute bound (50 ms,
+the step began, within TOL (T may be written in the scenario's delays, which ``--delay`` sets: ``at 2d``
+is two delays, ``at 0.1+2d`` 100 ms more), by default packetdrill's rule: the larger of an absolute bound (50 ms,
 plus twice the scenario's largest jitter, plus the clocks' bound) and 5 % of T; one too early or too
 late fails the step at once. A step fails when its expectations are not all met within ``timeout`` seconds (default: 10 s + 5 x delay).
 
@@ -97,7 +98,11 @@ DEFAULT_ROLES = {"server": "thinkpad", "client": "raspberrypi"}
 COUNT_RE = re.compile(r"^(?P<rest>.*\S)\s+x(?P<count>[0-9]{1,6})$")
 ON_RE = re.compile(r"^(?P<rest>.*\S)\s+on\s+(?P<conn>[A-Za-z0-9][A-Za-z0-9_.-]{0,62})$")  # `` on NAME``
 # `` at T`` or `` at T±TOL`` (also ``+-``): when, in seconds after the step began
-AT_RE = re.compile(r"^(?P<rest>.*\S)\s+at\s+(?P<at>[0-9]+(?:\.[0-9]+)?)(?:\s*(?:±|\+-)\s*(?P<tol>[0-9]+(?:\.[0-9]+)?))?$")
+# a time: seconds, a number of the scenario's delays (``2d``), or both (``0.2+2d``)
+NUM = r"[0-9]+(?:\.[0-9]+)?"
+TIME = rf"(?:(?P<s>{NUM})(?:\s*\+\s*(?P<sd>{NUM})?\s*(?P<sdd>d))?|(?P<d>{NUM})?\s*(?P<dd>d))"
+AT_RE = re.compile(rf"^(?P<rest>.*\S)\s+at\s+{TIME}(?:\s*(?:±|\+-)\s*(?P<tol>{NUM}))?$")
+MAX_DELAYS = 1000.0  # a time in delays: at most this many
 # the default tolerance of a time, packetdrill's rule: the larger of an absolute and a relative bound
 TOLERANCE_S = 0.05        # the absolute part, to which twice the scenario's largest jitter and the clocks' bound add
 TOLERANCE_REL = 0.05      # of the time expected
@@ -153,9 +158,10 @@ class Expectation:
     count: int = 1             # at least this many connections (a state), lines, segments or kernel events
     packet: PacketMatch | None = None
     kernel: str | None = None  # a TCP tracepoint's event (controller.trace: retransmit_skb, send_reset, ...)
-    at: float | None = None    # when the count-th one happens, in seconds after the step began
+    at: float | None = None    # when the count-th one happens, in seconds after the step began (plus ``delays``)
     tol: float | None = None   # how far from ``at`` it may be (None: the run's default, Run.tolerance)
     conn: str | None = None    # only this named connection's records (tcplab.actions.conn)
+    delays: float = 0.0        # ``at`` grows by this many times the scenario's delay (``at 2d``: two delays)
 
     def __str__(self) -> str:
         if self.packet is not None:
@@ -167,8 +173,14 @@ class Expectation:
         what = what if self.conn is None else f"{what} on {self.conn}"
         what = what if self.count == 1 else f"{what} x{self.count}"
         if self.at is not None:
-            what += f" at {self.at:g}" + (f"±{self.tol:g}" if self.tol is not None else "")
+            when = f"{self.delays:g}d" if self.delays and not self.at else \
+                f"{self.at:g}" + (f"+{self.delays:g}d" if self.delays else "")
+            what += f" at {when}" + (f"±{self.tol:g}" if self.tol is not None else "")
         return what
+
+    def when(self, delay: float) -> float | None:
+        """The time expected, in seconds after the step began, with the scenario's ``delay``."""
+        return None if self.at is None else self.at + self.delays * delay
 
 
 def _printed(text: str | None) -> str:
@@ -360,14 +372,17 @@ def _expectation(text: object, where: str, names: frozenset[str] = frozenset()) 
     host, rest = text.split(None, 1)
     if not wire.HOST_RE.match(host):
         raise ScenarioError(f"{where}: bad host name {host!r} in expectation {text!r}")
-    at, tol, m = None, None, AT_RE.match(rest.strip())
+    at, delays, tol, m = None, 0.0, None, AT_RE.match(rest.strip())
     if m:
-        rest, at = m.group("rest"), float(m.group("at"))
+        rest, at = m.group("rest"), float(m.group("s") or 0.0)
+        if m.group("sdd") or m.group("dd"):
+            delays = float(m.group("sd") or m.group("d") or 1.0)
         tol = float(m.group("tol")) if m.group("tol") else None
-        if at > MAX_DURATION_S:
-            raise ScenarioError(f"{where}: the time in expectation {text!r} is more than {MAX_DURATION_S:g} s")
+        if at > MAX_DURATION_S or delays > MAX_DELAYS:
+            raise ScenarioError(f"{where}: the time in expectation {text!r} is more than {MAX_DURATION_S:g} s "
+                                f"or {MAX_DELAYS:g} delays")
     e = _untimed(host, rest, text, where, names)
-    return e if at is None else replace(e, at=at, tol=tol)
+    return e if at is None else replace(e, at=at, tol=tol, delays=delays)
 
 
 def _untimed(host: str, rest: str, text: str, where: str, names: frozenset[str]) -> Expectation:

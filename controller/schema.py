@@ -12,6 +12,7 @@ aliases, no key twice, nesting and size bounds: tcplab.strictyaml).
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 from controller import analysis, scenario
@@ -40,9 +41,10 @@ def expectation_pattern() -> str:
     word = rf'(?:"[^"]*"|{flag}(?:\+{flag})*|{"|".join(analysis.FLAGS)}|data|segment)'
     segment = rf"(?:sends|receives)(?:\s+{word})+"
     kernel = rf"kernel\s+(?:{'|'.join(scenario.KERNEL_EVENTS)})"
-    on = rf"(?:\s+on\s+{host})?"  # a named connection's (after ``prints``, the text may end so too)
+    on = rf"(?:\s+on\s+{host})?"
+    time = re.sub(r"\(\?P<[a-z]+>", "(?:", scenario.TIME)  # the format's, its groups unnamed  # a named connection's (after ``prints``, the text may end so too)
     return (rf"^\s*{host}\s+(?:prints\s+.*?\S|{segment}|{kernel}|{state_pattern()}){on}"
-            rf"(?:\s+x[1-9][0-9]{{0,5}})?{on}(?:\s+at\s+[0-9]+(?:\.[0-9]+)?(?:\s*(?:±|\+-)\s*[0-9]+(?:\.[0-9]+)?)?)?\s*$")
+            rf"(?:\s+x[1-9][0-9]{{0,5}})?{on}(?:\s+at\s+{time}(?:\s*(?:±|\+-)\s*{scenario.NUM})?)?\s*$")
 
 
 def _shaping() -> dict:

@@ -79,6 +79,7 @@ class Sequencer:
         self.port: int | None = scenario.port   # the lab port the run uses, once checked
         self.cancelled: str | None = None       # why the steps were cancelled (:meth:`cancel`), if they were
         self._steps: asyncio.Future | None = None
+        run.delay_s = scenario.delay
         run.jitter_s = max((dict(s.shaping).get("jitter_ms", 0) / 1000 for s in scenario.steps), default=0.0)
 
     async def _report(self, **body) -> None:

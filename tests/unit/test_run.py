@@ -10,6 +10,7 @@ import pytest
 from controller.clock import ClockEstimate
 from controller.run import Run
 from controller.scenario import Expectation, Step
+from controller.scenario import _expectation as scenario_expectation
 from controller.trace import load
 
 LISTEN = Expectation("thinkpad", state="LISTEN")
@@ -267,3 +268,18 @@ def test_a_timed_expectation_holds_only_at_its_time_and_a_missed_one_fails_at_on
                                 "expected at 1.5 ± 0.075 s")
     run.jitter_s = 0.1  # the scenario's jitter widens the default
     assert run.tolerance(on_time) == pytest.approx(0.25)
+
+
+def test_a_time_in_delays_is_of_the_runs_delay(run):
+    twice = scenario_expectation("thinkpad LISTEN at 2d", "test")
+
+    async def go():
+        probe = Probe(run)
+        await probe.state("thinkpad", 0.62, "LISTEN")
+        run.delay_s = 0.3
+        at_short = run.verdict(twice, 0.0)
+        run.delay_s = 3.0
+        return at_short, run.verdict(twice, 0.0), run.explain(twice, 0.0)["observed"]
+    at_short, at_long, observed = asyncio.run(go())
+    assert at_short is True and at_long is False  # 0.62 s is two delays of 0.3 s, not of 3 s
+    assert "expected at 6 (2 x the delay of 3 s) ± 0.3 s" in observed

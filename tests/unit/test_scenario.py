@@ -148,3 +148,16 @@ def test_a_printed_line_in_quotes_is_taken_as_it_is():
         assert scenario._expectation(str(e), "w", names) == e, str(e)  # what str() writes reads back the same
     assert str(scenario.Expectation("server", text="Hello")) == "server prints Hello"
     assert str(scenario.Expectation("server", text="meet at 5")) == 'server prints "meet at 5"'
+
+
+def test_a_time_in_delays_follows_the_runs_delay():
+    e = scenario._expectation("client ESTABLISHED at 0.1+2d±0.05", "w")
+    assert (e.at, e.delays, e.tol) == (0.1, 2.0, 0.05) and e.when(3.0) == 6.1 and e.when(0.3) == pytest.approx(0.7)
+    assert str(e) == "client ESTABLISHED at 0.1+2d±0.05" and scenario._expectation(str(e), "w") == e
+    assert scenario._expectation("client ESTABLISHED at d", "w").when(0.3) == 0.3
+    assert str(scenario._expectation("client ESTABLISHED at 2.5 d", "w")) == "client ESTABLISHED at 2.5d"
+    with pytest.raises(ScenarioError, match="more than 3600 s or 1000 delays"):
+        scenario._expectation("client ESTABLISHED at 1001d", "w")
+    s = scenario.load("scenarios/two-connections.yml")
+    timed = [e for st in s.steps for e in st.expect if e.delays]
+    assert [str(e) for e in timed] == ["client ESTABLISHED on a at 2d", "server ESTABLISHED on a at 3d"]
