@@ -10,11 +10,10 @@ import asyncio
 import pytest
 
 from controller import scenario
-from controller.run import Run
 from controller.scenario import Expectation, ScenarioError
 from tcplab import actions, wire
 from tcplab.actions import StepContext
-from tests.unit.test_run import Probe
+from tests.unit.test_run import Probe, run  # noqa: F401 (run: the fixture)
 
 A = ("10.90.0.2:40001", "10.90.0.1:9090")  # connection a as the client sees it
 B = ("10.90.0.2:40002", "10.90.0.1:9090")
@@ -117,11 +116,15 @@ def test_the_wire_refuses_a_pair_that_is_not_one(conn):
         actions.check_command({"id": 1, "action": "connect", "args": {"ip": "10.90.0.1", "app": True, "count": 2}})
 
 
-@pytest.fixture
-def run(tmp_path):
-    r = Run(tmp_path / "run", ("thinkpad", "raspberrypi"))
-    yield r
-    r.close()
+async def three(probe: Probe, t: float, established: tuple, rst: tuple, line: tuple) -> None:
+    """A client's ESTABLISHED on ``established``, its RST on ``rst`` and the server's line on ``line``."""
+    run = probe.run
+    await run.add_event("raspberrypi", {"kind": "state", "t_ns": probe.ns(t), "local": established[0],
+                                        "remote": established[1], "from": "SYN_SENT", "to": "ESTABLISHED"}, probe.clock)
+    await run.add_event("raspberrypi", {"kind": "packet", "t_ns": probe.ns(t + 0.1), "dir": "out", "src": rst[0],
+                                        "dst": rst[1], "flags": ["RST"], "seq": 1, "ack": 0, "len": 0}, probe.clock)
+    await run.add_event("thinkpad", {"kind": "console", "t_ns": probe.ns(t + 0.2), "text": "Hi\n", "stream": "stdout",
+                                     "local": line[1], "remote": line[0]}, probe.clock)
 
 
 def test_an_expectation_on_a_connection_counts_that_connections_records_only(run):
@@ -134,19 +137,9 @@ def test_an_expectation_on_a_connection_counts_that_connections_records_only(run
         assert run.hits(on_a, 0.0) == []  # its pair not known yet: nothing counts
         run.note_pair("a", "raspberrypi", "thinkpad", *A)
         run.note_pair("b", "raspberrypi", "thinkpad", *B)
-        await run.add_event("raspberrypi", {"kind": "state", "t_ns": probe.ns(0.1), "local": B[0], "remote": B[1],
-                                            "from": "SYN_SENT", "to": "ESTABLISHED"}, probe.clock)
-        await run.add_event("raspberrypi", {"kind": "packet", "t_ns": probe.ns(0.2), "dir": "out", "src": A[0],
-                                            "dst": A[1], "flags": ["RST"], "seq": 1, "ack": 0, "len": 0}, probe.clock)
-        await run.add_event("thinkpad", {"kind": "console", "t_ns": probe.ns(0.3), "text": "Hi\n", "stream": "stdout",
-                                         "local": B[1], "remote": B[0]}, probe.clock)
+        await three(probe, 0.1, B, A, B)  # each on the other connection
         before = [run.hits(e, 0.0) for e in (on_a, rst_b, line_a)]
-        await run.add_event("raspberrypi", {"kind": "state", "t_ns": probe.ns(0.4), "local": A[0], "remote": A[1],
-                                            "from": "SYN_SENT", "to": "ESTABLISHED"}, probe.clock)
-        await run.add_event("raspberrypi", {"kind": "packet", "t_ns": probe.ns(0.5), "dir": "out", "src": B[0],
-                                            "dst": B[1], "flags": ["RST"], "seq": 1, "ack": 0, "len": 0}, probe.clock)
-        await run.add_event("thinkpad", {"kind": "console", "t_ns": probe.ns(0.6), "text": "Hi\n", "stream": "stdout",
-                                         "local": A[1], "remote": A[0]}, probe.clock)
+        await three(probe, 0.4, A, B, A)
         return before, [run.hits(e, 0.0) for e in (on_a, rst_b, line_a)]
     before, after = asyncio.run(go())
     assert before == [[], [], []]
