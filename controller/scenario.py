@@ -81,6 +81,7 @@ from controller import analysis
 from tcplab import actions, strictyaml, tcpstates, wire
 from tcplab.wire import bodies
 from tcplab.actions import shape
+from tcplab.actions.listen import MAX_CONNECTIONS
 from tcplab.errors import TcplabError
 
 # A step names an action of the registry (tcplab.actions), or "wait": expectations only, no command.
@@ -386,15 +387,15 @@ def _expectation(text: object, where: str, names: frozenset[str] = frozenset()) 
 
 
 def _untimed(host: str, rest: str, text: str, where: str, names: frozenset[str]) -> Expectation:
-    count, conn = 1, None
-    for _ in range(2):  # `` xN`` and `` on NAME``, in either order
+    count, counted, conn = 1, False, None
+    for _ in range(2):  # `` xN`` and `` on NAME``, each once, in either order
         m, o = COUNT_RE.match(rest.strip()), ON_RE.match(rest.strip())
-        if m and count == 1:
-            rest, count = m.group("rest"), int(m.group("count"))
+        if o and conn is None and (o.group("conn") in names or not rest.startswith("prints ")):
+            rest, conn = o.group("rest"), o.group("conn")
+        elif m and not counted:
+            rest, count, counted = m.group("rest"), int(m.group("count")), True
             if count < 1:
                 raise ScenarioError(f"{where}: the count in expectation {text!r} must be at least 1")
-        elif o and conn is None and (o.group("conn") in names or not rest.startswith("prints ")):
-            rest, conn = o.group("rest"), o.group("conn")
     e = _what(host, rest, text, where, count)
     if conn is None:
         return e
@@ -576,7 +577,9 @@ def _check_order(steps: tuple[Step, ...], source: str) -> tuple[Step, ...]:
             app[host] = "named"
             since.setdefault(host, "connect")
             ends[s.connection], named_at[s.connection] = (host, s.to or ""), s.index
-            open_ |= {(s.connection, host), (s.connection, s.to or "")}
+            open_.add((s.connection, host))
+            if s.to in listens:  # its other end, where something listens (else the connect is refused)
+                open_.add((s.connection, s.to))
         elif s.action in ("listen", "connect") and host in app:
             raise ScenarioError(f"{where}: {host}'s application already runs (since its {since[host]}); "
                                 "close or abort it first: one application at a time on a host")
@@ -610,6 +613,11 @@ def _check_order(steps: tuple[Step, ...], source: str) -> tuple[Step, ...]:
             if e.conn is not None and e.conn not in ends:
                 raise ScenarioError(f"{where}: expectation {str(e)!r}: connection {e.conn} is opened by a later "
                                     "step (its connect comes first)")
+    for s in steps:
+        if made.get(s.index, [0, 0])[1] and made[s.index][0] > MAX_CONNECTIONS:
+            where = f"{source}:{s.line}: step {s.index} (listen)" if s.line else f"{source}: step {s.index} (listen)"
+            raise ScenarioError(f"{where}: {made[s.index][0]} connections connect to it; one listen accepts at most "
+                                f"{MAX_CONNECTIONS}")
     return tuple(replace(s, app=True, count=max(s.count, made[s.index][0]))
                  if s.action == "listen" and made.get(s.index, [0, 0])[1] else s for s in steps)
 
@@ -622,7 +630,8 @@ def _check_end(name: str, host: str, ends: dict[str, tuple[str, str]], open_: se
     if host not in ends[name]:
         raise ScenarioError(f"{where}: connection {name} is between {' and '.join(ends[name])}, not on {host}")
     if (name, host) not in open_:
-        raise ScenarioError(f"{where}: {host}'s end of connection {name} is already closed")
+        raise ScenarioError(f"{where}: {host}'s end of connection {name} is not open: it was closed, or "
+                            f"nothing listened on {host} when it connected")
 
 
 def parse(data: object, source: str = "scenario") -> Scenario:

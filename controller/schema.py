@@ -77,7 +77,7 @@ def _step() -> dict:
         "bytes": {"type": "integer", "minimum": 1, "maximum": MAX_BYTES},
         "reading": {"type": "boolean"},
         "count": {"type": "integer", "minimum": 1, "maximum": MAX_CONNECTIONS},
-        "connection": host_name,
+        "connection": {"type": "string", "pattern": "^(?!x[0-9]+$)" + wire.HOST_RE.pattern[1:]},  # not a count
         "expect": {"oneOf": [{"type": "string", "pattern": expectation_pattern()},
                              {"type": "array", "items": {"type": "string", "pattern": expectation_pattern()}}]},
         "timeout": {"type": "number", "minimum": 0.1, "maximum": 3600},

@@ -67,13 +67,16 @@ def _addr(sa: tuple) -> str:
 
 
 class Conn:
-    """One connection of the application, with the task reading it."""
+    """One connection of the application, with the tasks reading it, writing to it and (a named one
+    still in its handshake) connecting it."""
 
-    def __init__(self, sock: socket.socket, reading: bool = True):
+    def __init__(self, sock: socket.socket, reading: bool = True, remote: str | None = None):
         self.sock = sock
         self.local = _addr(sock.getsockname())
-        self.remote = _addr(sock.getpeername())
+        self.remote = remote or _addr(sock.getpeername())
         self.reader: asyncio.Task | None = None
+        self.dialling: asyncio.Task | None = None  # a named connection's handshake, while it lasts
+        self.sending: set[asyncio.Task] = set()    # send_bytes' writes still under way
         self.eof = False
         self.reading = asyncio.Event()  # cleared: a slow reader, nothing is read from it (read off)
         if reading:
@@ -87,7 +90,6 @@ class SocketApp:
         self._acceptor: asyncio.Task | None = None
         self._connecting: list[asyncio.Task] = []
         self.conns: list[Conn] = []
-        self._sending: set[asyncio.Task] = set()  # send_bytes' writes still under way
         self.reading = True  # a new connection is read from (False: the application stopped reading)
         self.failed = 0   # connects that did not succeed (this application's)
 
@@ -142,16 +144,21 @@ class SocketApp:
         sock = self._dial(ip, port)
         if sock is None:
             raise AppError(f"cannot connect to {ip}:{port}")
-        pair = (_addr(sock.getsockname()), f"{ip}:{port}")
-        self._connecting.append(asyncio.ensure_future(self._connect(sock, ip, port)))
-        log.info("app_connecting", ip=ip, port=port, local=pair[0])
-        return pair
+        named = Conn(sock, self.reading, remote=f"{ip}:{port}")  # the application's from its SYN on
+        named.dialling = asyncio.ensure_future(self._connect(sock, ip, port, named))
+        self.conns.append(named)
+        log.info("app_connecting", ip=ip, port=port, local=named.local)
+        return named.local, named.remote
 
-    def _open(self, conn: Pair | None) -> list[Conn]:
-        """The open connections a call acts on: every one, or the one ``conn`` names."""
-        open_ = [c for c in self.conns if c.sock.fileno() != -1 and (conn is None or (c.local, c.remote) == conn)]
+    def _open(self, conn: Pair | None, dialling: bool = False) -> list[Conn]:
+        """The open connections a call acts on: every one, or the one ``conn`` names; one still in its
+        handshake only when ``dialling`` (a close, an abort or a read may act on it, a send may not)."""
+        open_ = [c for c in self.conns if c.sock.fileno() != -1 and (conn is None or (c.local, c.remote) == conn)
+                 and (dialling or c.dialling is None)]
         if not open_:
-            raise AppError("the probe's application has no open connection" +
+            still = [c for c in self.conns if conn is not None and (c.local, c.remote) == conn and c.dialling]
+            raise AppError(f"connection {conn[0]} -> {conn[1]} is still in its handshake (no SYN+ACK yet)" if still
+                           else "the probe's application has no open connection" +
                            (f" {conn[0]} -> {conn[1]}" if conn is not None else ""))
         return open_
 
@@ -184,7 +191,7 @@ class SocketApp:
             raise AppError("the probe's application is not running")
         if conn is None:
             self.reading = on
-        for c in self._open(conn) if conn is not None else self.conns:
+        for c in self._open(conn, dialling=True) if conn is not None else self.conns:
             (c.reading.set if on else c.reading.clear)()
 
     async def send_bytes(self, count: int, line: int = 1000, conn: Pair | None = None) -> int:
@@ -195,8 +202,8 @@ class SocketApp:
         for c in open_:
             task = loop.create_task(loop.sock_sendall(c.sock, data))
             task.add_done_callback(_logged)
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+            c.sending.add(task)
+            task.add_done_callback(c.sending.discard)
         self._typed(bulk_words(count, line), open_, conn)
         return len(open_)
 
@@ -237,8 +244,8 @@ class SocketApp:
         await self._end(drain=False, reset=reset)
 
     def _take(self, conn: Pair) -> list[Conn]:
-        """The connection ``conn`` names, no longer the application's."""
-        taken = self._open(conn)
+        """The connection ``conn`` names (also in its handshake), no longer the application's."""
+        taken = self._open(conn, dialling=True)
         self.conns = [c for c in self.conns if c not in taken]
         return taken
 
@@ -279,8 +286,9 @@ class SocketApp:
         if self.failed in (1, 10, 100):  # one line for a refused storm, with the count so far
             log.warning("app_connect_failed", ip=ip, port=port, error=why, failed=self.failed)
 
-    async def _connect(self, sock: socket.socket, ip: str, port: int) -> None:
-        """Wait for the handshake of a dialled socket (writable once it is made or has failed)."""
+    async def _connect(self, sock: socket.socket, ip: str, port: int, named: Conn | None = None) -> None:
+        """Wait for the handshake of a dialled socket (writable once it is made or has failed); then
+        serve it (a named one, already the application's, is read from now on)."""
         try:
             await _ready(sock, write=True)
         except asyncio.CancelledError:
@@ -290,8 +298,14 @@ class SocketApp:
         if err:
             sock.close()
             self._connect_failed(ip, port, os.strerror(err))
+            if named is not None and named in self.conns:
+                self.conns.remove(named)
             return
-        self._serve(sock)
+        if named is None:
+            self._serve(sock)
+        else:
+            named.dialling = None
+            named.reader = asyncio.ensure_future(self._read(named))
 
     def _serve(self, sock: socket.socket) -> None:
         try:
@@ -340,8 +354,6 @@ class SocketApp:
 
     async def _end(self, drain: bool, reset: bool = False) -> None:
         self.reading = True  # the next application reads again
-        for task in list(self._sending):
-            task.cancel()
         tasks = [t for t in (self._acceptor, *self._connecting) if t is not None]
         for t in tasks:
             t.cancel()
@@ -354,8 +366,15 @@ class SocketApp:
         await self._finish(conns, drain, reset)
 
     async def _finish(self, conns: list[Conn], drain: bool, reset: bool) -> None:
-        """End these connections: each after what it had to read (``drain``), reset or with a FIN."""
+        """End these connections: each after what it had to read (``drain``), reset or with a FIN; what
+        was still being sent on them, or their handshake, is cancelled first (before the fd is closed)."""
+        pending = [t for c in conns for t in (*c.sending, c.dialling) if t is not None]
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         for c in conns:
+            if c.dialling is not None:
+                continue  # its socket closed with its handshake's task
             if drain and not c.eof:  # what already arrived is read (and printed) first: a FIN, not a reset
                 self._drain(c)
             if c.reader is not None:

@@ -25,6 +25,7 @@ from tcplab.wire import HOST_RE, ProtocolError
 FIELD = "connection"    # the step field
 ARG = "conn"            # the wire argument: [local, remote], "IP:PORT" each
 CONN = Arg(list)
+COUNT_LIKE = re.compile(r"^x[0-9]+$")  # `` on x2`` would read as a count
 PAIR_ADDR = re.compile(r"^(?:25[0-5]|2[0-4][0-9]|1?[0-9]{1,2})(?:\.(?:25[0-5]|2[0-4][0-9]|1?[0-9]{1,2})){3}"
                        r":(?:[1-9][0-9]{0,4})$")
 
@@ -32,9 +33,9 @@ PAIR_ADDR = re.compile(r"^(?:25[0-5]|2[0-4][0-9]|1?[0-9]{1,2})(?:\.(?:25[0-5]|2[
 def check_name(raw: Mapping) -> None:
     """A step's ``connection``, when it has one, is a simple word (a host name's letters)."""
     name = raw.get(FIELD)
-    if FIELD in raw and (not isinstance(name, str) or not HOST_RE.match(name)):
-        raise ActionError(f"'connection' must name a connection, a simple word (letters, digits, - _ .), "
-                          f"got {name!r}", field=FIELD)
+    if FIELD in raw and (not isinstance(name, str) or not HOST_RE.match(name) or COUNT_LIKE.match(name)):
+        raise ActionError(f"'connection' must name a connection, a simple word (letters, digits, - _ .) that "
+                          f"is not x and digits (an expectation's count), got {name!r}", field=FIELD)
 
 
 def check_arg(args: dict) -> None:

@@ -211,3 +211,48 @@ def test_named_connections_are_acted_on_one_at_a_time(netns_pair):
             ta.run(server.abort())
             tb.run(client.abort())
         assert not server.running and not states(b)
+
+
+def test_a_named_connection_in_its_handshake_is_the_applications_and_may_be_ended(netns_pair):
+    """A named connection is the application's from its SYN on: a close or an abort ends it in SYN_SENT,
+    a send says it is still in its handshake (10.90.0.99: an address of the lab's own bridge nobody has,
+    so the SYN waits for an ARP answer that never comes)."""
+    b = netns_pair.b
+    with NetnsThread(b.ns) as tb:
+        client = Endpoints(Endpoint(Console()), SocketApp(Console()))
+        pair = tb.run(client.connect("10.90.0.99", PORT, lab=(b.ifname, b.ip), app=True))
+        try:
+            assert client.running and states(b) == {"SYN-SENT": 1}
+            with pytest.raises(AppError, match="is still in its handshake"):
+                tb.run(client.send("x", conn=pair))
+            assert tb.run(client.abort(conn=pair)) is True
+            assert not client.running and not states(b)
+        finally:
+            tb.run(client.abort())
+
+
+def test_ending_one_connection_cancels_what_was_still_being_sent_on_it(netns_pair):
+    """A send of bytes a stopped reader does not take, then that connection aborted: the write is cancelled
+    before its socket closes, so the next connection (which may get the same descriptor) is served."""
+    a, b = netns_pair.a, netns_pair.b
+    with NetnsThread(a.ns) as ta, NetnsThread(b.ns) as tb:
+        server, client = SocketApp(Console()), Endpoints(Endpoint(Console()), SocketApp(Console()))
+        ta.run(server.listen(PORT, 2))
+        try:
+            pa = tb.run(client.connect(a.ip, PORT, lab=(b.ifname, b.ip), app=True))
+            wait(lambda: len(server.conns) == 1 and states(b) == {"ESTAB": 1})
+            ta.run(server.read(False))
+            tb.run(client.send_bytes(65_000, conn=pa))
+            time.sleep(0.3)
+            sending = next(iter(client.app.conns)).sending
+            assert sending and not any(t.done() for t in sending)  # the windows are full: still sending
+            tb.run(client.abort(conn=pa))
+            assert all(t.done() for t in sending) and not client.running
+            pb = tb.run(client.connect(a.ip, PORT, lab=(b.ifname, b.ip), app=True))
+            wait(lambda: [c for c in client.app.conns if c.reader is not None and (c.local, c.remote) == pb])
+            tb.run(client.send("after", conn=pb))
+            ta.run(server.read(True))
+            wait(lambda: any(c.eof for c in server.conns))  # a's reset reached the server
+        finally:
+            ta.run(server.abort())
+            tb.run(client.abort())

@@ -1,4 +1,4 @@
-"""Sixty-seven malformed and hostile scenario files (tests/data/bad-scenarios, each saying on its first
+"""Seventy malformed and hostile scenario files (tests/data/bad-scenarios, each saying on its first
 line the message it must get): each is refused with one line naming the file, the line and the
 field, and what is allowed; together, through a real ``tcplab check``, in bounded memory and CPU
 time (an address-space and a CPU limit on the process: an alias bomb or a 20,000-deep list used to

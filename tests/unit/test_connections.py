@@ -85,7 +85,7 @@ def test_what_cannot_run_on_a_connection_is_refused_naming_it(more, message):
 def test_a_client_whose_named_connections_all_ended_may_start_again():
     two({"action": "abort", "host": "client", "connection": "a"}, {"action": "close", "host": "client", "connection": "b"},
         {"action": "connect", "host": "client", "to": "server"})
-    with pytest.raises(ScenarioError, match="server's end of connection a is already closed"):
+    with pytest.raises(ScenarioError, match="server's end of connection a is not open"):
         two({"action": "close", "host": "server"}, {"action": "send", "host": "server", "connection": "a", "text": "x"})
 
 

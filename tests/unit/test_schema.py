@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 ORDER = {"21-send-before-connect", "22-close-before-listen", "23-listen-twice", "56-shutdown-before-a-connection",
          # a named connection's steps against its connect's, before and after
          "57-send-on-an-unknown-connection", "58-connection-named-twice", "62-connection-on-a-third-host",
-         "63-a-closed-end-acted-on", "64-named-beside-nc", "67-expectation-before-its-connect"}  # not a schema's to say
+         "63-a-closed-end-acted-on", "64-named-beside-nc", "67-expectation-before-its-connect",
+         "68-more-named-than-a-listen-accepts", "70-a-refused-connections-other-end"}  # not a schema's to say
 # nor one field against another's value (a jitter larger than the delay, a reorder at delay 0, a count with a
 # connection, an expectation on a connection no connect names or on the listener's LISTEN)
 ACROSS = {"46-jitter-above-delay", "48-reorder-without-delay", "52-jitter-above-the-scenarios-delay",
