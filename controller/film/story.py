@@ -57,6 +57,11 @@ class _Story:
             if seq_end(r) > r.get("seq", 0) and (r["dir"] == Direction.OUT or self.ix.pair_of(r) is None):
                 self.ends[r["src"], r["dst"], seq_end(r)].append(self.ix.position(r))
         self.port = self.film.port
+        # per host, where each of its applications started and whether it is the probe's own (not nc)
+        self.apps: dict[str, list[tuple[int, bool]]] = defaultdict(list)
+        for st in self.ix.steps(StepStatus.START):
+            if st["action"] in ("listen", "connect"):
+                self.apps[st["target"]].append((self.ix.position(st), "own application" in (st.get("detail") or "")))
 
     def host(self, addr: str) -> str:
         """The host of an address ("ip:port" or "ip"), or the address when no capture names it."""
@@ -247,8 +252,12 @@ class _Story:
 
     def console(self, r: dict) -> str:
         text = code(shortened(r.get("text", "")))
-        # a record with its connection is the probe's own application's (many, or named, connections)
-        app, on = ("the application", f" on {r['local']} ↔ {r['remote']}") if r.get("local") else ("nc", "")
+        # the probe's own application (many, or named, connections) or nc: as the host's last listen or connect said
+        started = self.apps.get(r["host"], [])
+        at = bisect_left(started, (self.ix.position(r), False))
+        own = bool(r.get("local")) or (at > 0 and started[at - 1][1])
+        app = "the probe's application" if own else "nc"
+        on = f" on {r['local']} ↔ {r['remote']}" if r.get("local") else ""
         if r.get("stream") == Stream.STDIN:
             return f"{stamp(r['t'])} — {r['host']}: {text} is typed into {app}{on}, which hands it to TCP to send."
         if r.get("stream") == Stream.STDERR:
@@ -370,10 +379,11 @@ class _Story:
         return [f"- {line}" for line in out]
 
     def _alike(self, r: dict) -> tuple | None:
-        """What makes a record alike another's for :meth:`told` (None: told each time): a socket's change
-        (but the diagram's own), a segment's flags, a kernel event, a console line."""
+        """What makes a record alike another's for :meth:`told` (None: told each time): a socket's change,
+        a segment's flags, a kernel event, a console line. (The diagram's own changes too: with many
+        connections it takes up each one in turn as the one before reaches TIME_WAIT.)"""
         kind, host = r["kind"], r["host"]
-        if kind == Kind.STATE and self.ix.position(r) not in self.by_record:
+        if kind == Kind.STATE:
             return kind, host, r["from"], r["to"]
         if kind == Kind.PACKET:
             return kind, host, r["dir"], tuple(r.get("flags", ())), bool(r.get("len")), tuple(sorted(self._analysis(r)))

@@ -242,7 +242,7 @@ def test_two_named_connections_are_each_their_own(library_runs):
     still = [r for r in recs if r["kind"] == "packet" and r["dir"] == "out" and r["src"] == a[1] and r["len"] > 0]
     assert still and still[0]["payload"] == "Still here\n" and still[0]["t"] > last_b  # a carries on after b
     story = (run_dir / "story.md").read_text()
-    assert f"the application prints `\"one for b\"` on {b[1]} ↔ {b[0]}" in story
+    assert f"the probe's application prints `\"one for b\"` on {b[1]} ↔ {b[0]}" in story
 
 
 @pytest.mark.parametrize("name", ["connection-refused", "simultaneous-close", "abort", "half-close"])

@@ -90,5 +90,5 @@ def test_the_film_files_are_made(load_run):
     story = (load_run / "story.md").read_text()
     assert "SYN_RECEIVED" in story and "TIME_WAIT" in story
     # what the 200 connections do alike is told once and counted (story.MANY): a story to read, not 1 MB
-    assert "more like it since" in story and "on 199 connections in all: **thinkpad: LISTEN → SYN_RECEIVED**" in story
+    assert "more like it since" in story and "on 200 connections in all: **thinkpad: TIME_WAIT → CLOSED**" in story
     assert len(story) < 100_000, len(story)

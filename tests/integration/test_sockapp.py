@@ -242,10 +242,13 @@ def test_ending_one_connection_cancels_what_was_still_being_sent_on_it(netns_pai
             pa = tb.run(client.connect(a.ip, PORT, lab=(b.ifname, b.ip), app=True))
             wait(lambda: len(server.conns) == 1 and states(b) == {"ESTAB": 1})
             ta.run(server.read(False))
-            tb.run(client.send_bytes(65_000, conn=pa))
-            time.sleep(0.3)
             sending = next(iter(client.app.conns)).sending
-            assert sending and not any(t.done() for t in sending)  # the windows are full: still sending
+            for _ in range(40):  # until the server's window and the client's buffer are full: still sending
+                tb.run(client.send_bytes(65_000, conn=pa))
+                time.sleep(0.05)
+                if any(not t.done() for t in sending):
+                    break
+            assert sending and any(not t.done() for t in sending)
             tb.run(client.abort(conn=pa))
             assert all(t.done() for t in sending) and not client.running
             pb = tb.run(client.connect(a.ip, PORT, lab=(b.ifname, b.ip), app=True))

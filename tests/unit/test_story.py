@@ -229,9 +229,9 @@ def many_connections(n: int) -> list[dict]:
 
 def test_what_many_connections_do_alike_is_told_once_and_counted():
     text = story.render(many_connections(200))
-    assert text.count("LISTEN → SYN_RECEIVED**") == 3  # the diagram's, the first of the others, their count
-    assert "and 198 more like it since 0.211 s, on 199 connections in all: **thinkpad: LISTEN → SYN_RECEIVED**" in text
-    assert "and 198 more like it since 0.210 s, on 199 connections in all: **raspberrypi: CLOSED → SYN_SENT**" in text
+    assert text.count("LISTEN → SYN_RECEIVED**") == 2  # the first, and the count of the others
+    assert "and 199 more like it since 0.201 s, on 200 connections in all: **thinkpad: LISTEN → SYN_RECEIVED**" in text
+    assert "and 199 more like it since 0.200 s, on 200 connections in all: **raspberrypi: CLOSED → SYN_SENT**" in text
     assert len(text) < 6000
     few = story.render(many_connections(8))  # as many as MANY: each is told
     assert few.count("LISTEN → SYN_RECEIVED**") == 8 and "more like it" not in few
