@@ -35,7 +35,8 @@ def _delay_ms(ix: TraceIndex) -> int:
 
 
 def _commands(film: Film) -> dict[str, list[dict]]:
-    """The command line each host's console shows when its step starts: nc -l PORT or nc ADDR PORT."""
+    """The command line each host's console shows when its step starts: nc -l PORT or nc ADDR PORT, or
+    for the probe's own application (many or named connections), a comment saying what it does."""
     ix, port = film.records, film.port or "?"
     server_ip = next((r["remote"].rsplit(":", 1)[0] for r in ix.states(film.client()) if r["to"] == "SYN_SENT"),
                      None)
@@ -45,6 +46,11 @@ def _commands(film: Film) -> dict[str, list[dict]]:
     for r in ix.steps(StepStatus.START):
         if r["action"] in ("listen", "connect"):
             text = f"nc -l {port}" if r["action"] == "listen" else f"nc {server_ip} {port}"
+            detail = [part for part in (r.get("detail") or "").split(", ") if part]
+            if "the probe's own application" in detail:
+                what = f"listens on port {port}" if r["action"] == "listen" else f"connects to {server_ip} {port}"
+                more = [part for part in detail if part != "the probe's own application"]
+                text = f"# the probe's application {what}" + (f" ({', '.join(more)})" if more else "")
             for h in r["target"].split(","):
                 if h in out:
                     out[h].append({"t": r["t"], "record": ix.position(r), "text": text})

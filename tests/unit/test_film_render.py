@@ -155,3 +155,14 @@ def test_summary_tells_the_hosts_in_the_scenarios_order_not_run_jsons_sorted_key
     text = (run_dir / "summary.txt").read_text()
     assert "shaping backend: thinkpad: netem, raspberrypi: nfqueue" in text
     assert text.index("\nthinkpad: states") < text.index("\nraspberrypi: states")
+
+
+def test_the_console_says_which_application_ran():
+    from controller.film import model
+    from tests.unit.test_story import many_connections
+    seed = html._commands(model.build(load(DATA / "seed-0.3s.trace.jsonl")))
+    assert [c["text"] for c in seed["thinkpad"]] == ["nc -l 9090"]  # the seed's own command lines
+    assert [c["text"] for c in seed["raspberrypi"]] == ["nc 10.90.0.1 9090"]
+    many = html._commands(model.build(many_connections(20)))  # the probe's own application: no nc ran
+    assert [c["text"] for c in many["raspberrypi"]] == [
+        "# the probe's application connects to 10.90.0.1 9090 (20 connections)"]
