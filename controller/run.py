@@ -207,6 +207,8 @@ class Run:
         detail = getattr(step, "detail", None)
         if status == StepStatus.START and detail:
             rec["detail"] = detail
+        if status == StepStatus.START and getattr(step, "own_app", False):
+            rec["app"] = True
         return await self.add(rec)
 
     async def note_silent(self, host: str, why: str, silent_s: float) -> None:

@@ -97,7 +97,7 @@ MAX_DURATION_S = 3600.0
 # ``roles``, from the inventory's ``tcplab_role``), by default the seed's.
 DEFAULT_ROLES = {"server": "thinkpad", "client": "raspberrypi"}
 COUNT_RE = re.compile(r"^(?P<rest>.*\S)\s+x(?P<count>[0-9]{1,6})$")
-ON_RE = re.compile(r"^(?P<rest>.*\S)\s+on\s+(?P<conn>[A-Za-z0-9][A-Za-z0-9_.-]{0,62})$")  # `` on NAME``
+ON_RE = re.compile(rf"^(?P<rest>.*\S)\s+on\s+(?P<conn>{wire.HOST_RE.pattern.strip('^$')})$")  # `` on NAME``
 # `` at T`` or `` at T±TOL`` (also ``+-``): when, in seconds after the step began
 # a time: seconds, a number of the scenario's delays (``2d``), or both (``0.2+2d``)
 NUM = r"[0-9]+(?:\.[0-9]+)?"
@@ -219,12 +219,15 @@ class Step:
     @property
     def detail(self) -> str | None:
         """What the step's record says of its arguments, where the action alone does not tell."""
-        parts = [self._what()] if self._what() else []
+        parts = [what for what in (self._what(),) if what]
         if self.connection is not None:
             parts.append(f"connection {self.connection}" if self.action == "connect" else f"on connection {self.connection}")
-        if self.action in ("listen", "connect") and (self.app or self.count > 1):
-            parts.append("the probe's own application")
         return ", ".join(parts) or None
+
+    @property
+    def own_app(self) -> bool:
+        """A listen or connect that runs the probe's own application, not nc: many connections, or named ones."""
+        return self.action in ("listen", "connect") and (self.app or self.count > 1)
 
     def _what(self) -> str | None:
         if self.action == "read" and self.reading is not None:
@@ -400,8 +403,8 @@ def _untimed(host: str, rest: str, text: str, where: str, names: frozenset[str])
     if conn is None:
         return e
     if conn not in names:
-        raise ScenarioError(f"{where}: expectation {text!r} names connection {conn!r}, which no connect names "
-                            f"({'the scenario names ' + ', '.join(sorted(names)) if names else 'a connect with connection: ' + conn + ' comes first'})")
+        known = f"the scenario names {', '.join(sorted(names))}" if names else f"a connect with connection: {conn} comes first"
+        raise ScenarioError(f"{where}: expectation {text!r} names connection {conn!r}, which no connect names ({known})")
     if e.state == "LISTEN":
         raise ScenarioError(f"{where}: expectation {text!r}: LISTEN is the listener's, not a connection's")
     if e.state is not None and e.count != 1:

@@ -46,11 +46,9 @@ def _commands(film: Film) -> dict[str, list[dict]]:
     for r in ix.steps(StepStatus.START):
         if r["action"] in ("listen", "connect"):
             text = f"nc -l {port}" if r["action"] == "listen" else f"nc {server_ip} {port}"
-            detail = [part for part in (r.get("detail") or "").split(", ") if part]
-            if "the probe's own application" in detail:
+            if r.get("app"):
                 what = f"listens on port {port}" if r["action"] == "listen" else f"connects to {server_ip} {port}"
-                more = [part for part in detail if part != "the probe's own application"]
-                text = f"# the probe's application {what}" + (f" ({', '.join(more)})" if more else "")
+                text = f"# the probe's application {what}" + (f" ({r['detail']})" if r.get("detail") else "")
             for h in r["target"].split(","):
                 if h in out:
                     out[h].append({"t": r["t"], "record": ix.position(r), "text": text})

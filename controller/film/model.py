@@ -250,11 +250,12 @@ def _cause(ix: TraceIndex, i: int, frm: str, to: str, numbers: dict[int, int],
 
 
 def call_words(step: dict) -> str:
-    """What a step's call is, in words: nc's, or for many connections the probe's own application's
-    (its record's ``detail``)."""
+    """What a step's call is, in words: nc's, or for many or named connections the probe's own
+    application's (its record's ``app``), with the record's ``detail``."""
     words = CALL_WORDS[step["action"]]
-    if step["action"] in ("listen", "connect") and step.get("detail"):
-        words = words.rsplit(" (", 1)[0] + f" ({step['detail']})"
+    parts = [*([step["detail"]] if step.get("detail") else []), *(["the probe's own application"] if step.get("app") else [])]
+    if step["action"] in ("listen", "connect") and parts:
+        words = words.rsplit(" (", 1)[0] + f" ({', '.join(parts)})"
     return words
 
 

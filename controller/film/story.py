@@ -61,7 +61,7 @@ class _Story:
         self.apps: dict[str, list[tuple[int, bool]]] = defaultdict(list)
         for st in self.ix.steps(StepStatus.START):
             if st["action"] in ("listen", "connect"):
-                self.apps[st["target"]].append((self.ix.position(st), "own application" in (st.get("detail") or "")))
+                self.apps[st["target"]].append((self.ix.position(st), bool(st.get("app"))))
 
     def host(self, addr: str) -> str:
         """The host of an address ("ip:port" or "ip"), or the address when no capture names it."""

@@ -89,7 +89,7 @@ FIELDS: dict[Kind, tuple[str, ...]] = {
     Kind.SWEEP: ("removed",),
 }
 # A step record's fields (the controller writes them; ``error`` only when it failed).
-STEP_FIELDS = ("index", "action", "target", "status", "error", "detail")
+STEP_FIELDS = ("index", "action", "target", "status", "error", "detail", "app")
 # A loss record's fields (the controller writes them): the event numbers ``from`` .. ``to`` of the
 # host's session, ``why`` (LossWhy) and ``detail`` (a refusal's reason).
 LOSS_FIELDS = ("from", "to", "why", "detail")

@@ -31,8 +31,8 @@ def two(*more: dict, listen: dict | None = None) -> scenario.Scenario:
 def test_a_listen_that_named_connections_connect_to_runs_the_application_and_accepts_them_all():
     s = two()
     listen, a, b = s.steps
-    assert listen.app and listen.count == 2 and listen.detail == "2 connections, the probe's own application"
-    assert a.app and a.connection == "a" and a.detail == "connection a, the probe's own application"
+    assert listen.app and listen.own_app and listen.count == 2 and listen.detail == "2 connections"
+    assert a.app and a.own_app and a.connection == "a" and a.detail == "connection a"
     assert [str(e) for e in a.expect] == ["client ESTABLISHED on a", "server ESTABLISHED on a"]
     assert two(listen={"count": 5}).steps[0].count == 5  # more than connect: as written
     plain = scenario.parse({"name": "t", "steps": [{"action": "listen", "host": "server"},

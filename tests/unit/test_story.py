@@ -218,7 +218,7 @@ def test_backticks_in_a_payload_stay_inside_their_code_span():
 def many_connections(n: int) -> list[dict]:
     """A listen, then ``n`` clients' SYNs: each connection's first changes on both hosts."""
     recs = [step(0.0, 1, "listen", "thinkpad"), state(0.01, "thinkpad", "CLOSED", "LISTEN", SERVER, "0.0.0.0:*"),
-            step(0.1, 2, "connect", "raspberrypi", detail=f"{n} connections, the probe's own application")]
+            step(0.1, 2, "connect", "raspberrypi", detail=f"{n} connections", app=True)]
     for k in range(n):
         client = f"10.90.0.2:{40000 + k}"
         t = 0.2 + k * 0.01
